@@ -1,0 +1,806 @@
+"""LiteRT (TFLite) export, verification and latency benchmarking.
+
+Three public functions cover the deployment end of the pipeline:
+
+- `export_tflite` converts a Keras model to a `.tflite` file, optionally
+  quantized (`"float16"`, `"dynamic"` or `"int8"`).
+- `verify_tflite` runs the file in the LiteRT interpreter and the Keras model
+  on the same inputs, and raises `TFLiteMismatchError` when they disagree
+  beyond a per-mode tolerance.
+- `benchmark_tflite` times single-sample `invoke()` calls and reports the
+  file size, raw and gzipped.
+
+Conversion path. When the installed Keras ships its own LiteRT exporter
+(`model.export(path, format="litert", ...)`, Keras >= 3.12; Keras 3.15 here),
+every mode goes through it: on the TensorFlow backend it writes a SavedModel
+with a `training=False` serving endpoint, builds a
+`tf.lite.TFLiteConverter.from_saved_model` and sets each extra keyword
+argument (`optimizations`, `representative_dataset`,
+`inference_input_type`, `target_spec={...}`, ...) on that converter, so all
+four modes are expressible through it. With an older Keras 3 the same
+converter options are applied to `tf.lite.TFLiteConverter.from_keras_model`.
+
+Both paths restrict the converter to TFLite builtin ops (Keras' exporter
+would otherwise also allow TensorFlow "select" ops, which the stand-alone
+LiteRT interpreter cannot run), and `"int8"` to the integer-only builtins, so
+a model that cannot be fully quantized fails at conversion rather than on
+device.
+
+Note that dynamic-range quantization (`"dynamic"`) only quantizes weight
+tensors with at least 1024 elements (a fixed threshold of the converter);
+in a very small model it may quantize nothing, and `verify_tflite` then
+reports the file as `"float32"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import importlib.util
+import os
+import pathlib
+import statistics
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any, Union
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+PathLike = Union[str, os.PathLike]
+
+QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8")
+DEFAULT_CALIBRATION_SAMPLES = 200
+_KERAS_BATCH_SIZE = 64
+
+
+class TFLiteMismatchError(ValueError):
+    """Raised when a LiteRT model's outputs disagree with its Keras model."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyResult:
+    """Agreement between a `.tflite` file and the Keras model it came from.
+
+    Attributes:
+        max_abs_error: largest absolute difference between any LiteRT output
+            element and the corresponding Keras output element (after
+            dequantizing integer outputs).
+        top1_agreement: fraction in `[0, 1]` of samples whose arg-max over
+            the last output axis is the same in both models.
+        num_samples: number of samples compared.
+        quantization: quantization detected in the file: one of
+            `"float32"`, `"float16"`, `"dynamic"`, `"int8"`.
+        atol: absolute tolerance that was applied, or `None` if the
+            element-wise check was skipped.
+        rtol: relative tolerance that was applied (`0.0` if `atol` is
+            `None`).
+        min_top1_agreement: agreement threshold that was applied, or `None`
+            if it was not checked.
+    """
+
+    max_abs_error: float
+    top1_agreement: float
+    num_samples: int
+    quantization: str
+    atol: float | None
+    rtol: float
+    min_top1_agreement: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyResult:
+    """Single-sample LiteRT latency and file size.
+
+    Attributes:
+        median_ms: median `invoke()` time in milliseconds.
+        p10_ms: 10th percentile of `invoke()` time in milliseconds.
+        p90_ms: 90th percentile of `invoke()` time in milliseconds.
+        runs: number of timed `invoke()` calls.
+        num_threads: interpreter threads used.
+        size_bytes: size of the `.tflite` file in bytes.
+        gzip_size_bytes: size of the file after gzip (level 9), in bytes.
+    """
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+    num_threads: int
+    size_bytes: int
+    gzip_size_bytes: int
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tolerance:
+    atol: float | None
+    rtol: float
+    min_top1_agreement: float | None
+
+
+# Default verification tolerances by detected quantization. An output element
+# passes when |litert - keras| <= atol + rtol * |keras| (`np.allclose`'s
+# rule); `atol=None` skips the element-wise check. Integer modes are judged
+# mainly by top-1 agreement, since their absolute error scales with the
+# output range.
+_DEFAULT_TOLERANCES = {
+    "float32": _Tolerance(atol=1e-4, rtol=1e-4, min_top1_agreement=None),
+    "float16": _Tolerance(atol=1e-2, rtol=1e-2, min_top1_agreement=None),
+    "dynamic": _Tolerance(atol=1e-1, rtol=1e-1, min_top1_agreement=0.9),
+    "int8": _Tolerance(atol=None, rtol=0.0, min_top1_agreement=0.9),
+}
+
+
+def export_tflite(
+    model: keras.Model,
+    path: PathLike,
+    *,
+    quantization: str | None = None,
+    representative_data: Any = None,
+    int8_io: bool = False,
+    num_calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+) -> pathlib.Path:
+    """Convert a Keras model to a LiteRT (`.tflite`) file.
+
+    The model is not modified. The file is written to a temporary file in
+    the same directory and renamed into place, so `path` either keeps its
+    previous content or holds a complete model.
+
+    Args:
+        model: a built single-input `keras.Model` (functional or Sequential).
+        path: destination file; must end in `.tflite`. Its directory must
+            exist.
+        quantization: `None` or `"float32"` (no quantization), `"float16"`
+            (weights stored as float16, computation in float32),
+            `"dynamic"` (dynamic-range quantization: int8 weights, float
+            activations) or `"int8"` (full integer quantization of weights
+            and activations, calibrated on `representative_data`).
+            Defaults to `None`.
+        representative_data: calibration inputs, required for `"int8"` and
+            rejected otherwise. A NumPy array of samples `(N, *input_shape)`
+            (or a single sample `input_shape`), a `tf.data.Dataset` of `x`
+            or `(x, y)` elements, batched or not, or any iterable of such
+            elements. Up to `num_calibration_samples` samples are fed to the
+            converter one at a time, with batch dimension 1, as float32.
+            Defaults to `None`.
+        int8_io: with `"int8"`, make the model's input and output tensors
+            int8 (callers quantize inputs and dequantize outputs with the
+            tensors' scale and zero point). If `False`, the int8 model keeps
+            float32 input and output. Defaults to `False`.
+        num_calibration_samples: maximum number of samples taken from
+            `representative_data`. Defaults to `200`.
+
+    Returns:
+        The path of the written file, as a `pathlib.Path`.
+
+    Raises:
+        ValueError: if `path` does not end in `.tflite`, `quantization` is
+            unknown, `"int8"` is requested without `representative_data`,
+            `representative_data` or `int8_io` is given for another mode, or
+            the calibration samples do not match the model's input shape.
+        FileNotFoundError: if the directory of `path` does not exist.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            "Expected `model` to be a `keras.Model`. "
+            f"Received: model of type {type(model).__name__}."
+        )
+    path = _validate_tflite_suffix(path)
+    mode = _validate_quantization(quantization)
+    if int8_io and mode != "int8":
+        raise ValueError(
+            "`int8_io=True` only applies to full integer quantization. "
+            f"Received: int8_io=True with quantization={quantization!r}. "
+            "Pass `quantization=\"int8\"` or leave `int8_io=False`."
+        )
+    if representative_data is not None and mode != "int8":
+        raise ValueError(
+            "`representative_data` is only used to calibrate "
+            "`quantization=\"int8\"`. "
+            f"Received: representative_data with quantization={quantization!r}. "
+            "Pass `representative_data=None` for this mode."
+        )
+    if not isinstance(num_calibration_samples, int) or (
+        num_calibration_samples < 1
+    ):
+        raise ValueError(
+            "Expected `num_calibration_samples` to be an int >= 1. "
+            f"Received: num_calibration_samples={num_calibration_samples!r}."
+        )
+    samples = None
+    if mode == "int8":
+        if representative_data is None:
+            raise ValueError(
+                "`quantization=\"int8\"` needs calibration inputs. "
+                "Received: representative_data=None. Pass "
+                "`representative_data=` a NumPy array of input samples "
+                "`(N, *input_shape)`, a `tf.data.Dataset` of `x` or "
+                "`(x, y)`, or an iterable of input samples (for example "
+                "100-200 training images)."
+            )
+        samples = _calibration_samples(
+            representative_data,
+            _single_input_shape(model),
+            num_calibration_samples,
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"Expected the directory of `path` to exist. Received: "
+            f"path={str(path)!r}, whose directory does not exist. Create it "
+            "first."
+        )
+
+    options = _converter_options(mode, samples, int8_io)
+    descriptor, temp_name = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=".tflite", dir=path.parent
+    )
+    os.close(descriptor)
+    try:
+        _convert(model, temp_name, options)
+        os.replace(temp_name, path)
+    except BaseException:
+        if os.path.exists(temp_name):
+            os.remove(temp_name)
+        raise
+    return path
+
+
+def verify_tflite(
+    path: PathLike,
+    model: keras.Model,
+    x: Any,
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    min_top1_agreement: float | None = None,
+) -> VerifyResult:
+    """Check that a `.tflite` file computes what its Keras model computes.
+
+    Each sample of `x` is run through the LiteRT interpreter with batch
+    dimension 1 (integer inputs are quantized, integer outputs dequantized
+    with the tensor's scale and zero point) and through
+    `model(x, training=False)`.
+
+    The check passes when every output element satisfies
+    `|litert - keras| <= atol + rtol * |keras|` and the top-1 agreement is
+    at least `min_top1_agreement`. Each unset threshold takes its default
+    for the quantization detected in the file:
+
+    | detected   | atol   | rtol   | min_top1_agreement |
+    |------------|--------|--------|--------------------|
+    | float32    | 1e-4   | 1e-4   | not checked        |
+    | float16    | 1e-2   | 1e-2   | not checked        |
+    | dynamic    | 1e-1   | 1e-1   | 0.9                |
+    | int8       | not checked | - | 0.9                |
+
+    Top-1 is the arg-max over the last output axis, so for a single-unit
+    output it always agrees; pass `atol` to check such int8 models.
+
+    Args:
+        path: the `.tflite` file (single input, single output).
+        model: the Keras model it was exported from.
+        x: input samples, array-like of shape `(N, *input_shape)` or a
+            single sample `input_shape`.
+        atol: absolute tolerance; overrides the mode's default (and enables
+            the element-wise check for int8). Defaults to `None`.
+        rtol: relative tolerance; overrides the mode's default. Defaults to
+            `None`.
+        min_top1_agreement: required top-1 agreement in `[0, 1]`; overrides
+            the mode's default. Defaults to `None`.
+
+    Returns:
+        A `VerifyResult` with the measured errors and applied thresholds.
+
+    Raises:
+        TFLiteMismatchError: if the outputs differ in shape or beyond the
+            tolerances.
+        ValueError: if the file has several inputs or outputs, `x` does not
+            match its input shape, or a tolerance is negative.
+        FileNotFoundError: if `path` does not exist.
+    """
+    path = _existing_tflite_path(path)
+    tolerance_args = {
+        "atol": atol,
+        "rtol": rtol,
+        "min_top1_agreement": min_top1_agreement,
+    }
+    for name, value in tolerance_args.items():
+        if value is not None and not value >= 0:
+            raise ValueError(
+                f"Expected `{name}` to be None or >= 0. "
+                f"Received: {name}={value!r}."
+            )
+    if min_top1_agreement is not None and min_top1_agreement > 1:
+        raise ValueError(
+            "Expected `min_top1_agreement` to be a fraction in [0, 1]. "
+            f"Received: min_top1_agreement={min_top1_agreement!r}."
+        )
+
+    interpreter = _load_interpreter(path)
+    input_detail, output_detail = _single_io_details(interpreter, path)
+    mode = _detect_quantization(interpreter)
+    samples = _verification_samples(x, input_detail)
+
+    litert_outputs = np.stack(
+        [
+            _invoke_one(interpreter, input_detail, output_detail, sample)
+            for sample in samples
+        ]
+    )
+    keras_outputs = _keras_outputs(model, samples)
+    if litert_outputs.shape != keras_outputs.shape:
+        raise TFLiteMismatchError(
+            f"The LiteRT model {str(path)!r} and the Keras model produce "
+            "outputs of different shapes on the same inputs. Received: "
+            f"LiteRT output shape {litert_outputs.shape}, Keras output "
+            f"shape {keras_outputs.shape}. Check that the file was exported "
+            "from this model."
+        )
+
+    default = _DEFAULT_TOLERANCES[mode]
+    applied_atol = default.atol if atol is None else float(atol)
+    applied_rtol = 0.0
+    if applied_atol is not None:
+        applied_rtol = default.rtol if rtol is None else float(rtol)
+    applied_agreement = (
+        default.min_top1_agreement
+        if min_top1_agreement is None
+        else float(min_top1_agreement)
+    )
+
+    difference = np.abs(litert_outputs - keras_outputs)
+    max_abs_error = float(np.max(difference)) if difference.size else 0.0
+    agreement = _top1_agreement(litert_outputs, keras_outputs)
+    result = VerifyResult(
+        max_abs_error=max_abs_error,
+        top1_agreement=agreement,
+        num_samples=len(samples),
+        quantization=mode,
+        atol=applied_atol,
+        rtol=applied_rtol,
+        min_top1_agreement=applied_agreement,
+    )
+
+    problems = []
+    if applied_atol is not None:
+        allowed = applied_atol + applied_rtol * np.abs(keras_outputs)
+        if not np.all(difference <= allowed):
+            problems.append(
+                f"max_abs_error={max_abs_error:.6g} exceeds the tolerance "
+                f"|litert - keras| <= atol + rtol * |keras| with "
+                f"atol={applied_atol:g}, rtol={applied_rtol:g}"
+            )
+    if applied_agreement is not None and not agreement >= applied_agreement:
+        problems.append(
+            f"top1_agreement={agreement:.4f} is below the required "
+            f"{applied_agreement:g}"
+        )
+    if problems:
+        raise TFLiteMismatchError(
+            f"The LiteRT model {str(path)!r} (quantization: {mode}) "
+            f"disagrees with the Keras model on {len(samples)} samples: "
+            + "; ".join(problems)
+            + f" (max_abs_error={max_abs_error:.6g}, "
+            f"top1_agreement={agreement:.4f}). If this much difference is "
+            f"expected for {mode} models, pass looser `atol`, `rtol` or "
+            "`min_top1_agreement`; otherwise check that the file was "
+            "exported from this model."
+        )
+    return result
+
+
+def benchmark_tflite(
+    path: PathLike,
+    *,
+    num_threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    seed: int = 0,
+) -> LatencyResult:
+    """Time single-sample inference of a `.tflite` file in LiteRT.
+
+    The input is drawn once from a seeded generator (uniform in `[0, 1)`
+    for float inputs, uniform over the full range for integer inputs) with
+    the file's input shape (batch dimension 1). Each timed run measures one
+    `interpreter.invoke()` with `time.perf_counter`, after `warmup`
+    untimed runs.
+
+    Args:
+        path: the `.tflite` file (single input).
+        num_threads: interpreter threads. Defaults to `1`.
+        runs: number of timed runs. Defaults to `50`.
+        warmup: number of untimed runs first. Defaults to `5`.
+        seed: seed of the input generator. Defaults to `0`.
+
+    Returns:
+        A `LatencyResult` with the median and 10th/90th percentile latency in
+        milliseconds and the raw and gzipped file size in bytes.
+
+    Raises:
+        ValueError: if `num_threads` or `runs` is < 1, `warmup` < 0, or the
+            file has several inputs.
+        FileNotFoundError: if `path` does not exist.
+    """
+    path = _existing_tflite_path(path)
+    for name, value, minimum in (
+        ("num_threads", num_threads, 1),
+        ("runs", runs, 1),
+        ("warmup", warmup, 0),
+    ):
+        if not isinstance(value, int) or value < minimum:
+            raise ValueError(
+                f"Expected `{name}` to be an int >= {minimum}. "
+                f"Received: {name}={value!r}."
+            )
+
+    data = path.read_bytes()
+    interpreter = _load_interpreter(path, num_threads=num_threads)
+    input_details = interpreter.get_input_details()
+    if len(input_details) != 1:
+        raise ValueError(
+            "Expected a LiteRT model with a single input. Received: "
+            f"{str(path)!r} with {len(input_details)} inputs."
+        )
+    input_detail = input_details[0]
+    interpreter.set_tensor(
+        input_detail["index"], _random_input(input_detail, seed)
+    )
+    for _ in range(warmup):
+        interpreter.invoke()
+    timings_ms = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        timings_ms.append((time.perf_counter() - start) * 1e3)
+
+    p10_ms, p90_ms = np.percentile(timings_ms, [10, 90])
+    return LatencyResult(
+        median_ms=float(statistics.median(timings_ms)),
+        p10_ms=float(p10_ms),
+        p90_ms=float(p90_ms),
+        runs=runs,
+        num_threads=num_threads,
+        size_bytes=len(data),
+        gzip_size_bytes=len(gzip.compress(data, compresslevel=9)),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Conversion.
+
+
+def _keras_has_litert_export() -> bool:
+    """Whether the installed Keras has `model.export(format="litert")`."""
+    try:
+        return importlib.util.find_spec("keras.src.export.litert") is not None
+    except ImportError:
+        return False
+
+
+def _converter_options(
+    mode: str, samples: list[np.ndarray] | None, int8_io: bool
+) -> dict[str, Any]:
+    """Converter attributes for `mode`, in Keras' `export(**kwargs)` form."""
+    builtins = tf.lite.OpsSet.TFLITE_BUILTINS
+    if mode == "float32":
+        return {"target_spec": {"supported_ops": [builtins]}}
+    if mode == "float16":
+        return {
+            "optimizations": [tf.lite.Optimize.DEFAULT],
+            "target_spec": {
+                "supported_ops": [builtins],
+                "supported_types": [tf.float16],
+            },
+        }
+    if mode == "dynamic":
+        return {
+            "optimizations": [tf.lite.Optimize.DEFAULT],
+            "target_spec": {"supported_ops": [builtins]},
+        }
+
+    def representative_dataset() -> Iterator[list[np.ndarray]]:
+        for sample in samples:
+            yield [sample]
+
+    options = {
+        "optimizations": [tf.lite.Optimize.DEFAULT],
+        "representative_dataset": representative_dataset,
+        "target_spec": {
+            "supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        },
+    }
+    if int8_io:
+        options["inference_input_type"] = tf.int8
+        options["inference_output_type"] = tf.int8
+    return options
+
+
+def _convert(model: keras.Model, filename: str, options: dict) -> None:
+    """Write `model` converted with `options` to `filename`."""
+    if _keras_has_litert_export():
+        model.export(filename, format="litert", verbose=False, **options)
+        return
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    for name, value in options.items():
+        if name == "target_spec":
+            for spec_name, spec_value in value.items():
+                setattr(converter.target_spec, spec_name, spec_value)
+        else:
+            setattr(converter, name, value)
+    pathlib.Path(filename).write_bytes(converter.convert())
+
+
+def _validate_tflite_suffix(path: PathLike) -> pathlib.Path:
+    path = pathlib.Path(path)
+    if path.suffix != ".tflite":
+        raise ValueError(
+            "Expected `path` to end in `.tflite`. "
+            f"Received: path={str(path)!r}. Add the `.tflite` suffix."
+        )
+    return path
+
+
+def _existing_tflite_path(path: PathLike) -> pathlib.Path:
+    path = _validate_tflite_suffix(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Expected an existing `.tflite` file. Received: "
+            f"path={str(path)!r}, which does not exist. Create it with "
+            "`export_tflite` first."
+        )
+    return path
+
+
+def _validate_quantization(quantization: str | None) -> str:
+    """Return the canonical mode name for `quantization`."""
+    if quantization is None:
+        return "float32"
+    if quantization not in QUANTIZATION_MODES:
+        raise ValueError(
+            "Expected `quantization` to be None or one of "
+            f"{', '.join(repr(mode) for mode in QUANTIZATION_MODES)}. "
+            f"Received: quantization={quantization!r}."
+        )
+    return quantization
+
+
+def _single_input_shape(model: keras.Model) -> tuple[int | None, ...]:
+    """The input shape (batch axis included) of a single-input model."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise ValueError(
+            "Expected a model with defined inputs (a functional model or a "
+            "Sequential model starting with `keras.Input`). Received: "
+            f"{type(model).__name__} {model.name!r} without `inputs`. Build "
+            "it from `keras.Input(...)`."
+        )
+    if len(inputs) != 1:
+        raise ValueError(
+            "Expected a single-input model. Received: model "
+            f"{model.name!r} with {len(inputs)} inputs."
+        )
+    return tuple(inputs[0].shape)
+
+
+def _calibration_samples(
+    data: Any, input_shape: tuple[int | None, ...], limit: int
+) -> list[np.ndarray]:
+    """Up to `limit` float32 samples of shape `(1, *input_shape[1:])`."""
+    if isinstance(data, tf.data.Dataset):
+        elements: Iterable = data.as_numpy_iterator()
+    elif isinstance(data, np.ndarray):
+        elements = [data]
+    elif isinstance(data, Iterable):
+        elements = data
+    else:
+        raise ValueError(
+            "Expected `representative_data` to be a NumPy array, a "
+            "`tf.data.Dataset` or an iterable of input samples. "
+            f"Received: {type(data).__name__}."
+        )
+
+    sample_shape = input_shape[1:]
+    samples: list[np.ndarray] = []
+    for element in elements:
+        if isinstance(element, (tuple, list)):
+            element = element[0]  # (x, y), (x,) or [x]
+        if isinstance(element, dict):
+            raise ValueError(
+                "Expected `representative_data` elements to be input "
+                "arrays or `(x, y)` tuples. Received: a dict element. Map "
+                "the dataset to its input array first."
+            )
+        batch = np.asarray(element, dtype=np.float32)
+        if batch.ndim == len(sample_shape):
+            batch = batch[np.newaxis]
+        if batch.ndim != len(sample_shape) + 1 or not _shape_matches(
+            batch.shape[1:], sample_shape
+        ):
+            raise ValueError(
+                "Expected `representative_data` samples of shape "
+                f"{sample_shape} (or batches of them), matching the model "
+                f"input. Received: an element of shape {batch.shape}."
+            )
+        for sample in batch:
+            samples.append(sample[np.newaxis])
+            if len(samples) == limit:
+                return samples
+    if not samples:
+        raise ValueError(
+            "Expected `representative_data` to hold at least one input "
+            "sample. Received: an empty collection."
+        )
+    return samples
+
+
+def _shape_matches(
+    shape: tuple[int, ...], expected: tuple[int | None, ...]
+) -> bool:
+    return len(shape) == len(expected) and all(
+        want is None or want < 0 or got == want
+        for got, want in zip(shape, expected)
+    )
+
+
+# ---------------------------------------------------------------------------
+# Running LiteRT.
+
+
+def _load_interpreter(path: pathlib.Path, num_threads: int | None = None):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _single_io_details(interpreter, path: pathlib.Path) -> tuple[dict, dict]:
+    inputs = interpreter.get_input_details()
+    outputs = interpreter.get_output_details()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            "Expected a LiteRT model with a single input and a single "
+            f"output. Received: {str(path)!r} with {len(inputs)} inputs and "
+            f"{len(outputs)} outputs."
+        )
+    return inputs[0], outputs[0]
+
+
+def _detect_quantization(interpreter) -> str:
+    """Classify a loaded model as float32, float16, dynamic or int8.
+
+    Full integer models compute in int8: some operator outputs an int8
+    tensor. Dynamic-range models only store int8 weights. Float16 models
+    store float16 weights that are dequantized at load time.
+    """
+    if interpreter.get_input_details()[0]["dtype"] in (np.int8, np.uint8):
+        return "int8"
+    tensors = {
+        detail["index"]: detail for detail in interpreter.get_tensor_details()
+    }
+    dtypes = {detail["dtype"] for detail in tensors.values()}
+    integer_types = {np.int8, np.uint8}
+    if dtypes & integer_types:
+        try:
+            operators = interpreter._get_ops_details()
+        except AttributeError:  # Interpreter without the private helper.
+            operators = []
+        for operator in operators:
+            if operator["op_name"] == "DELEGATE":
+                continue
+            for index in operator["outputs"]:
+                if index in tensors and tensors[index]["dtype"] in (
+                    integer_types
+                ):
+                    return "int8"
+        return "dynamic"
+    if np.float16 in dtypes:
+        return "float16"
+    return "float32"
+
+
+def _verification_samples(x: Any, input_detail: dict) -> np.ndarray:
+    """`x` as a float32 array `(N, *sample_shape)` matching the input."""
+    samples = np.asarray(x, dtype=np.float32)
+    signature = tuple(
+        int(size) for size in input_detail.get(
+            "shape_signature", input_detail["shape"]
+        )
+    )
+    sample_shape = signature[1:]
+    if samples.ndim == len(sample_shape):
+        samples = samples[np.newaxis]
+    if samples.ndim != len(signature) or not _shape_matches(
+        samples.shape[1:], sample_shape
+    ):
+        expected = tuple(None if size < 0 else size for size in sample_shape)
+        raise ValueError(
+            f"Expected `x` of shape (N, *{expected}) to match the LiteRT "
+            f"model input. Received: x with shape {samples.shape}."
+        )
+    if len(samples) == 0:
+        raise ValueError(
+            "Expected `x` to hold at least one sample. Received: x with "
+            f"shape {samples.shape}."
+        )
+    return samples
+
+
+def _invoke_one(
+    interpreter, input_detail: dict, output_detail: dict, sample: np.ndarray
+) -> np.ndarray:
+    """Run one sample (no batch axis); return the float output sample."""
+    batch = sample[np.newaxis]
+    if tuple(input_detail["shape"]) != batch.shape:
+        interpreter.resize_tensor_input(input_detail["index"], batch.shape)
+        interpreter.allocate_tensors()
+        input_detail["shape"] = np.array(batch.shape)
+    interpreter.set_tensor(
+        input_detail["index"], _quantize(batch, input_detail)
+    )
+    interpreter.invoke()
+    output = interpreter.get_tensor(output_detail["index"])
+    return _dequantize(output, output_detail)[0]
+
+
+def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if not np.issubdtype(dtype, np.integer):
+        return values.astype(dtype)
+    scale, zero_point = detail["quantization"]
+    if scale == 0:
+        raise ValueError(
+            f"Expected integer input tensor {detail['name']!r} to carry a "
+            "quantization scale. Received: scale=0. Re-export the model with "
+            "`export_tflite(..., quantization=\"int8\")`."
+        )
+    info = np.iinfo(dtype)
+    quantized = np.round(values / scale + zero_point)
+    return np.clip(quantized, info.min, info.max).astype(dtype)
+
+
+def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    if not np.issubdtype(np.dtype(detail["dtype"]), np.integer):
+        return values.astype(np.float32)
+    scale, zero_point = detail["quantization"]
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+def _keras_outputs(model: keras.Model, samples: np.ndarray) -> np.ndarray:
+    outputs = []
+    for start in range(0, len(samples), _KERAS_BATCH_SIZE):
+        output = model(samples[start:start + _KERAS_BATCH_SIZE], training=False)
+        if isinstance(output, (list, tuple, dict)):
+            raise ValueError(
+                "Expected a single-output Keras model. Received: model "
+                f"{model.name!r} returning a {type(output).__name__} of "
+                f"{len(output)} outputs."
+            )
+        outputs.append(keras.ops.convert_to_numpy(output))
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def _top1_agreement(first: np.ndarray, second: np.ndarray) -> float:
+    if first.ndim == 1:
+        return 1.0
+    classes = first.shape[-1]
+    first_top = np.argmax(first.reshape(-1, classes), axis=-1)
+    second_top = np.argmax(second.reshape(-1, classes), axis=-1)
+    return float(np.mean(first_top == second_top))
+
+
+def _random_input(input_detail: dict, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(size) for size in input_detail["shape"])
+    dtype = np.dtype(input_detail["dtype"])
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(
+            info.min, info.max, size=shape, endpoint=True
+        ).astype(dtype)
+    return rng.random(shape, dtype=np.float32).astype(dtype)

@@ -1,0 +1,573 @@
+"""Channel-dependency analysis of Keras 3 functional and Sequential models.
+
+A *channel group* is a set of tensors whose channel axis must be pruned
+together: the outputs of a convolution, everything that passes through
+channel-wise layers after it (BatchNormalization, activations, pooling,
+depthwise convolutions, ...), and every tensor that a residual merge
+(`Add`, `Multiply`, ...) couples to it. Removing channel `c` of a group
+removes filter `c` from each of its *producers* and input slice `c` from
+each of its *consumers*.
+
+A tensor's channel axis is described by a `Layout`: an ordered list of
+`Part`s, one per group whose channels it carries. A plain conv output has one
+part; a channel-axis `Concatenate` has one part per input, at increasing
+offsets; after `Flatten`, every spatial position repeats the channels, so a
+part is interleaved: channel `c` of the group sits at index
+`p * stride + offset + c` for each position `p < positions`.
+
+This is the only module that reads Keras' private graph attributes
+(`Functional._nodes_by_depth`, `Sequential._functional`). It never mutates the
+model it analyses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import keras
+import numpy as np
+
+from keras_adp import layers as layer_handlers
+
+MODEL_INPUT = "model_input"
+
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """Where one group's channels sit on a tensor's channel axis.
+
+    Channel `c` of group `root` is at index `p * stride + offset + c` for
+    `p` in `range(positions)`. For a tensor that is not flattened,
+    `positions == 1` and `stride` is unused.
+    """
+
+    root: int
+    size: int
+    offset: int
+    stride: int
+    positions: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """The channel axis of one tensor: its parts and its total width."""
+
+    parts: tuple[Part, ...]
+    width: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerSlice:
+    """Where a group's channels enter a consumer layer's input channel axis.
+
+    Attributes:
+        layer: qualified name of the consuming layer.
+        offset: index of the group's channel 0 in the consumer's input.
+        stride: distance between two spatial positions after `Flatten`
+            (equal to the flattened tensor's channel count per position).
+        positions: number of spatial positions that repeat the channels
+            (1 unless the group reaches the consumer through `Flatten`).
+    """
+
+    layer: str
+    offset: int
+    stride: int
+    positions: int
+
+    def input_indices(self, channels: np.ndarray) -> np.ndarray:
+        """Consumer input indices of the given group channel indices."""
+        channels = np.asarray(channels, dtype=np.int64)
+        base = np.arange(self.positions, dtype=np.int64)[:, None] * self.stride
+        return np.sort((base + self.offset + channels[None, :]).ravel())
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationSite:
+    """A tensor in which a group's channels have passed a nonlinearity.
+
+    Attributes:
+        layer: qualified name of the layer whose output is measured (the
+            producer itself for a fused `activation=` argument).
+        activation: name of the nonlinearity (`"relu"`, `"gelu"`, ...).
+        offset: index of the group's channel 0 in that tensor.
+        tensor: the symbolic `KerasTensor` (private, not compared).
+    """
+
+    layer: str
+    activation: str
+    offset: int
+    tensor: Any = dataclasses.field(compare=False, repr=False, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChannelGroup:
+    """Channels that must be pruned together.
+
+    Attributes:
+        name: stable name, the (qualified) name of the group's first
+            producer layer in topological order.
+        size: number of channels.
+        producers: layers whose output channels define the group (Conv*,
+            Conv*Transpose, SeparableConv*, Dense).
+        consumers: layers whose input channels include the group's channels.
+        members: channel-wise layers sliced along with the group
+            (BatchNormalization, DepthwiseConv, PReLU, LayerNormalization, ...).
+        prunable: whether channels can be removed.
+        reason: why not, when `prunable` is False (else `""`).
+        consumer_slices: where the group enters each consumer's input.
+        activation_sites: tensors where the channels have passed a
+            nonlinearity, in topological order.
+    """
+
+    name: str
+    size: int
+    producers: tuple[str, ...]
+    consumers: tuple[str, ...]
+    members: tuple[str, ...]
+    prunable: bool
+    reason: str
+    consumer_slices: tuple[ConsumerSlice, ...] = ()
+    activation_sites: tuple[ActivationSite, ...] = ()
+
+    @property
+    def measured_at(self) -> ActivationSite | None:
+        """The activation site at which density is measured (the first)."""
+        return self.activation_sites[0] if self.activation_sites else None
+
+
+@dataclasses.dataclass
+class LayerIO:
+    """The channel layouts of one layer's inputs and output (first call)."""
+
+    layer: keras.layers.Layer
+    name: str
+    input_layouts: list[Layout]
+    output_layouts: list[Layout]
+
+
+@dataclasses.dataclass
+class _Root:
+    size: int
+    producers: list[str] = dataclasses.field(default_factory=list)
+    consumers: list[str] = dataclasses.field(default_factory=list)
+    members: list[str] = dataclasses.field(default_factory=list)
+    consumer_slices: list[ConsumerSlice] = dataclasses.field(
+        default_factory=list
+    )
+    sites: list[ActivationSite] = dataclasses.field(default_factory=list)
+    reasons: list[str] = dataclasses.field(default_factory=list)
+
+
+class GraphAnalysis:
+    """The result of walking a model: groups and per-layer channel layouts.
+
+    Built by `analyze(model)`. `groups` is what `channel_groups` returns;
+    `layer_io` and `find` are used by the rebuilder to compute which indices
+    of every weight survive.
+    """
+
+    def __init__(self, model: keras.Model, strict: bool = False):
+        _check_model(model)
+        self.model = model
+        self.strict = strict
+        self._roots: list[_Root] = []
+        self._parent: list[int] = []
+        self._tensor_layouts: dict[int, Layout] = {}
+        self._layer_roots: dict[int, int] = {}
+        self._layer_inputs: dict[int, list[Layout]] = {}
+        self.layer_io: dict[int, LayerIO] = {}
+        self._group_roots: dict[str, int] = {}
+        input_layouts = []
+        for tensor in _graph_of(model).inputs:
+            root = self._new_root(_channels_of(tensor))
+            self._block_root(root, f"coupled to the model input '{tensor.name}'")
+            input_layouts.append(_single(root, self._roots[root].size))
+        outputs = self._walk(model, input_layouts, prefix="")
+        for tensor, layout in zip(_graph_of(model).outputs, outputs):
+            self._block(
+                layout,
+                f"reaches the model output '{_producer_name(tensor)}'",
+            )
+        self.groups = self._assemble_groups()
+
+    # ----------------------------------------------------------------- roots
+    def find(self, root: int) -> int:
+        while self._parent[root] != root:
+            self._parent[root] = self._parent[self._parent[root]]
+            root = self._parent[root]
+        return root
+
+    def _new_root(self, size: int, producer: str | None = None) -> int:
+        self._roots.append(_Root(size=size))
+        self._parent.append(len(self._parent))
+        if producer is not None:
+            self._roots[-1].producers.append(producer)
+        return len(self._roots) - 1
+
+    def _union(self, a: int, b: int) -> None:
+        a, b = self.find(a), self.find(b)
+        if a == b:
+            return
+        # Keep the older root as representative: producers stay in order.
+        if b < a:
+            a, b = b, a
+        self._parent[b] = a
+        ra, rb = self._roots[a], self._roots[b]
+        if ra.size != rb.size:
+            ra.reasons.append(
+                f"couples tensors of different widths ({ra.size} and {rb.size})"
+            )
+        for field in (
+            "producers",
+            "consumers",
+            "members",
+            "consumer_slices",
+            "sites",
+            "reasons",
+        ):
+            getattr(ra, field).extend(getattr(rb, field))
+
+    def _block_root(self, root: int, reason: str) -> None:
+        info = self._roots[self.find(root)]
+        if reason not in info.reasons:
+            info.reasons.append(reason)
+
+    def _block(self, layout: Layout, reason: str) -> None:
+        for part in layout.parts:
+            self._block_root(part.root, reason)
+
+    def _unknown(
+        self, name: str, layer: Any, inputs: list[Layout], why: str
+    ) -> None:
+        """Make every group reaching an unsupported layer non-prunable."""
+        reason = f"passes through layer '{name}' ({type(layer).__name__}): {why}"
+        if self.strict:
+            raise ValueError(
+                f"Cannot analyse layer '{name}' ({type(layer).__name__}): {why}. "
+                "Expected only layers keras_adp knows how to slice (see "
+                "`keras_adp.supported_layers()`). Pass strict=False to treat "
+                "the channel groups it touches as non-prunable instead."
+            )
+        for layout in inputs:
+            self._block(layout, reason)
+
+    def _unify(self, layouts: list[Layout], where: str) -> None:
+        """Couple the channel axes of same-shaped tensors."""
+        first = layouts[0]
+        for other in layouts[1:]:
+            aligned = first.width == other.width and len(first.parts) == len(
+                other.parts
+            )
+            aligned = aligned and all(
+                (a.size, a.offset, a.stride, a.positions)
+                == (b.size, b.offset, b.stride, b.positions)
+                for a, b in zip(first.parts, other.parts)
+            )
+            if aligned:
+                for a, b in zip(first.parts, other.parts):
+                    self._union(a.root, b.root)
+            else:
+                reason = (
+                    f"'{where}' merges tensors whose channels come from "
+                    "differently concatenated groups"
+                )
+                self._block(first, reason)
+                self._block(other, reason)
+
+    # ------------------------------------------------------------------ walk
+    def _bind(self, tensor: Any, layout: Layout, where: str) -> None:
+        key = id(tensor)
+        if key in self._tensor_layouts:
+            self._unify([self._tensor_layouts[key], layout], where)
+        else:
+            self._tensor_layouts[key] = layout
+
+    def _walk(
+        self, model: keras.Model, input_layouts: list[Layout], prefix: str
+    ) -> list[Layout]:
+        graph = _graph_of(model)
+        for tensor, layout in zip(graph.inputs, input_layouts):
+            self._bind(tensor, layout, model.name)
+        for depth in sorted(graph._nodes_by_depth, reverse=True):
+            for node in graph._nodes_by_depth[depth]:
+                if not node.operation or node.is_input:
+                    continue
+                if any(
+                    id(x) not in self._tensor_layouts for x in node.input_tensors
+                ):
+                    continue  # Node of a shared layer outside this model.
+                self._visit(node, prefix)
+        return [self._tensor_layouts[id(x)] for x in graph.outputs]
+
+    def _visit(self, node: Any, prefix: str) -> None:
+        layer = node.operation
+        name = prefix + layer.name
+        inputs = [self._tensor_layouts[id(x)] for x in node.input_tensors]
+        if isinstance(layer, keras.Model):
+            outputs = self._walk(layer, inputs, prefix=name + "/")
+            if id(layer) not in self.layer_io:
+                self.layer_io[id(layer)] = LayerIO(layer, name, inputs, outputs)
+        else:
+            outputs = self._visit_layer(node, layer, name, inputs)
+        for tensor, layout in zip(node.outputs, outputs):
+            self._bind(tensor, layout, name)
+
+    def _visit_layer(
+        self, node: Any, layer: Any, name: str, inputs: list[Layout]
+    ) -> list[Layout]:
+        handler = layer_handlers.handler_for(layer)
+        in_shapes = [tuple(x.shape) for x in node.input_tensors]
+        out_shapes = [tuple(x.shape) for x in node.outputs]
+        why = None
+        if handler is None:
+            why = "layer class not supported"
+        elif len(node.outputs) != 1:
+            why = "layers with several outputs are not supported"
+        else:
+            why = handler.check(layer, in_shapes, out_shapes)
+        if why is not None:
+            self._unknown(name, layer, inputs, why)
+            outputs = []
+            for shape in out_shapes:
+                root = self._new_root(shape[-1] if shape else 1)
+                self._block_root(
+                    root, f"produced by unsupported layer '{name}'"
+                )
+                outputs.append(_single(root, self._roots[root].size))
+            self._record(layer, name, inputs, outputs)
+            return outputs
+
+        role = handler.role
+        if role == "producer":
+            outputs = [self._producer(layer, name, inputs[0], out_shapes[0])]
+        elif role in ("channelwise", "passthrough", "reshape"):
+            if role == "channelwise":
+                for part in inputs[0].parts:
+                    self._roots[self.find(part.root)].members.append(name)
+            outputs = [inputs[0]]
+            activation = handler.activation(layer)
+            if activation is not None:
+                self._add_sites(inputs[0], name, activation, node.outputs[0])
+        elif role == "merge":
+            outputs = [self._merge(name, inputs)]
+        elif role == "concat":
+            outputs = [self._concat(layer, name, inputs, in_shapes)]
+        elif role == "flatten":
+            outputs = [self._flatten(name, inputs[0], in_shapes[0])]
+        else:  # pragma: no cover - registry roles are fixed
+            raise RuntimeError(f"Unknown handler role {role!r}")
+        self._record(layer, name, inputs, outputs)
+        return outputs
+
+    def _record(self, layer, name, inputs, outputs) -> None:
+        if id(layer) not in self.layer_io:
+            self.layer_io[id(layer)] = LayerIO(layer, name, inputs, outputs)
+        else:
+            # A shared layer: every call must see the same channels.
+            first = self.layer_io[id(layer)]
+            for a, b in zip(first.input_layouts, inputs):
+                self._unify([a, b], name)
+            for a, b in zip(first.output_layouts, outputs):
+                self._unify([a, b], name)
+
+    def _producer(
+        self, layer: Any, name: str, inputs: Layout, out_shape: tuple
+    ) -> Layout:
+        for part in inputs.parts:
+            info = self._roots[self.find(part.root)]
+            if name not in info.consumers:
+                info.consumers.append(name)
+            info.consumer_slices.append(
+                ConsumerSlice(name, part.offset, part.stride, part.positions)
+            )
+        if id(layer) in self._layer_roots:
+            root = self._layer_roots[id(layer)]
+        else:
+            root = self._new_root(int(out_shape[-1]), producer=name)
+            self._layer_roots[id(layer)] = root
+        layout = _single(root, int(out_shape[-1]))
+        activation = layer_handlers.fused_activation(layer)
+        if activation is not None:
+            self._add_sites(layout, name, activation, None)
+        return layout
+
+    def _add_sites(self, layout, name, activation, tensor) -> None:
+        for part in layout.parts:
+            if part.positions != 1:
+                continue
+            self._roots[self.find(part.root)].sites.append(
+                ActivationSite(name, activation, part.offset, tensor)
+            )
+
+    def _merge(self, name: str, inputs: list[Layout]) -> Layout:
+        width = max(layout.width for layout in inputs)
+        # Inputs with one channel broadcast over the others (e.g. a spatial
+        # attention map): they are not coupled to the channel axis.
+        full = [layout for layout in inputs if layout.width == width]
+        if width > 1:
+            self._unify(full, name)
+        else:
+            self._unify(inputs, name)
+        return full[0]
+
+    def _concat(self, layer, name, inputs, in_shapes) -> Layout:
+        rank = len(in_shapes[0])
+        axis = layer.axis % rank
+        if axis != rank - 1:
+            self._unify(inputs, name)
+            return inputs[0]
+        parts, base = [], 0
+        for layout in inputs:
+            for part in layout.parts:
+                parts.append(dataclasses.replace(part, offset=part.offset + base))
+            base += layout.width
+        return Layout(tuple(parts), base)
+
+    def _flatten(self, name: str, layout: Layout, in_shape: tuple) -> Layout:
+        if len(in_shape) <= 2:
+            return layout
+        positions = math.prod(int(d) for d in in_shape[1:-1])
+        if any(part.positions != 1 for part in layout.parts):
+            self._block(layout, f"'{name}' flattens an already flattened tensor")
+            return layout
+        parts = tuple(
+            dataclasses.replace(part, stride=layout.width, positions=positions)
+            for part in layout.parts
+        )
+        return Layout(parts, layout.width * positions)
+
+    # ---------------------------------------------------------------- result
+    def _assemble_groups(self) -> list[ChannelGroup]:
+        groups = []
+        seen = set()
+        for index in range(len(self._roots)):
+            rep = self.find(index)
+            if rep in seen or not self._roots[rep].producers:
+                continue
+            seen.add(rep)
+            info = self._roots[rep]
+            reason = "; ".join(info.reasons)
+            groups.append(
+                ChannelGroup(
+                    name=info.producers[0],
+                    size=info.size,
+                    producers=tuple(dict.fromkeys(info.producers)),
+                    consumers=tuple(dict.fromkeys(info.consumers)),
+                    members=tuple(dict.fromkeys(info.members)),
+                    prunable=not reason,
+                    reason=reason,
+                    consumer_slices=tuple(info.consumer_slices),
+                    activation_sites=tuple(info.sites),
+                )
+            )
+            self._group_roots[groups[-1].name] = rep
+        return groups
+
+    def root_of_group(self, name: str) -> int:
+        """Union-find representative of the group called `name`."""
+        return self._group_roots[name]
+
+    def kept_indices(
+        self, layout: Layout, keep_by_root: dict[int, np.ndarray]
+    ) -> np.ndarray | None:
+        """Surviving indices of a tensor's channel axis, or None if all."""
+        if not any(self.find(part.root) in keep_by_root for part in layout.parts):
+            return None
+        covered = np.zeros(layout.width, dtype=bool)
+        kept = []
+        for part in layout.parts:
+            channels = keep_by_root.get(
+                self.find(part.root), np.arange(part.size, dtype=np.int64)
+            )
+            base = (
+                np.arange(part.positions, dtype=np.int64)[:, None] * part.stride
+            )
+            all_idx = (base + part.offset + np.arange(part.size)[None, :]).ravel()
+            covered[all_idx] = True
+            kept.append((base + part.offset + channels[None, :]).ravel())
+        # Channels not covered by any part (cannot happen for analysed layouts).
+        kept.append(np.flatnonzero(~covered))
+        return np.sort(np.concatenate(kept))
+
+
+def _single(root: int, size: int) -> Layout:
+    return Layout((Part(root, size, 0, size, 1),), size)
+
+
+def _channels_of(tensor: Any) -> int:
+    shape = tuple(tensor.shape)
+    if not shape or shape[-1] is None:
+        return 1
+    return int(shape[-1])
+
+
+def _producer_name(tensor: Any) -> str:
+    history = getattr(tensor, "_keras_history", None)
+    return history[0].name if history else str(tensor.name)
+
+
+def _graph_of(model: keras.Model) -> Any:
+    """The functional graph that runs `model` (a Sequential's inner one)."""
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+        if graph is None:
+            raise ValueError(
+                f"Sequential model '{model.name}' is not built, so it has no "
+                "graph to analyse. Expected a built model. Fix: start it with "
+                "`keras.Input(shape=...)` or call `model.build(input_shape)`."
+            )
+        return graph
+    return model
+
+
+def _check_model(model: Any) -> None:
+    from keras.src.models.functional import Functional
+
+    if isinstance(model, (keras.Sequential, Functional)):
+        return
+    if isinstance(model, keras.Model):
+        raise ValueError(
+            f"Expected a functional or Sequential Keras model. Received a "
+            f"subclassed model '{model.name}' ({type(model).__name__}), whose "
+            "graph is hidden in Python code and cannot be rebuilt. Fix: build "
+            "the same network with the functional API "
+            "(`keras.Model(inputs, outputs)`) or as `keras.Sequential`."
+        )
+    raise ValueError(
+        f"Expected a keras.Model. Received: {type(model).__name__}."
+    )
+
+
+def analyze(model: keras.Model, *, strict: bool = False) -> GraphAnalysis:
+    """Walk `model` and return its channel groups and per-layer layouts."""
+    return GraphAnalysis(model, strict=strict)
+
+
+def channel_groups(
+    model: keras.Model, *, strict: bool = False
+) -> list[ChannelGroup]:
+    """Channel groups of a functional or Sequential Keras 3 model.
+
+    Args:
+        model: a built functional or Sequential model (nested sub-models and
+            shared layers are followed). Never mutated.
+        strict: if True, an unsupported layer raises `ValueError`; otherwise
+            the groups it touches are reported with `prunable=False` and a
+            `reason` naming the layer and its class. Defaults to `False`.
+
+    Returns:
+        The groups in topological order of their first producer.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inputs)
+    >>> x = keras.layers.GlobalAveragePooling2D()(x)
+    >>> outputs = keras.layers.Dense(2, name="head")(x)
+    >>> model = keras.Model(inputs, outputs)
+    >>> [(g.name, g.size, g.prunable) for g in channel_groups(model)]
+    [('c1', 4, True), ('head', 2, False)]
+    """
+    return analyze(model, strict=strict).groups

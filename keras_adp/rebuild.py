@@ -1,0 +1,232 @@
+"""Physical channel removal: rebuild a model with fewer channels.
+
+`prune_channels(model, keep)` clones the model's graph with
+`keras.models.clone_model`, giving every affected layer a smaller config
+(fewer `filters`/`units`), then copies the surviving slices of every weight
+into the new layers with `set_weights` (never through the config). The input
+model is never modified.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import keras
+import numpy as np
+
+from keras_adp import graph as graph_lib
+from keras_adp import layers as layer_handlers
+
+
+def resolve_keep(
+    analysis: graph_lib.GraphAnalysis, keep: Mapping[str, Sequence[int]]
+) -> dict[int, np.ndarray]:
+    """Validate `keep` and map it to union-find roots.
+
+    Args:
+        analysis: the analysis of the model being pruned.
+        keep: group name, or the name of any producer of a group, mapped to
+            the channel indices to retain.
+
+    Returns:
+        dict from group root to sorted `int64` indices.
+
+    Raises:
+        ValueError: listing every problem found in `keep`.
+    """
+    if not isinstance(keep, Mapping):
+        raise ValueError(
+            "Expected `keep` to be a mapping from group (or producer layer) "
+            f"name to channel indices. Received: {type(keep).__name__}."
+        )
+    by_name = {}
+    for group in analysis.groups:
+        for name in (group.name, *group.producers):
+            by_name[name] = group
+    problems: list[str] = []
+    result: dict[int, np.ndarray] = {}
+    seen_from: dict[str, str] = {}
+    for key, indices in keep.items():
+        group = by_name.get(key)
+        if group is None:
+            problems.append(
+                f"'{key}' is not a channel group or producer layer; known "
+                f"groups: {sorted(g.name for g in analysis.groups)}"
+            )
+            continue
+        if group.name in seen_from:
+            problems.append(
+                f"'{key}' and '{seen_from[group.name]}' name the same group "
+                f"'{group.name}'"
+            )
+            continue
+        seen_from[group.name] = key
+        if not group.prunable:
+            problems.append(
+                f"group '{group.name}' is not prunable: {group.reason}"
+            )
+            continue
+        array = np.asarray(indices)
+        if array.ndim != 1 or (
+            array.size and not np.issubdtype(array.dtype, np.integer)
+        ):
+            problems.append(
+                f"indices for '{key}' must be a 1-D sequence of integers; "
+                f"received {indices!r}"
+            )
+            continue
+        if array.size == 0:
+            problems.append(
+                f"indices for '{key}' are empty; keep at least one of its "
+                f"{group.size} channels"
+            )
+            continue
+        bad = sorted({int(i) for i in array if i < 0 or i >= group.size})
+        if bad:
+            problems.append(
+                f"indices {bad} for '{key}' are out of range [0, {group.size})"
+            )
+        values, counts = np.unique(array, return_counts=True)
+        duplicates = values[counts > 1].tolist()
+        if duplicates:
+            problems.append(f"indices {duplicates} for '{key}' are repeated")
+        if not bad and not duplicates:
+            result[analysis.root_of_group(group.name)] = np.sort(
+                array.astype(np.int64)
+            )
+    if problems:
+        raise ValueError(
+            "Invalid `keep` passed to prune_channels:\n  - "
+            + "\n  - ".join(problems)
+        )
+    return result
+
+
+def _layer_plan(
+    analysis: graph_lib.GraphAnalysis, keep_by_root: dict[int, np.ndarray]
+) -> dict[int, tuple[list, np.ndarray | None]]:
+    """For each affected layer: (kept indices per input, kept output indices).
+
+    `None` stands for "every channel survives".
+    """
+    plan = {}
+    for key, io in analysis.layer_io.items():
+        keep_in = [
+            analysis.kept_indices(layout, keep_by_root)
+            for layout in io.input_layouts
+        ]
+        keep_out = (
+            analysis.kept_indices(io.output_layouts[0], keep_by_root)
+            if io.output_layouts
+            else None
+        )
+        if keep_out is not None or any(k is not None for k in keep_in):
+            plan[key] = (keep_in, keep_out)
+    return plan
+
+
+def _clone(
+    model: keras.Model, plan: dict, pairs: list, top: bool = True
+) -> keras.Model:
+    """Clone `model` (and nested models) with the planned smaller configs."""
+
+    def clone_function(layer):
+        if isinstance(layer, keras.Model):
+            return _clone(layer, plan, pairs, top=False)
+        if not isinstance(layer, keras.layers.Layer):
+            return layer  # A stateless keras.ops operation.
+        config = layer.get_config()
+        if id(layer) in plan:
+            keep_in, keep_out = plan[id(layer)]
+            handler = layer_handlers.handler_for(layer)
+            config = handler.config(layer, config, keep_in[0], keep_out)
+        new_layer = layer.__class__.from_config(config)
+        pairs.append((layer, new_layer))
+        return new_layer
+
+    keep_in = plan.get(id(model), ([None] * len(model.inputs), None))[0]
+    if top:
+        keep_in = [None] * len(model.inputs)
+    input_tensors = [
+        keras.Input(
+            batch_shape=tuple(tensor.shape[:-1])
+            + ((len(kept),) if kept is not None else tuple(tensor.shape[-1:])),
+            dtype=tensor.dtype,
+            name=tensor._keras_history[0].name,
+        )
+        for tensor, kept in zip(model.inputs, keep_in)
+    ]
+    if isinstance(model, keras.Sequential):
+        input_tensors = input_tensors[0]
+    else:
+        # Keep the structure (and the input layers' names).
+        input_tensors = keras.tree.pack_sequence_as(model.input, input_tensors)
+    new_model = keras.models.clone_model(
+        model, input_tensors=input_tensors, clone_function=clone_function
+    )
+    if not model.trainable:
+        new_model.trainable = False
+    return new_model
+
+
+def _transfer_weights(pairs: list, plan: dict) -> None:
+    for old, new in pairs:
+        if not old.weights:
+            continue
+        weights = {w.name: np.asarray(w.numpy()) for w in old.weights}
+        if len(weights) != len(old.weights):
+            # Duplicate variable names: copy positionally (shapes unchanged).
+            new.set_weights(old.get_weights())
+            continue
+        if id(old) in plan:
+            keep_in, keep_out = plan[id(old)]
+            handler = layer_handlers.handler_for(old)
+            weights = handler.weights(old, weights, keep_in[0], keep_out)
+        new.set_weights([weights[w.name] for w in new.weights])
+
+
+def prune_channels(
+    model: keras.Model,
+    keep: Mapping[str, Sequence[int]],
+    *,
+    strict: bool = False,
+) -> keras.Model:
+    """Return a physically smaller copy of `model` keeping chosen channels.
+
+    Args:
+        model: a built functional or Sequential model. Never mutated.
+        keep: maps a channel-group name (see `channel_groups`), or the name
+            of any producer layer of a group, to the indices of the channels
+            to retain, in any order. Groups not named keep every channel.
+        strict: passed to the graph analysis: raise on unsupported layers
+            instead of treating their groups as non-prunable. Defaults to
+            `False`.
+
+    Returns:
+        A new model of the same class and layer names, with smaller layers
+        and the retained weights copied exactly. Layers' dtype policies and
+        `trainable` flags are kept. If `model` was compiled, the new model is
+        compiled from the same compile config (with a fresh optimizer).
+
+    Raises:
+        ValueError: for a subclassed model, or an invalid `keep` (unknown
+            name, non-prunable group, empty, repeated or out-of-range
+            indices); the message lists every problem.
+
+    Example:
+
+    >>> inputs = keras.Input((8, 8, 3))
+    >>> x = keras.layers.Conv2D(8, 3, activation="relu", name="c1")(inputs)
+    >>> x = keras.layers.GlobalAveragePooling2D()(x)
+    >>> model = keras.Model(inputs, keras.layers.Dense(2, name="head")(x))
+    >>> small = prune_channels(model, {"c1": [0, 2, 5]})
+    >>> small.get_layer("c1").filters
+    3
+    """
+    analysis = graph_lib.analyze(model, strict=strict)
+    keep_by_root = resolve_keep(analysis, keep)
+    plan = _layer_plan(analysis, keep_by_root)
+    pairs: list = []
+    new_model = _clone(model, plan, pairs)
+    _transfer_weights(pairs, plan)
+    return new_model
