@@ -754,7 +754,7 @@ class _Source:
     labels: np.ndarray
     decode: Callable[[tf.Tensor], tf.Tensor] | None = None
 
-    def head(self, limit: int | None) -> "_Source":
+    def head(self, limit: int | None) -> _Source:
         if limit is None:
             return self
         return _Source(self.items[:limit], self.labels[:limit], self.decode)

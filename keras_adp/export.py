@@ -11,14 +11,15 @@ Three public functions cover the deployment end of the pipeline:
   file size, raw and gzipped.
 
 Conversion path. When the installed Keras ships its own LiteRT exporter
-(`model.export(path, format="litert", ...)`, Keras >= 3.12; Keras 3.15 here),
-every mode goes through it: on the TensorFlow backend it writes a SavedModel
+(`model.export(path, format="litert", ...)`, present in Keras 3.15), every
+mode goes through it: on the TensorFlow backend it writes a SavedModel
 with a `training=False` serving endpoint, builds a
 `tf.lite.TFLiteConverter.from_saved_model` and sets each extra keyword
 argument (`optimizations`, `representative_dataset`,
 `inference_input_type`, `target_spec={...}`, ...) on that converter, so all
-four modes are expressible through it. With an older Keras 3 the same
-converter options are applied to `tf.lite.TFLiteConverter.from_keras_model`.
+four modes are expressible through it. With an older Keras 3 that lacks
+the `"litert"` format, the same converter options are applied to
+`tf.lite.TFLiteConverter.from_keras_model` instead.
 
 Both paths restrict the converter to TFLite builtin ops (Keras' exporter
 would otherwise also allow TensorFlow "select" ops, which the stand-alone
@@ -199,7 +200,8 @@ def export_tflite(
         raise ValueError(
             "`representative_data` is only used to calibrate "
             "`quantization=\"int8\"`. "
-            f"Received: representative_data with quantization={quantization!r}. "
+            "Received: representative_data with "
+            f"quantization={quantization!r}. "
             "Pass `representative_data=None` for this mode."
         )
     if not isinstance(num_calibration_samples, int) or (
@@ -688,8 +690,19 @@ def _detect_quantization(interpreter) -> str:
     if dtypes & integer_types:
         try:
             operators = interpreter._get_ops_details()
-        except AttributeError:  # Interpreter without the private helper.
-            operators = []
+        except AttributeError:
+            # Without the (private) operator listing, look for the QUANTIZE
+            # output of a full integer model: an int8 copy of its input.
+            input_shape = tuple(interpreter.get_input_details()[0]["shape"])
+            return (
+                "int8"
+                if any(
+                    detail["dtype"] in integer_types
+                    and tuple(detail["shape"]) == input_shape
+                    for detail in tensors.values()
+                )
+                else "dynamic"
+            )
         for operator in operators:
             if operator["op_name"] == "DELEGATE":
                 continue

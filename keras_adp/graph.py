@@ -133,8 +133,15 @@ class ChannelGroup:
 
     @property
     def measured_at(self) -> ActivationSite | None:
-        """The activation site at which density is measured (the first)."""
-        return self.activation_sites[0] if self.activation_sites else None
+        """Where activation density is measured: the first activation site.
+
+        Sites inside nested sub-models are skipped (their tensors belong to
+        the sub-model's own graph); None when the group has no site.
+        """
+        for site in self.activation_sites:
+            if "/" not in site.layer:
+                return site
+        return None
 
 
 @dataclasses.dataclass
@@ -341,7 +348,7 @@ class GraphAnalysis:
 
         role = handler.role
         if role == "producer":
-            outputs = [self._producer(layer, name, inputs[0], out_shapes[0])]
+            outputs = [self._producer(layer, name, inputs[0], node)]
         elif role in ("channelwise", "passthrough", "reshape"):
             if role == "channelwise":
                 for part in inputs[0].parts:
@@ -373,8 +380,9 @@ class GraphAnalysis:
                 self._unify([a, b], name)
 
     def _producer(
-        self, layer: Any, name: str, inputs: Layout, out_shape: tuple
+        self, layer: Any, name: str, inputs: Layout, node: Any
     ) -> Layout:
+        out_shape = tuple(node.outputs[0].shape)
         for part in inputs.parts:
             info = self._roots[self.find(part.root)]
             if name not in info.consumers:
@@ -390,7 +398,7 @@ class GraphAnalysis:
         layout = _single(root, int(out_shape[-1]))
         activation = layer_handlers.fused_activation(layer)
         if activation is not None:
-            self._add_sites(layout, name, activation, None)
+            self._add_sites(layout, name, activation, node.outputs[0])
         return layout
 
     def _add_sites(self, layout, name, activation, tensor) -> None:

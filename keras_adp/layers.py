@@ -42,11 +42,6 @@ import numpy as np
 
 Weights = dict[str, np.ndarray]
 
-RELU_FAMILY = ("relu", "relu6", "leaky_relu", "elu", "selu", "gelu",
-               "silu", "swish", "hard_silu", "hard_swish", "mish",
-               "softplus", "celu", "glu", "sigmoid", "tanh",
-               "hard_sigmoid", "softsign", "log_sigmoid", "sparse_plus",
-               "squareplus", "hard_tanh", "exponential")
 
 
 def _take(array: np.ndarray, keep: np.ndarray | None, axis: int) -> np.ndarray:

@@ -125,6 +125,24 @@ def _layer_plan(
     return plan
 
 
+def _defer_initializers(layer, config: dict) -> tuple[dict, dict]:
+    """Build with zeros instead of random initializers.
+
+    Every weight of the clone is overwritten by `set_weights` right after, so
+    drawing random initial values (a large share of cloning time on big
+    models) is wasted. The original initializers are returned, to be put
+    back on the new layer so that its config and any later re-build use
+    them.
+    """
+    originals = {}
+    config = dict(config)
+    for key, value in list(config.items()):
+        if key.endswith("_initializer") and hasattr(layer, key):
+            originals[key] = keras.initializers.get(value)
+            config[key] = "zeros"
+    return config, originals
+
+
 def _clone(
     model: keras.Model, plan: dict, pairs: list, top: bool = True
 ) -> keras.Model:
@@ -140,7 +158,10 @@ def _clone(
             keep_in, keep_out = plan[id(layer)]
             handler = layer_handlers.handler_for(layer)
             config = handler.config(layer, config, keep_in[0], keep_out)
+        config, initializers = _defer_initializers(layer, config)
         new_layer = layer.__class__.from_config(config)
+        for key, value in initializers.items():
+            setattr(new_layer, key, value)  # Applies to later re-builds only.
         pairs.append((layer, new_layer))
         return new_layer
 

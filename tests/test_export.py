@@ -189,13 +189,18 @@ def test_export_tflite_int8_io_sets_input_and_output_types(
     assert interpreter.get_output_details()[0]["dtype"] == expected_dtype
 
 
-@pytest.mark.parametrize("quantization", [None, "float16"])
+@pytest.mark.parametrize("quantization", [None, "float16", "int8"])
 def test_residual_model_with_add_converts_and_verifies(
     tmp_path, data, quantization
 ):
     model = residual_model()
     path = export.export_tflite(
-        model, tmp_path / "residual.tflite", quantization=quantization
+        model,
+        tmp_path / "residual.tflite",
+        quantization=quantization,
+        representative_data=(
+            data["x_train"][:50] if quantization == "int8" else None
+        ),
     )
 
     result = export.verify_tflite(path, model, data["x_test"][:50])
@@ -205,7 +210,9 @@ def test_residual_model_with_add_converts_and_verifies(
 
 def test_conv_flatten_dense_model_converts_and_verifies(tmp_path, data):
     model = conv_flatten_dense_model()
-    path = export.export_tflite(model, tmp_path / "flatten.tflite")
+    path = export.export_tflite(
+        model, tmp_path / "flatten.tflite", quantization="float32"
+    )
 
     result = export.verify_tflite(path, model, data["x_test"][:50])
     assert result.quantization == "float32"
@@ -225,6 +232,43 @@ def test_dynamic_quantization_stores_large_dense_kernel_as_int8(
     assert result.quantization == "dynamic"
     assert result.atol == 1e-1
     assert dynamic_path.stat().st_size < float_path.stat().st_size
+
+
+class _InterpreterWithoutOpsDetails:
+    """Exposes only the public interpreter methods `_detect_quantization`
+    uses, as an interpreter without `_get_ops_details` would."""
+
+    def __init__(self, path):
+        self._interpreter = Interpreter(model_path=str(path))
+        self._interpreter.allocate_tensors()
+
+    def get_input_details(self):
+        return self._interpreter.get_input_details()
+
+    def get_tensor_details(self):
+        return self._interpreter.get_tensor_details()
+
+
+def test_quantization_detection_without_ops_details_tells_int8_from_dynamic(
+    tmp_path, data
+):
+    model = conv_flatten_dense_model()
+    int8_path = export.export_tflite(
+        model,
+        tmp_path / "int8.tflite",
+        quantization="int8",
+        representative_data=data["x_train"][:20],
+    )
+    dynamic_path = export.export_tflite(
+        model, tmp_path / "dynamic.tflite", quantization="dynamic"
+    )
+
+    assert export._detect_quantization(
+        _InterpreterWithoutOpsDetails(int8_path)
+    ) == "int8"
+    assert export._detect_quantization(
+        _InterpreterWithoutOpsDetails(dynamic_path)
+    ) == "dynamic"
 
 
 def test_verify_tflite_accepts_a_single_unbatched_sample(
@@ -381,7 +425,7 @@ def test_calibration_samples_splits_batches_into_single_samples(data):
 
 
 def test_export_tflite_rejects_path_without_tflite_suffix(tmp_path):
-    with pytest.raises(ValueError, match=r"\.tflite.*Received: path=.*model\.tfl"):
+    with pytest.raises(ValueError, match=r"`\.tflite`.*path=.*model\.tfl'"):
         export.export_tflite(
             conv_bn_relu_pool_model(filters=2), tmp_path / "model.tfl"
         )
@@ -551,7 +595,7 @@ def test_verify_tflite_explicit_atol_overrides_mode_default(
 
 def test_verify_tflite_rejects_inputs_of_wrong_shape(float_file,
                                                      trained_models):
-    with pytest.raises(ValueError, match=r"Received: x with shape \(2, 4, 4, 3\)"):
+    with pytest.raises(ValueError, match=r"x with shape \(2, 4, 4, 3\)"):
         export.verify_tflite(
             float_file, trained_models["full"], np.zeros((2, 4, 4, 3))
         )

@@ -81,8 +81,10 @@ def test_vgg19_without_batch_norm_has_conv_biases_and_no_bn_layers():
     model = models.vgg19(batch_norm=False)
     layer_types = {type(layer).__name__ for layer in model.layers}
     assert "BatchNormalization" not in layer_types
-    conv_params = sum(3 * 3 * cin * cout + cout for cin, cout in zip(
-        [3] + VGG19_WIDTHS[:-1], VGG19_WIDTHS))
+    conv_params = sum(
+        3 * 3 * cin * cout + cout
+        for cin, cout in zip([3] + VGG19_WIDTHS[:-1], VGG19_WIDTHS)
+    )
     assert model.count_params() == conv_params + 512 * 10 + 10
 
 
@@ -139,7 +141,8 @@ def test_vgg_small_uses_global_pooling_when_spatial_size_remains():
 @pytest.mark.parametrize("builder", [models.vgg19, models.resnet18])
 def test_forward_pass_outputs_logits_for_32x32_rgb(builder):
     model = builder(width_multiplier=0.125)
-    logits = model(np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype("float32"))
+    images = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype("float32")
+    logits = model(images)
     assert tuple(logits.shape) == (3, 10)
     assert np.all(np.isfinite(np.asarray(logits)))
 
