@@ -10,18 +10,19 @@ over all samples, spatial positions and the group's channels; the per-channel
 density is the same ratio for each channel. For ReLU, ReLU6 and PReLU/
 LeakyReLU with a zero negative slope, "fires" is exactly "is non-zero". For
 nonlinearities that are never exactly zero (GELU, swish/SiLU, ELU, SELU,
-mish, LeakyReLU), `> 0` counts the activations on their positive branch,
-i.e. whose pre-activation is positive; their small negative tail counts as
-silent. Saturating activations that are positive everywhere (sigmoid,
-softplus, tanh, ...) carry no such signal: groups measured only there get no
-density.
+CELU, mish, LeakyReLU), `> 0` counts the activations on their positive
+branch, i.e. whose pre-activation is positive; their small negative tail
+counts as silent. Nonlinearities without a silent branch (sigmoid, softplus,
+tanh, softsign, ...) carry no such signal: groups measured only there get no
+density, and `DensityProbe.skipped` says why.
 
 Measurement runs through auxiliary outputs: a *probe* model that shares the
 user's layers and, for each group, outputs the per-sample, per-channel count
 of fired activations, reduced over spatial positions inside the graph. The
-host only receives `(batch, channels)` counts, never activation maps. The
-probe runs in inference mode (`predict`), under the model's distribution
-strategy.
+host only receives `(batch, channels + 1)` counts, never activation maps. The
+probe runs in inference mode (`predict`: Dropout is off, BatchNormalization
+uses its moving statistics), under the model's distribution strategy, and
+counts in float32 whatever the model's dtype policy (e.g. `mixed_float16`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Density:
     Attributes:
         layer: fraction of fired activations over all samples, positions and
             channels, in [0, 1].
-        channels: per-channel fraction, shape `(group size,)`.
+        channels: per-channel fraction, float64 of shape `(group size,)`.
         measured_at: name of the layer whose output was measured.
         samples: number of samples measured.
     """
@@ -63,8 +64,12 @@ class Density:
 class FiredCount(keras.layers.Layer):
     """Counts, per sample and channel, activations above `threshold`.
 
-    Input `(batch, *positions, channels)`; output `(batch, size)` float32 for
-    channels `[offset, offset + size)`.
+    Input `(batch, *positions, channels)`. Output `(batch, size + 1)` float32:
+    columns `0 .. size - 1` count the fired activations of channels
+    `[offset, offset + size)` over the positions of each sample; the last
+    column is the number of positions counted per channel, so that inputs
+    whose spatial shape is only known at run time are normalised exactly.
+    Counts are exact up to 2**24 positions per sample.
     """
 
     def __init__(self, offset, size, threshold=0.0, **kwargs):
@@ -79,10 +84,17 @@ class FiredCount(keras.layers.Layer):
             keras.ops.greater(inputs, self.threshold), "float32"
         )
         axes = tuple(range(1, len(inputs.shape) - 1))
-        return keras.ops.sum(fired, axis=axes) if axes else fired
+        if axes:
+            counts = keras.ops.sum(fired, axis=axes)
+        else:
+            counts = fired
+        positions = keras.ops.ones_like(counts[:, :1]) * keras.ops.cast(
+            keras.ops.prod(keras.ops.shape(inputs)[1:-1]), "float32"
+        )
+        return keras.ops.concatenate([counts, positions], axis=-1)
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.size)
+        return (input_shape[0], self.size + 1)
 
     def get_config(self):
         return dict(
@@ -96,23 +108,44 @@ class FiredCount(keras.layers.Layer):
 class DensityProbe:
     """A model that outputs per-channel fired counts for each channel group.
 
+    Build it once and call `measure` as often as needed: the probe shares the
+    model's layers (nothing is copied), so every measurement sees the current
+    weights, and its compiled predict function is reused.
+
     Args:
-        model: functional or Sequential model; its layers are shared, not
-            copied, so the probe always sees the current weights.
+        model: built functional or Sequential model. Not modified.
         threshold: activations strictly above it fire. Defaults to `0.0`.
-        groups: channel groups to measure (defaults to every prunable group
-            of `model` that has an activation site).
+        groups: channel groups to measure. Defaults to `None`: every
+            prunable group of `model` that has an activation site.
 
     Attributes:
+        model: the measured model.
         names: the measured group names, in output order.
-        skipped: group name -> why it gets no density.
+        sites: group name -> `ActivationSite` where it is measured.
+        skipped: group name -> why it gets no density (prunable groups, or
+            the given `groups`, only).
+        probe: the auxiliary `keras.Model`.
+        input_rank: rank of the (first) model input, batch axis included.
+
+    Raises:
+        ValueError: if no group can be measured.
+
+    Example:
+
+    ```python
+    probe = DensityProbe(model)
+    densities = probe.measure(x_calibration)
+    densities["conv1"].layer  # A float in [0, 1].
+    densities["conv1"].channels  # Shape (filters of conv1,).
+    ```
     """
 
     def __init__(self, model, *, threshold=0.0, groups=None):
         self.model = model
-        self.threshold = float(threshold)
+        self.threshold = _validate_threshold(threshold)
+        all_groups = graph_lib.channel_groups(model)
         if groups is None:
-            groups = [g for g in graph_lib.channel_groups(model) if g.prunable]
+            groups = [group for group in all_groups if group.prunable]
         self.names: list[str] = []
         self.sites: dict[str, graph_lib.ActivationSite] = {}
         self.skipped: dict[str, str] = {}
@@ -130,7 +163,7 @@ class DensityProbe:
             if site.activation not in GATING_ACTIVATIONS:
                 self.skipped[group.name] = (
                     f"its nonlinearity '{site.activation}' at '{site.layer}' "
-                    "is never zero, so density is undefined"
+                    "has no silent branch, so density is undefined"
                 )
                 continue
             self.names.append(group.name)
@@ -145,57 +178,125 @@ class DensityProbe:
                 )(site.tensor)
             )
         if not outputs:
+            not_prunable = {
+                group.name: group.reason
+                for group in all_groups
+                if not group.prunable
+            }
             raise ValueError(
                 f"Model '{model.name}' has no channel group whose activation "
                 "density can be measured. Expected at least one prunable "
-                "group followed by a ReLU-like nonlinearity. Skipped: "
-                f"{self.skipped or 'no prunable groups'}."
+                "channel group followed by a ReLU-like nonlinearity "
+                f"({', '.join(sorted(GATING_ACTIVATIONS))}). Received: "
+                f"skipped groups {self.skipped or 'none'}; groups that are "
+                f"not prunable {not_prunable or 'none'}. Fix: put a ReLU "
+                "(fused `activation='relu'` or a `ReLU` layer) after the "
+                "convolutions to be pruned."
             )
         graph = graph_lib._graph_of(model)
+        self.input_rank = len(graph.inputs[0].shape)
         with model.distribute_strategy.scope():
             self.probe = keras.Model(
                 graph.inputs, outputs, name=f"{model.name}_density_probe"
             )
 
-    def measure(self, data, *, steps=None, batch_size=None) -> dict[str, Density]:
-        """Measure density on `data` (see `measure_density`)."""
+    def measure(
+        self, data, *, steps=None, batch_size=None
+    ) -> dict[str, Density]:
+        """Measures the density of every group in `names` on `data`.
+
+        Args:
+            data: NumPy array of inputs, `(x, y)` tuple, or `tf.data.Dataset`
+                of `x` or `(x, y)`, batched or not; labels are ignored.
+            steps: number of batches to use (all when None). Defaults to
+                `None`.
+            batch_size: batch size for arrays and unbatched datasets.
+                Defaults to `None` (32).
+
+        Returns:
+            group name -> `Density`, in the order of `names`.
+
+        Raises:
+            ValueError: empty data or invalid `steps`/`batch_size`.
+        """
         dataset = as_input_dataset(
-            data,
-            batch_size=batch_size,
-            input_rank=len(graph_lib._graph_of(self.model).inputs[0].shape),
+            data, batch_size=batch_size, input_rank=self.input_rank
         )
         if steps is not None:
-            if steps < 1:
-                raise ValueError(f"Expected steps >= 1. Received: steps={steps}")
-            dataset = dataset.take(steps)
-        counts = self.probe.predict(dataset, verbose=0)
+            if (
+                isinstance(steps, bool)
+                or not isinstance(steps, (int, np.integer))
+                or steps < 1
+            ):
+                raise ValueError(
+                    "Expected `steps` to be None or an integer >= 1. "
+                    f"Received: steps={steps!r}"
+                )
+            dataset = dataset.take(int(steps))
+        if int(dataset.cardinality()) == 0:
+            raise _empty_data_error()
+        batches = _BatchCounter()
+        try:
+            counts = self.probe.predict(dataset, verbose=0, callbacks=[batches])
+        except Exception as error:
+            # Keras' predict fails obscurely on a dataset that yields nothing
+            # (unknown cardinality, e.g. after `filter`).
+            if batches.count == 0:
+                raise _empty_data_error() from error
+            raise
         if len(self.names) == 1:
             counts = [counts]
         samples = int(np.shape(counts[0])[0])
         if samples == 0:
-            raise ValueError(
-                "Received empty data: expected at least one sample to "
-                "measure activation density on."
-            )
+            raise _empty_data_error()
         result = {}
         for name, count in zip(self.names, counts):
-            site = self.sites[name]
-            positions = _positions(site.tensor)
-            per_channel = np.asarray(count, np.float64).sum(axis=0) / (
-                samples * positions
-            )
+            count = np.asarray(count, np.float64)
+            per_channel = count[:, :-1].sum(axis=0) / count[:, -1].sum()
             result[name] = Density(
                 layer=float(per_channel.mean()),
                 channels=per_channel,
-                measured_at=site.layer,
+                measured_at=self.sites[name].layer,
                 samples=samples,
             )
         return result
 
 
-def _positions(tensor) -> int:
-    shape = tuple(tensor.shape)[1:-1]
-    return int(np.prod(shape)) if shape else 1
+class _BatchCounter(keras.callbacks.Callback):
+    """Counts the batches `predict` completes.
+
+    `async_safe` keeps Keras' asynchronous batch dispatch on.
+    """
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self.count += 1
+
+
+def _empty_data_error() -> ValueError:
+    return ValueError(
+        "Received empty data: expected at least one sample to measure "
+        "activation density on. Fix: pass a non-empty array, (x, y) tuple "
+        "or tf.data.Dataset (and `steps` >= 1)."
+    )
+
+
+def _validate_threshold(threshold) -> float:
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if isinstance(threshold, bool) or not np.isfinite(value):
+        raise ValueError(
+            "Expected `threshold` to be a finite number. Received: "
+            f"threshold={threshold!r}"
+        )
+    return value
 
 
 def as_input_dataset(
@@ -204,27 +305,47 @@ def as_input_dataset(
     """Batched `tf.data.Dataset` of model inputs only (labels dropped).
 
     Args:
-        data: a NumPy array of inputs, an `(x, y)` or `(x, y, w)` tuple of
-            arrays, or a `tf.data.Dataset` yielding `x` or `(x, y[, w])`.
+        data: a NumPy array of inputs, an `(x,)`, `(x, y)` or `(x, y, w)`
+            tuple of arrays, or a `tf.data.Dataset` yielding `x` or
+            `(x, y[, w])`.
         batch_size: batch size for arrays, and for datasets whose elements
-            are single samples. Defaults to 32.
+            are single samples. Defaults to `None` (32).
         input_rank: rank of the model input including the batch axis; a
-            dataset whose elements have one axis less is batched.
+            dataset whose elements have one axis less is batched. Defaults
+            to `None` (datasets are assumed batched).
+
+    Returns:
+        A dataset of input batches.
+
+    Raises:
+        ValueError: empty array, unsupported type or invalid `batch_size`.
     """
-    batch_size = 32 if batch_size is None else int(batch_size)
-    if batch_size < 1:
+    batch_size = 32 if batch_size is None else batch_size
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
         raise ValueError(
-            f"Expected batch_size >= 1. Received: batch_size={batch_size}"
+            "Expected `batch_size` to be None or an integer >= 1. Received: "
+            f"batch_size={batch_size!r}"
         )
+    batch_size = int(batch_size)
     if isinstance(data, tf.data.Dataset):
         dataset = data.map(_first)
-        rank = getattr(dataset.element_spec, "shape", None)
-        rank = None if rank is None else rank.rank
+        shape = getattr(dataset.element_spec, "shape", None)
+        rank = None if shape is None else shape.rank
         if input_rank is not None and rank == input_rank - 1:
             dataset = dataset.batch(batch_size)
         return dataset
-    if isinstance(data, tuple) and len(data) in (2, 3):
+    if isinstance(data, tuple) and len(data) in (1, 2, 3):
         data = data[0]
+    if isinstance(data, dict) or _is_iterator(data):
+        raise ValueError(
+            "Expected a NumPy array of inputs, an (x, y) tuple or a "
+            f"tf.data.Dataset. Received: {type(data).__name__}. Fix: wrap "
+            "generators with `tf.data.Dataset.from_generator`."
+        )
     array = np.asarray(data)
     if array.ndim == 0 or array.shape[0] == 0:
         raise ValueError(
@@ -232,6 +353,12 @@ def as_input_dataset(
             f"tuple or a tf.data.Dataset. Got an array of shape {array.shape}."
         )
     return tf.data.Dataset.from_tensor_slices(array).batch(batch_size)
+
+
+def _is_iterator(data) -> bool:
+    return hasattr(data, "__next__") or (
+        hasattr(data, "__iter__") and not hasattr(data, "__len__")
+    )
 
 
 def _first(*element):
@@ -252,13 +379,16 @@ def measure_density(
 ) -> dict[str, Density]:
     """Activation density of every measurable prunable channel group.
 
+    For repeated measurements of the same model, build a `DensityProbe`
+    once instead: each call here builds (and traces) a new probe.
+
     Args:
         model: functional or Sequential Keras model (not modified).
         data: NumPy array of inputs, `(x, y)` tuple, or `tf.data.Dataset`
-            of `x` or `(x, y)`; labels are ignored.
+            of `x` or `(x, y)`, batched or not; labels are ignored.
         steps: number of batches to use (all when None). Defaults to `None`.
         batch_size: batch size for arrays and unbatched datasets. Defaults
-            to 32.
+            to `None` (32).
         threshold: activations strictly above it fire. Defaults to `0.0`.
 
     Returns:
@@ -266,6 +396,13 @@ def measure_density(
 
     Raises:
         ValueError: empty data, or a model with no measurable group.
+
+    Example:
+
+    ```python
+    densities = measure_density(model, x_train[:512])
+    {name: density.layer for name, density in densities.items()}
+    ```
     """
     return DensityProbe(model, threshold=threshold).measure(
         data, steps=steps, batch_size=batch_size

@@ -548,6 +548,14 @@ def _check_model(model: Any) -> None:
     )
 
 
+def get_layer(model: keras.Model, qualified_name: str) -> keras.layers.Layer:
+    """The layer called `qualified_name` ("outer/inner/layer" in sub-models)."""
+    *path, name = qualified_name.split("/")
+    for part in path:
+        model = model.get_layer(part)
+    return model.get_layer(name)
+
+
 def analyze(model: keras.Model, *, strict: bool = False) -> GraphAnalysis:
     """Walk `model` and return its channel groups and per-layer layouts."""
     return GraphAnalysis(model, strict=strict)

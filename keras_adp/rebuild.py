@@ -9,6 +9,7 @@ model is never modified.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Mapping, Sequence
 
 import keras
@@ -206,6 +207,69 @@ def _transfer_weights(pairs: list, plan: dict) -> None:
         new.set_weights([weights[w.name] for w in new.weights])
 
 
+@dataclasses.dataclass
+class Rebuild:
+    """A pruned model and how to slice anything shaped like the old weights.
+
+    Attributes:
+        model: the new, smaller model.
+        source: the model it was built from (not modified).
+    """
+
+    model: keras.Model
+    source: keras.Model
+    _pairs: list
+    _plan: dict
+
+    def new_variable_for(self, old_variable) -> Any:
+        """The new model's variable that replaces `old_variable`, or None."""
+        for old, new in self._pairs:
+            for index, weight in enumerate(old.weights):
+                if weight is old_variable:
+                    return new.weights[index]
+        return None
+
+    def slice_like(self, old_variable, value: np.ndarray) -> np.ndarray:
+        """Slice `value`, shaped like `old_variable`, as that weight was sliced.
+
+        Used for optimizer state (momentum, Adam moments), which has the
+        shape of the weight it belongs to.
+        """
+        for old, _ in self._pairs:
+            for weight in old.weights:
+                if weight is not old_variable:
+                    continue
+                if id(old) not in self._plan:
+                    return value
+                weights = {w.name: np.asarray(w.numpy()) for w in old.weights}
+                weights[weight.name] = np.asarray(value)
+                keep_in, keep_out = self._plan[id(old)]
+                handler = layer_handlers.handler_for(old)
+                return handler.weights(old, weights, keep_in[0], keep_out)[
+                    weight.name
+                ]
+        raise ValueError(
+            f"Variable '{getattr(old_variable, 'path', old_variable)}' does not "
+            f"belong to model '{self.source.name}'."
+        )
+
+
+def rebuild(
+    model: keras.Model,
+    keep: Mapping[str, Sequence[int]],
+    *,
+    strict: bool = False,
+) -> Rebuild:
+    """Like `prune_channels`, but also returns how every weight was sliced."""
+    analysis = graph_lib.analyze(model, strict=strict)
+    keep_by_root = resolve_keep(analysis, keep)
+    plan = _layer_plan(analysis, keep_by_root)
+    pairs: list = []
+    new_model = _clone(model, plan, pairs)
+    _transfer_weights(pairs, plan)
+    return Rebuild(new_model, model, pairs, plan)
+
+
 def prune_channels(
     model: keras.Model,
     keep: Mapping[str, Sequence[int]],
@@ -244,10 +308,4 @@ def prune_channels(
     >>> small.get_layer("c1").filters
     3
     """
-    analysis = graph_lib.analyze(model, strict=strict)
-    keep_by_root = resolve_keep(analysis, keep)
-    plan = _layer_plan(analysis, keep_by_root)
-    pairs: list = []
-    new_model = _clone(model, plan, pairs)
-    _transfer_weights(pairs, plan)
-    return new_model
+    return rebuild(model, keep, strict=strict).model

@@ -1,0 +1,255 @@
+"""`ActivationDensity`: a Keras callback that measures activation density.
+
+At the end of every `frequency`-th epoch the callback measures the
+activation density (see `keras_adp.density`) of every prunable channel group
+of the model being trained, on a fixed calibration set, and reports it in
+the epoch logs (`density/<group>`), in its own `history`, and optionally in
+TensorBoard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_adp import density as density_lib
+
+LOG_PREFIX = "density/"
+
+
+class ActivationDensity(keras.callbacks.Callback):
+    """Measures the activation density of each channel group during training.
+
+    In `__init__`, the first `num_samples` inputs of `data` are copied into a
+    fixed calibration set, and every measurement uses exactly these samples,
+    in inference mode (Dropout off, BatchNormalization moving statistics), so
+    that densities of different epochs are comparable. Arrays, or a dataset
+    without shuffling or augmentation, are recommended: a shuffling or
+    augmenting `tf.data.Dataset` is read once, so the set it gives is random
+    but still fixed for the lifetime of the callback.
+
+    After a measurement, `logs["density/<group>"]` holds the group's density
+    (a float in [0, 1]) for every measured group, so `History`, `CSVLogger`,
+    progress bars and `EarlyStopping` see it, provided they come after this
+    callback in `callbacks=[...]` (`History` and the progress bar always do).
+    Like validation metrics with `validation_freq`, the keys are absent in
+    the epochs that are not measured.
+
+    The measurement is built for `self.model` on `on_train_begin` and rebuilt
+    when `fit()` is called on another model object, so one instance can be
+    reused across `fit()` calls and models. A model without a measurable
+    group (every prunable convolution followed by a ReLU-like nonlinearity)
+    raises a `ValueError` there, naming the skipped groups and why.
+
+    Args:
+        data: the calibration inputs: a NumPy array, an `(x, y)` tuple of
+            arrays, or a `tf.data.Dataset` yielding `x` or `(x, y)`; labels
+            are ignored. A dataset whose leading dimension is `None` (as
+            after `Dataset.batch()`) is unbatched first.
+        frequency: measure at the end of every `frequency`-th epoch, i.e.
+            after epochs `frequency - 1`, `2 * frequency - 1`, ... (counted
+            from 0, as `validation_freq` does). Defaults to `1`.
+        steps: number of batches of `batch_size` calibration samples to use
+            per measurement. Defaults to `None` (the whole calibration set).
+        num_samples: size of the calibration set; `None` takes all of `data`
+            (which must then be finite). Defaults to `512`.
+        batch_size: batch size of the measurement. Defaults to `64`.
+        threshold: an activation fires when it is strictly above it.
+            Defaults to `0.0`.
+        log_dir: directory for TensorBoard summaries: a scalar
+            `density/<group>` and a histogram `density_channels/<group>` of
+            the per-channel densities, per measurement, with the epoch as
+            step. Defaults to `None` (no summaries).
+        verbose: 1 prints one line per measurement, 0 is silent. Defaults
+            to `0`.
+
+    Attributes:
+        history: one dict per measurement of the current `fit()` call:
+            `{"epoch": int, "density": {group: float}, "channels": {group:
+            np.ndarray of shape (group size,)}}`.
+        calibration_inputs: the calibration set, a NumPy array of shape
+            `(num_samples, *input_shape)`.
+
+    Example:
+
+    ```python
+    from keras_adp import callbacks as adp_callbacks
+
+    density = adp_callbacks.ActivationDensity(x_train, num_samples=512)
+    csv_logger = keras.callbacks.CSVLogger("log.csv")  # After `density`.
+    history = model.fit(
+        x_train, y_train, epochs=10, callbacks=[density, csv_logger]
+    )
+    history.history["density/conv1"]  # One float per epoch.
+    density.history[-1]["channels"]["conv1"]  # Per-channel densities.
+    ```
+    """
+
+    def __init__(
+        self,
+        data,
+        *,
+        frequency=1,
+        steps=None,
+        num_samples=512,
+        batch_size=64,
+        threshold=0.0,
+        log_dir=None,
+        verbose=0,
+    ):
+        super().__init__()
+        _validate_int("frequency", frequency, minimum=1)
+        _validate_int("steps", steps, minimum=1, allow_none=True)
+        _validate_int("num_samples", num_samples, minimum=1, allow_none=True)
+        _validate_int("batch_size", batch_size, minimum=1)
+        if verbose not in (0, 1):
+            raise ValueError(
+                f"Expected `verbose` to be 0 or 1. Received: verbose={verbose!r}"
+            )
+        self.data = data
+        self.frequency = int(frequency)
+        self.steps = steps
+        self.num_samples = num_samples
+        self.batch_size = int(batch_size)
+        self.threshold = density_lib._validate_threshold(threshold)
+        self.log_dir = None if log_dir is None else str(log_dir)
+        self.verbose = int(verbose)
+        self.calibration_inputs = _calibration_inputs(data, num_samples)
+        self.history: list[dict[str, Any]] = []
+        self._probe: density_lib.DensityProbe | None = None
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        self.history = []
+        if self._probe is None or self._probe.model is not self.model:
+            self._probe = None  # Drop the old model's probe first.
+            self._probe = density_lib.DensityProbe(
+                self.model, threshold=self.threshold
+            )
+            self.calibration_inputs = _match_input_rank(
+                self.calibration_inputs, self._probe.input_rank, self.num_samples
+            )
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.frequency:
+            return
+        densities = self._probe.measure(
+            self.calibration_inputs, steps=self.steps, batch_size=self.batch_size
+        )
+        record = {
+            "epoch": int(epoch),
+            "density": {name: d.layer for name, d in densities.items()},
+            "channels": {name: d.channels for name, d in densities.items()},
+        }
+        self.history.append(record)
+        if logs is not None:
+            for name, value in record["density"].items():
+                logs[LOG_PREFIX + name] = value
+        if self.log_dir is not None:
+            self._write_summaries(epoch, densities)
+        if self.verbose:
+            values = ", ".join(
+                f"{name}={value:.4f}" for name, value in record["density"].items()
+            )
+            mean = float(np.mean(list(record["density"].values())))
+            print(
+                f"Epoch {epoch + 1}: activation density (mean {mean:.4f}) "
+                f"{values}",
+                flush=True,
+            )
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _write_summaries(self, epoch, densities):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            for name, value in densities.items():
+                tf.summary.scalar(LOG_PREFIX + name, value.layer, step=epoch)
+                tf.summary.histogram(
+                    f"density_channels/{name}", value.channels, step=epoch
+                )
+        self._writer.flush()
+
+
+def _validate_int(name, value, *, minimum, allow_none=False):
+    if value is None and allow_none:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < minimum
+    ):
+        none = " or None" if allow_none else ""
+        raise ValueError(
+            f"Expected `{name}` to be an integer >= {minimum}{none}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _calibration_inputs(data, num_samples) -> np.ndarray:
+    """The first `num_samples` inputs of `data` (all if None), as an array."""
+    if isinstance(data, tf.data.Dataset):
+        dataset = density_lib.as_input_dataset(data)  # Inputs only.
+        shape = getattr(dataset.element_spec, "shape", None)
+        if shape is not None and shape.rank and shape[0] is None:
+            dataset = dataset.unbatch()
+        if num_samples is not None:
+            dataset = dataset.take(num_samples)
+        elif int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(
+                "Expected a finite dataset when `num_samples=None`. Received "
+                "an infinite dataset. Fix: pass `num_samples`, or the dataset "
+                "before `.repeat()`."
+            )
+        batches = list(dataset.batch(1024).as_numpy_iterator())
+        if not batches:
+            raise _empty_error("an empty tf.data.Dataset")
+        inputs = np.concatenate(batches)
+    else:
+        if isinstance(data, tuple) and len(data) in (1, 2, 3):
+            data = data[0]
+        if isinstance(data, dict) or density_lib._is_iterator(data):
+            raise ValueError(
+                "Expected `data` to be a NumPy array of inputs, an (x, y) "
+                f"tuple or a tf.data.Dataset. Received: {type(data).__name__}."
+                " Fix: wrap generators with `tf.data.Dataset.from_generator`."
+            )
+        inputs = np.asarray(data)
+        if inputs.ndim == 0:
+            raise _empty_error(f"a scalar {type(data).__name__}")
+        inputs = np.array(inputs[:num_samples], copy=True)
+    if inputs.ndim == 0 or len(inputs) == 0:
+        raise _empty_error(f"inputs of shape {inputs.shape}")
+    return inputs
+
+
+def _empty_error(received: str) -> ValueError:
+    return ValueError(
+        "Expected `data` to hold at least one input sample for activation "
+        f"density calibration. Received: {received}. Fix: pass a non-empty "
+        "array, (x, y) tuple or tf.data.Dataset (e.g. `x_train`)."
+    )
+
+
+def _match_input_rank(
+    inputs: np.ndarray, input_rank: int, num_samples: int | None
+) -> np.ndarray:
+    """Merges the batch axis of a dataset batched with a static batch size."""
+    if inputs.ndim == input_rank + 1:
+        # Elements were batches of static size (`drop_remainder=True`), which
+        # `_calibration_inputs` could not tell from samples without a model.
+        return inputs.reshape((-1,) + inputs.shape[2:])[:num_samples]
+    if inputs.ndim != input_rank:
+        raise ValueError(
+            f"Expected calibration inputs of rank {input_rank} (batch axis "
+            f"included) for this model. Received: inputs of shape "
+            f"{inputs.shape}. Fix: pass the same kind of inputs as to `fit()`."
+        )
+    return inputs

@@ -1,0 +1,107 @@
+"""Carry a compiled model's training setup over to its pruned rebuild.
+
+After a rebuild, training goes on where it stopped: the new model is compiled
+with the user's own loss, metrics and compile options; the optimizer is a new
+instance of the same class and configuration (so a learning-rate schedule
+keeps its shape), its iteration count is copied (so the schedule keeps its
+position), and its per-variable state (momentum, Adam moments, ...) is sliced
+exactly as the weights it belongs to were sliced.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from keras_adp import rebuild as rebuild_lib
+
+
+def compile_like(source: keras.Model, target: keras.Model, optimizer) -> None:
+    """Compile `target` with `source`'s compile arguments and `optimizer`.
+
+    Metric objects are re-created from their configs (they hold state);
+    strings, functions and losses are reused as given.
+    """
+    config = getattr(source, "_compile_config", None)
+    if not source.compiled or config is None:
+        raise ValueError(
+            f"Expected a compiled model. Received model '{source.name}' that "
+            "was never compiled. Fix: call `model.compile(optimizer=..., "
+            "loss=..., metrics=...)` before training it with keras_adp."
+        )
+    kwargs = dict(config.config)
+    for key in ("metrics", "weighted_metrics"):
+        kwargs[key] = keras.tree.map_structure(_fresh_metric, kwargs[key])
+    kwargs["optimizer"] = optimizer
+    target.compile(**kwargs)
+
+
+def _fresh_metric(metric):
+    if isinstance(metric, keras.metrics.Metric):
+        return metric.__class__.from_config(metric.get_config())
+    return metric
+
+
+def fresh_optimizer(optimizer):
+    """A new, unbuilt optimizer with the same class and configuration."""
+    return keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+
+
+def _reference_of(slot, references: list) -> object | None:
+    """The model variable an optimizer slot was created from, by its name.
+
+    Keras names a slot `{reference.path with '/' -> '_'}_{slot name}`.
+    """
+    best = None
+    for reference in references:
+        prefix = reference.path.replace("/", "_") + "_"
+        if slot.name.startswith(prefix) and (
+            best is None or len(prefix) > len(best.path) + 1
+        ):
+            best = reference
+    return best
+
+
+def carry_over(
+    source: keras.Model,
+    target: keras.Model,
+    surgery: rebuild_lib.Rebuild,
+    *,
+    reset: bool = False,
+) -> None:
+    """Compile `target` like `source` and move the optimizer state across.
+
+    Args:
+        source: the compiled model before the rebuild (not modified).
+        target: its rebuild, `surgery.model`.
+        surgery: the `Rebuild` that produced `target`.
+        reset: start a fresh optimizer (iteration 0, empty state) instead,
+            e.g. when the rebuilt model is re-initialised. Defaults to
+            `False`.
+    """
+    old_optimizer = source.optimizer
+    with target.distribute_strategy.scope():
+        compile_like(source, target, fresh_optimizer(old_optimizer))
+        new_optimizer = target.optimizer
+        new_optimizer.build(target.trainable_variables)
+    if reset or not old_optimizer.built:
+        return
+    old_variables = list(old_optimizer.variables)
+    new_variables = list(new_optimizer.variables)
+    if len(old_variables) != len(new_variables):
+        raise RuntimeError(
+            "The rebuilt optimizer has a different number of variables "
+            f"({len(new_variables)}) than the original ({len(old_variables)})."
+        )
+    references = list(source.trainable_variables)
+    for old, new in zip(old_variables, new_variables):
+        value = np.asarray(old.numpy())
+        if tuple(old.shape) != tuple(new.shape):
+            reference = _reference_of(old, references)
+            if reference is None:
+                raise RuntimeError(
+                    f"Cannot tell which weight optimizer variable '{old.name}' "
+                    f"of shape {tuple(old.shape)} belongs to."
+                )
+            value = surgery.slice_like(reference, value)
+        new.assign(value)

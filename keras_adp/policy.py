@@ -1,0 +1,236 @@
+"""The pruning policy: when to prune, how wide each group becomes, which
+channels survive.
+
+All knobs of the method live here, with their defaults:
+
+- Train the dense model for `warmup_epochs` (2) epochs.
+- At each pruning step, measure each prunable group's activation density AD
+  on a fixed calibration set (`calibration_samples`, 512). The new width is
+  `max(min_channels, ceil(AD * width))` (`min_channels` 4, never more than
+  the current width), rounded up to a multiple of `round_to` (1; 8 suits
+  mobile kernels), again capped at the current width.
+- Channels kept (`selection`): `"density"` (default) keeps the channels with
+  the highest per-channel density, ties broken by the L1 norm of their
+  producer weights; `"l1"` keeps the largest L1 norms; `"bn_gamma"` the
+  largest |gamma| of the group's first BatchNormalization (L1 when it has
+  none).
+- When (`trigger`): `"interval"` (default) prunes every `interval` (1)
+  epochs after warm-up; `"converged"` prunes once every group's AD changed
+  by less than `tolerance` (0.02) between each of the last `patience` (2)
+  epochs.
+- Stop pruning when a step would remove less than `min_reduction` (5%) of
+  every group, or after `max_prune_steps` (None: no limit). The remaining
+  epochs train the final architecture.
+- `reinitialize` (False): after each rebuild, re-initialise the compressed
+  architecture and train it from scratch instead of keeping the retained
+  weights.
+- `threshold` (0.0): an activation counts as non-zero when it is strictly
+  greater.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+SELECTIONS = ("density", "l1", "bn_gamma")
+TRIGGERS = ("interval", "converged")
+
+
+@dataclasses.dataclass(frozen=True)
+class ADPPolicy:
+    """Parameters of activation-density driven pruning (see module docs).
+
+    Args:
+        warmup_epochs: dense epochs before the first pruning step. Defaults
+            to `2`.
+        min_channels: no group shrinks below this many channels (nor is it
+            widened to reach it). Defaults to `4`.
+        round_to: new widths are rounded up to a multiple of this. Defaults
+            to `1`.
+        selection: `"density"`, `"l1"` or `"bn_gamma"`. Defaults to
+            `"density"`.
+        trigger: `"interval"` or `"converged"`. Defaults to `"interval"`.
+        interval: epochs between pruning steps. Defaults to `1`.
+        tolerance: largest change of AD that counts as converged. Defaults
+            to `0.02`.
+        patience: epochs over which AD must be stable. Defaults to `2`.
+        min_reduction: smallest fraction of a group worth a pruning step.
+            Defaults to `0.05`.
+        max_prune_steps: most pruning steps, or None. Defaults to `None`.
+        reinitialize: re-initialise each rebuilt model. Defaults to `False`.
+        threshold: density threshold. Defaults to `0.0`.
+        calibration_samples: samples in the density calibration set.
+            Defaults to `512`.
+    """
+
+    warmup_epochs: int = 2
+    min_channels: int = 4
+    round_to: int = 1
+    selection: str = "density"
+    trigger: str = "interval"
+    interval: int = 1
+    tolerance: float = 0.02
+    patience: int = 2
+    min_reduction: float = 0.05
+    max_prune_steps: int | None = None
+    reinitialize: bool = False
+    threshold: float = 0.0
+    calibration_samples: int = 512
+
+    def __post_init__(self):
+        _validate_int("warmup_epochs", self.warmup_epochs, 0)
+        _validate_int("min_channels", self.min_channels, 1)
+        _validate_int("round_to", self.round_to, 1)
+        _validate_int("interval", self.interval, 1)
+        _validate_int("patience", self.patience, 1)
+        _validate_int("calibration_samples", self.calibration_samples, 1)
+        if self.max_prune_steps is not None:
+            _validate_int("max_prune_steps", self.max_prune_steps, 0)
+        if self.selection not in SELECTIONS:
+            raise ValueError(
+                f"Expected `selection` to be one of {SELECTIONS}. "
+                f"Received: selection={self.selection!r}"
+            )
+        if self.trigger not in TRIGGERS:
+            raise ValueError(
+                f"Expected `trigger` to be one of {TRIGGERS}. "
+                f"Received: trigger={self.trigger!r}"
+            )
+        for name in ("tolerance", "min_reduction"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value < 1
+            ):
+                raise ValueError(
+                    f"Expected `{name}` to be a number in [0, 1). "
+                    f"Received: {name}={value!r}"
+                )
+        if not isinstance(self.threshold, (int, float)) or not math.isfinite(
+            self.threshold
+        ):
+            raise ValueError(
+                "Expected `threshold` to be a finite number. "
+                f"Received: threshold={self.threshold!r}"
+            )
+        if not isinstance(self.reinitialize, bool):
+            raise ValueError(
+                "Expected `reinitialize` to be True or False. "
+                f"Received: reinitialize={self.reinitialize!r}"
+            )
+
+    def get_config(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ADPPolicy":
+        return cls(**config)
+
+    # ----------------------------------------------------------- decisions
+    def new_width(self, width: int, density: float) -> int:
+        """Width of a group of `width` channels at activation density AD."""
+        if not 0.0 <= density <= 1.0 or math.isnan(density):
+            raise ValueError(
+                f"Expected a density in [0, 1]. Received: density={density}"
+            )
+        target = max(self.min_channels, math.ceil(density * width - 1e-9))
+        target = -(-target // self.round_to) * self.round_to
+        return int(min(width, max(1, target)))
+
+    def should_prune(
+        self,
+        epoch: int,
+        density_history: list[dict[str, float]],
+        steps_done: int,
+        last_prune_epoch: int | None,
+    ) -> bool:
+        """Whether to prune at the end of (0-based) `epoch`.
+
+        Args:
+            epoch: the epoch that just ended.
+            density_history: per epoch so far (this one last), group -> AD.
+            steps_done: pruning steps already taken.
+            last_prune_epoch: epoch of the last pruning step, or None.
+        """
+        if epoch + 1 < self.warmup_epochs:
+            return False
+        if self.max_prune_steps is not None and steps_done >= self.max_prune_steps:
+            return False
+        if self.trigger == "interval":
+            since = epoch - (
+                last_prune_epoch
+                if last_prune_epoch is not None
+                else self.warmup_epochs - 1 - self.interval
+            )
+            return since >= self.interval
+        # "converged": AD stable over the last `patience` epochs since the
+        # last rebuild (densities before a rebuild describe another model).
+        start = 0 if last_prune_epoch is None else last_prune_epoch + 1
+        recent = density_history[start:]
+        if len(recent) < self.patience + 1:
+            return False
+        window = recent[-(self.patience + 1):]
+        for before, after in zip(window, window[1:]):
+            for name, value in after.items():
+                if name in before and abs(value - before[name]) >= self.tolerance:
+                    return False
+        return True
+
+    def plan(self, groups, densities, scores) -> dict[str, np.ndarray]:
+        """Channels to keep in each group, or {} when pruning is not worth it.
+
+        Args:
+            groups: the model's `ChannelGroup`s.
+            densities: group name -> `Density` (groups without one are kept).
+            scores: group name -> per-channel L1 (or |gamma|) scores.
+
+        Returns:
+            group name -> sorted kept indices, for groups that shrink. Empty
+            when no group would lose at least `min_reduction` of its
+            channels (the stopping rule).
+        """
+        keep = {}
+        worthwhile = False
+        for group in groups:
+            density = densities.get(group.name)
+            if not group.prunable or density is None:
+                continue
+            width = self.new_width(group.size, density.layer)
+            if width >= group.size:
+                continue
+            if (group.size - width) / group.size >= self.min_reduction:
+                worthwhile = True
+            keep[group.name] = self.select(
+                width, density.channels, scores.get(group.name)
+            )
+        return keep if worthwhile else {}
+
+    def select(self, width: int, channel_density, channel_score) -> np.ndarray:
+        """Indices of the `width` channels to keep, sorted."""
+        size = len(channel_density)
+        score = (
+            np.zeros(size) if channel_score is None else np.asarray(channel_score)
+        )
+        if self.selection == "density":
+            # lexsort: last key is primary.
+            order = np.lexsort((-score, -np.asarray(channel_density)))
+        else:
+            order = np.argsort(-score, kind="stable")
+        return np.sort(order[:width])
+
+
+def _validate_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(
+            f"Expected `{name}` to be an integer >= {minimum}. "
+            f"Received: {name}={value!r}"
+        )
+    if value < minimum:
+        raise ValueError(
+            f"Expected `{name}` to be >= {minimum}. Received: {name}={value}"
+        )
