@@ -1,0 +1,193 @@
+"""Dense baseline vs ADP vs ADP with re-initialisation, side by side.
+
+On Fashion-MNIST (the full 60k/10k IDX files, found in `$KERAS_ADP_DATA`, the
+Keras cache or `/usr/share/datasets/fashion-mnist`), for each model the three
+runs use the same architecture, data, epochs, optimizer and seed:
+
+- dense: plain `model.fit` for `--epochs` epochs;
+- adp: `ADPTrainer` with the policy below, pruning while training;
+- adp-reinit: the same with `reinitialize=True` (each compressed
+  architecture re-initialised and trained from scratch).
+
+Prints test accuracy, params, MACs, total training compute (3x forward MACs
+per training sample, plus density measurement) and training wall time, each
+also as a ratio to dense. Writes the table as JSON with `--out`.
+
+    python benchmarks/bench_training.py                 # full run
+    python benchmarks/bench_training.py --quick         # minutes, subset
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import keras_adp
+from keras_adp import data as data_lib
+from keras_adp import metrics as metrics_lib
+from keras_adp import models as models_lib
+
+
+def load(train_samples, test_samples):
+    arrays = data_lib.read_fashion_mnist_idx()
+    x_train = arrays["x_train"][:train_samples, ..., None].astype("float32")
+    x_test = arrays["x_test"][:test_samples, ..., None].astype("float32")
+    mean, std = x_train.mean(), x_train.std()
+    return (
+        (x_train - mean) / std,
+        arrays["y_train"][:train_samples].astype("int32"),
+        (x_test - mean) / std,
+        arrays["y_test"][:test_samples].astype("int32"),
+    )
+
+
+def build(name, width, seed, lr, steps_total):
+    keras.utils.set_random_seed(seed)
+    model = models_lib.build_model(name, (28, 28, 1), 10, width)
+    schedule = keras.optimizers.schedules.CosineDecay(lr, steps_total)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def evaluate(model, x_test, y_test):
+    return float(model.evaluate(x_test, y_test, batch_size=256, verbose=0)[1])
+
+
+def run_dense(args, name, width, data):
+    x, y, x_test, y_test = data
+    steps = args.epochs * int(np.ceil(len(x) / args.batch_size))
+    model = build(name, width, args.seed, args.lr, steps)
+    cost = metrics_lib.inference_cost(model)
+    start = time.perf_counter()
+    for epoch in range(args.epochs):
+        keras.utils.set_random_seed(args.seed + epoch)
+        model.fit(x, y, batch_size=args.batch_size, epochs=epoch + 1,
+                  initial_epoch=epoch, verbose=0)
+    wall = time.perf_counter() - start
+    return {
+        "accuracy": evaluate(model, x_test, y_test),
+        "params": cost.params,
+        "macs": cost.macs,
+        "flops": cost.flops,
+        "training_macs": metrics_lib.training_macs(cost.macs, len(x) * args.epochs),
+        "wall_s": wall,
+    }
+
+
+def run_adp(args, name, width, data, reinitialize):
+    x, y, x_test, y_test = data
+    steps = args.epochs * int(np.ceil(len(x) / args.batch_size))
+    model = build(name, width, args.seed, args.lr, steps)
+    policy = keras_adp.ADPPolicy(
+        warmup_epochs=args.warmup_epochs,
+        trigger=args.trigger,
+        interval=args.interval,
+        min_channels=args.min_channels,
+        max_prune_steps=args.max_prune_steps,
+        reinitialize=reinitialize,
+    )
+    trainer = keras_adp.ADPTrainer(policy, seed=args.seed, verbose=0)
+    start = time.perf_counter()
+    result = trainer.fit(model, x, y, epochs=args.epochs,
+                         batch_size=args.batch_size)
+    wall = time.perf_counter() - start
+    final = result.history[-1]
+    return {
+        "accuracy": evaluate(result.model, x_test, y_test),
+        "params": final["params"],
+        "macs": final["macs"],
+        "flops": final["flops"],
+        "training_macs": final["cumulative_macs"],
+        "wall_s": wall,
+        "widths": final["widths"],
+        "prune_epochs": [step["epoch"] + 1 for step in result.steps],
+    }
+
+
+def print_table(name, rows):
+    dense = rows["dense"]
+    print(f"\n{name}: test accuracy, cost, and ratio to dense")
+    print(f"{'run':<11} {'acc %':>6} {'Δacc pt':>8} {'params':>10} {'÷':>6} "
+          f"{'MACs':>12} {'÷':>6} {'train GMAC':>11} {'×dense':>7} "
+          f"{'wall s':>7} {'×dense':>7}")
+    for run, row in rows.items():
+        print(
+            f"{run:<11} {100 * row['accuracy']:>6.2f} "
+            f"{100 * (row['accuracy'] - dense['accuracy']):>+8.2f} "
+            f"{row['params']:>10,} {dense['params'] / row['params']:>6.1f} "
+            f"{row['macs']:>12,} {dense['macs'] / row['macs']:>6.1f} "
+            f"{row['training_macs'] / 1e9:>11.1f} "
+            f"{row['training_macs'] / dense['training_macs']:>7.2f} "
+            f"{row['wall_s']:>7.1f} {row['wall_s'] / dense['wall_s']:>7.2f}"
+        )
+    for run, row in rows.items():
+        if "widths" in row:
+            print(f"  {run} pruned at epochs {row['prune_epochs']}; final "
+                  f"widths {row['widths']}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=["vgg_small", "resnet18"])
+    parser.add_argument("--width", type=float, nargs="*", default=None,
+                        help="width multiplier per model "
+                        "(default 0.5 for vgg_small, 0.25 for resnet18)")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--train-samples", type=int, default=60000)
+    parser.add_argument("--test-samples", type=int, default=10000)
+    parser.add_argument("--warmup-epochs", type=int, default=2)
+    parser.add_argument("--trigger", default="interval")
+    parser.add_argument("--interval", type=int, default=1)
+    parser.add_argument("--min-channels", type=int, default=4)
+    parser.add_argument("--max-prune-steps", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", nargs="*", default=["dense", "adp", "adp-reinit"])
+    parser.add_argument("--quick", action="store_true",
+                        help="10k train / 2k test samples, 6 epochs")
+    parser.add_argument("--out", default=None, help="write results as JSON")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.train_samples, args.test_samples, args.epochs = 10000, 2000, 6
+    defaults = {"vgg_small": 0.5, "resnet18": 0.25, "vgg19": 0.25}
+    widths = args.width or [defaults.get(m, 0.5) for m in args.models]
+    data = load(args.train_samples, args.test_samples)
+    print(f"machine: {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs; TF {tf.__version__}, Keras {keras.__version__}")
+    print(f"Fashion-MNIST {len(data[0])} train / {len(data[2])} test; "
+          f"{args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr} "
+          f"cosine; policy warmup={args.warmup_epochs} trigger={args.trigger} "
+          f"interval={args.interval} min_channels={args.min_channels} "
+          f"max_prune_steps={args.max_prune_steps}; seed {args.seed}")
+    results = {}
+    for name, width in zip(args.models, widths):
+        rows = {}
+        for run in args.runs:
+            if run == "dense":
+                rows[run] = run_dense(args, name, width, data)
+            else:
+                rows[run] = run_adp(args, name, width, data,
+                                    reinitialize=(run == "adp-reinit"))
+            print(f"{name} x{width} {run}: done in {rows[run]['wall_s']:.0f}s, "
+                  f"accuracy {100 * rows[run]['accuracy']:.2f}%", flush=True)
+        print_table(f"{name} (width x{width})", rows)
+        results[f"{name}@{width}"] = rows
+    if args.out:
+        with open(args.out, "w") as handle:
+            json.dump({"args": vars(args), "results": results}, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
