@@ -7,6 +7,7 @@ A handful of graphs run by default; `pytest -m slow` runs 200.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -99,6 +100,47 @@ def _check_pruning_is_exact(recipe):
     sizes = {g.name: g.size for g in keras_adp.channel_groups(pruned)}
     for name, kept in keep.items():
         assert sizes[name] == len(kept)
+    _check_counts_match_weights(pruned)
+    _check_keras_file_round_trip(pruned, x)
+
+
+def _independent_macs(model):
+    """Conv/depthwise/separable/dense MACs from weight and output shapes."""
+    total = 0
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        out_positions = int(np.prod(layer.output.shape[1:-1]))
+        shapes = {w.name: tuple(w.shape) for w in layer.weights}
+        if isinstance(layer, L.SeparableConv2D):
+            total += out_positions * int(np.prod(shapes["depthwise_kernel"]))
+            total += out_positions * int(np.prod(shapes["pointwise_kernel"]))
+        elif isinstance(layer, (L.Conv2D, L.DepthwiseConv2D, L.Dense)):
+            total += out_positions * int(np.prod(shapes["kernel"]))
+    return total
+
+
+def _check_counts_match_weights(model):
+    assert keras_adp.metrics.count_params(model) == sum(
+        int(np.prod(w.shape)) for w in model.weights
+    )
+    counted = sum(
+        cost.macs
+        for cost in keras_adp.metrics.layer_costs(model)
+        if cost.class_name
+        in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
+    )
+    assert counted == _independent_macs(model)
+
+
+def _check_keras_file_round_trip(model, x):
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, "pruned.keras")
+        model.save(path)
+        loaded = keras.saving.load_model(path)  # safe_mode, no custom objects
+    np.testing.assert_allclose(
+        np.asarray(loaded(x)), np.asarray(model(x)), atol=1e-6
+    )
 
 
 _COMMON = dict(
