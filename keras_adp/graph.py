@@ -337,10 +337,17 @@ class GraphAnalysis:
         if why is not None:
             self._unknown(name, layer, inputs, why)
             outputs = []
+            # A producer class in an unsupported configuration still defines
+            # a group: list it, non-prunable, with the reason.
+            producer = name if handler and handler.role == "producer" else None
             for shape in out_shapes:
-                root = self._new_root(shape[-1] if shape else 1)
+                root = self._new_root(
+                    int(shape[-1]) if shape and shape[-1] else 1, producer
+                )
                 self._block_root(
-                    root, f"produced by unsupported layer '{name}'"
+                    root,
+                    f"produced by layer '{name}' ({type(layer).__name__}), "
+                    f"which cannot be sliced: {why}",
                 )
                 outputs.append(_single(root, self._roots[root].size))
             self._record(layer, name, inputs, outputs)
