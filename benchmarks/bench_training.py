@@ -75,6 +75,7 @@ def run_dense(args, name, width, data):
         model.fit(x, y, batch_size=args.batch_size, epochs=epoch + 1,
                   initial_epoch=epoch, verbose=0)
     wall = time.perf_counter() - start
+    _save(args, f"{name}-dense.keras", model)
     return {
         "accuracy": evaluate(model, x_test, y_test),
         "params": cost.params,
@@ -102,6 +103,8 @@ def run_adp(args, name, width, data, reinitialize):
     result = trainer.fit(model, x, y, epochs=args.epochs,
                          batch_size=args.batch_size)
     wall = time.perf_counter() - start
+    _save(args, f"{name}-{'adp-reinit' if reinitialize else 'adp'}.keras",
+          result.model)
     final = result.history[-1]
     return {
         "accuracy": evaluate(result.model, x_test, y_test),
@@ -113,6 +116,12 @@ def run_adp(args, name, width, data, reinitialize):
         "widths": final["widths"],
         "prune_epochs": [step["epoch"] + 1 for step in result.steps],
     }
+
+
+def _save(args, filename, model):
+    if args.save_dir:
+        os.makedirs(args.save_dir, exist_ok=True)
+        model.save(os.path.join(args.save_dir, filename))
 
 
 def print_table(name, rows):
@@ -158,6 +167,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="10k train / 2k test samples, 6 epochs")
     parser.add_argument("--out", default=None, help="write results as JSON")
+    parser.add_argument("--save-dir", default=None,
+                        help="save the trained models here (for bench_tflite)")
     args = parser.parse_args(argv)
     if args.quick:
         args.train_samples, args.test_samples, args.epochs = 10000, 2000, 6
