@@ -5,8 +5,9 @@ Fashion-MNIST (IDX files, see `keras_adp.data.read_fashion_mnist_idx`) one
 epoch per `fit()` call, alternating epochs without (A) and with (B) the
 callback at its default calibration size (512 samples, batch 64), after one
 warm-up epoch with the callback (it traces both the train and the probe
-functions). Prints each epoch's wall time and the median B/A ratio over the
-pairs (target <= 1.03).
+functions). Prints each epoch's wall time and process CPU time (all threads;
+less sensitive than wall time to other load on a shared machine) and the
+median B/A ratio over the pairs (target <= 1.03).
 
 Then compares the peak memory of one density measurement with a plain
 `model.predict` on the same calibration batch (and with the naive
@@ -14,13 +15,12 @@ alternative: a model returning every measured activation map). Each
 measurement runs in a fresh subprocess.
 
     python benchmarks/bench_density_overhead.py [--train-samples 20000]
-        [--pairs 2] [--skip-timing] [--skip-memory]
+        [--pairs 3] [--skip-timing] [--skip-memory]
 """
 
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +31,6 @@ import tracemalloc
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras
-import numpy as np
 import psutil
 
 from keras_adp import callbacks
@@ -64,10 +63,25 @@ def load_train(samples):
     return x, arrays["y_train"][:samples].astype("int64")
 
 
+class TimedActivationDensity(callbacks.ActivationDensity):
+    """`ActivationDensity` that records the wall and CPU time of its work."""
+
+    def on_train_begin(self, logs=None):
+        self.costs = []
+        super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        wall, cpu = time.perf_counter(), time.process_time()
+        super().on_epoch_end(epoch, logs)
+        self.costs.append(
+            (time.perf_counter() - wall, time.process_time() - cpu)
+        )
+
+
 def time_epochs(args):
     x, y = load_train(args.train_samples)
     model = build_model()
-    callback = callbacks.ActivationDensity(x)
+    callback = TimedActivationDensity(x)
     print(
         f"Epoch time: vgg_small(width 0.5), {len(x)} Fashion-MNIST samples, "
         f"batch {args.batch_size}; callback calibration "
@@ -76,42 +90,65 @@ def time_epochs(args):
     )
 
     def epoch(index, with_callback):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         model.fit(
             x, y, batch_size=args.batch_size, epochs=index + 1,
             initial_epoch=index, verbose=0,
             callbacks=[callback] if with_callback else [],
         )
-        return time.perf_counter() - start
+        return time.perf_counter() - wall, time.process_time() - cpu
 
-    warmup = epoch(0, True)
+    warmup, warmup_cpu = epoch(0, True)
     print(f"  warm-up epoch (B, traces train and probe functions): "
-          f"{warmup:.2f} s")
-    print(f"  {'epoch':>5}  {'arm':<16} {'seconds':>8}")
+          f"{warmup:.2f} s wall, {warmup_cpu:.2f} s CPU")
+    print(f"  load average before the timed epochs: {load_average()}")
+    print(f"  {'epoch':>5}  {'arm':<16} {'wall s':>8} {'CPU s':>8}   "
+          "callback's own on_epoch_end (wall s / CPU s)")
     seconds = {"A": [], "B": []}
+    cpu_seconds = {"A": [], "B": []}
+    own = []
     index = 1
     for _ in range(args.pairs):
         for arm in ("A", "B"):
-            elapsed = epoch(index, arm == "B")
+            elapsed, cpu = epoch(index, arm == "B")
             seconds[arm].append(elapsed)
+            cpu_seconds[arm].append(cpu)
             label = "A (no callback)" if arm == "A" else "B (callback)"
-            print(f"  {index:>5}  {label:<16} {elapsed:>8.2f}", flush=True)
+            line = f"  {index:>5}  {label:<16} {elapsed:>8.2f} {cpu:>8.2f}"
+            if arm == "B":
+                own.append(callback.costs[-1])
+                line += f"   {own[-1][0]:.3f} / {own[-1][1]:.3f}"
+            print(line, flush=True)
             index += 1
-    ratios = [b / a for a, b in zip(seconds["A"], seconds["B"])]
-    print(f"  B/A per pair: {', '.join(f'{r:.4f}' for r in ratios)}")
-    print(f"  median B/A ratio: {statistics.median(ratios):.4f} "
-          "(target <= 1.03)")
+    print(f"  load average after: {load_average()}")
+    for name, values in (("wall", seconds), ("CPU", cpu_seconds)):
+        ratios = [b / a for a, b in zip(values["A"], values["B"])]
+        print(f"  {name} B/A per pair: "
+              f"{', '.join(f'{r:.4f}' for r in ratios)}; median "
+              f"{statistics.median(ratios):.4f} (target <= 1.03)")
+    for column, name, values in ((0, "wall", seconds), (1, "CPU", cpu_seconds)):
+        base = statistics.median(values["A"])
+        cost = statistics.median(wall_cpu[column] for wall_cpu in own)
+        print(f"  callback's own {name} time: median {cost:.3f} s per "
+              f"measured epoch; (median A + it) / median A = "
+              f"{(base + cost) / base:.4f}")
     probe = density.DensityProbe(model)  # First call traces; median.
-    measure = []
+    walls, cpus = [], []
     for _ in range(5):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         probe.measure(callback.calibration_inputs,
                       batch_size=callback.batch_size)
-        measure.append(time.perf_counter() - start)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
     print(f"  one measurement alone (probe.measure, median of 5): "
-          f"{statistics.median(measure):.3f} s = "
-          f"{statistics.median(measure) / statistics.median(seconds['A']):.2%}"
-          " of an A epoch")
+          f"{wall:.3f} s wall = {wall / statistics.median(seconds['A']):.2%}"
+          f" of an A epoch; {cpu:.3f} s CPU = "
+          f"{cpu / statistics.median(cpu_seconds['A']):.2%}")
+
+
+def load_average():
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def memory_child(mode):
@@ -167,11 +204,10 @@ def measure_peak(process, run):
     tracemalloc.stop()
     peak[0] = max(peak[0], process.memory_info().rss)
     del output
-    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "rss_increase_mib": (peak[0] - baseline) / 2**20,
         "python_heap_peak_mib": heap_peak / 2**20,
-        "process_peak_rss_mib": max(max_rss, peak[0]) / 2**20,
+        "process_peak_rss_mib": peak[0] / 2**20,
         "seconds": seconds,
     }
 
@@ -187,7 +223,7 @@ def compare_memory():
         "(tf.config.experimental.get_memory_info is GPU-only), so the "
         "process RSS is sampled every 0.5 ms by a psutil thread during the "
         "call; 'RSS +' is that peak minus the RSS just before the call. "
-        "'host heap' is the tracemalloc peak (Python/NumPy allocations, "
+        "'peak RSS' is the sampled peak itself; 'host heap' is the tracemalloc peak (Python/NumPy allocations, "
         "i.e. the outputs brought to the host). 'first' includes tracing "
         "the predict function; 'second' reuses it (RSS then mostly reuses "
         "memory the allocator kept, so it is a lower bound)."
@@ -224,7 +260,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-samples", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--pairs", type=int, default=2)
+    parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--skip-timing", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-child", choices=MEMORY_MODES,

@@ -2,7 +2,8 @@
 
 Three runs of the same VGG-style CNN (`keras_adp.models.vgg_small` at
 `--width`) on the same Fashion-MNIST samples, from the same initial weights,
-for the same epochs, batch size, optimizer (Adam) and seed:
+for the same epochs, batch size, optimizer (Adam), batch-norm momentum
+(`--bn-momentum`, 0.9) and seed:
 
 1. dense baseline: Keras 3, plain `model.fit`.
 2. ADP: Keras 3, `keras_adp.ADPTrainer` (channels are removed while
@@ -75,8 +76,10 @@ class Settings:
     width: float = 0.5
     batch_size: int = 128
     learning_rate: float = 1e-3
+    bn_momentum: float = 0.9
     seed: int = 0
     latency_runs: int = 200
+    dataset: str = "fashion_mnist_idx"
     data_dir: str | None = None
     verbose: int = 2
 
@@ -91,13 +94,23 @@ class Settings:
 
 
 # ----------------------------------------------------------------- data
+DATASETS = ("fashion_mnist_idx", "embedded")
+
+
 def load_arrays(settings: Settings) -> dict[str, np.ndarray]:
     """The first `train_samples` / `test_samples` Fashion-MNIST samples.
+
+    `settings.dataset` is "fashion_mnist_idx" (the full 60,000 / 10,000 from
+    the IDX files) or "embedded" (the 6,000 / 1,000 subset inside
+    keras_adp, for runs without the files).
 
     Returns float32 images `(n, 28, 28, 1)` standardized with the mean and
     standard deviation of the training samples used, and int64 labels.
     """
-    raw = data_lib.read_fashion_mnist_idx(settings.data_dir)
+    if settings.dataset == "embedded":
+        raw = data_lib.load_embedded_arrays()
+    else:
+        raw = data_lib.read_fashion_mnist_idx(settings.data_dir)
     x_train = raw["x_train"][: settings.train_samples, ..., np.newaxis]
     x_test = raw["x_test"][: settings.test_samples, ..., np.newaxis]
     x_train = x_train.astype("float32")
@@ -121,11 +134,20 @@ def vgg_cfg(width: float) -> list:
 
 
 def build_model(settings: Settings, initial_weights=None) -> keras.Model:
-    """The compiled dense Keras 3 model, with `initial_weights` if given."""
+    """The compiled dense Keras 3 model, with `initial_weights` if given.
+
+    Batch normalization uses `settings.bn_momentum` (0.9, PyTorch's default
+    as in the paper, instead of Keras' 0.99) so that the moving statistics
+    settle within the few hundred steps of a CPU run.
+    """
     keras.utils.set_random_seed(settings.seed)
     model = models_lib.vgg_small(
         (28, 28, 1), 10, width_multiplier=settings.width
     )
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            # Read by `call` and kept by `get_config`, hence by ADP rebuilds.
+            layer.momentum = settings.bn_momentum
     if initial_weights is not None:
         model.set_weights(initial_weights)
     model.compile(
@@ -193,15 +215,18 @@ def train_adp(settings, arrays, initial_weights):
     return result, time.perf_counter() - start
 
 
-def train_tfmot(settings, dense, target_sparsity, work_dir) -> dict:
+def train_tfmot(settings, arrays, initial, target_sparsity, work_dir) -> dict:
     """Run 3, in a tf-keras subprocess; returns the worker's JSON result.
 
-    `dense` is an untrained Keras 3 model holding the shared initial weights.
+    `initial` is an untrained Keras 3 model holding the shared initial
+    weights. The data, the weights, the worker's config, its result and its
+    `tfmot.tflite` file are written to `work_dir`.
     """
     work_dir = pathlib.Path(work_dir)
+    np.savez(work_dir / "data.npz", **arrays)
     weights = {
         f"{layer.name}/{index}": value
-        for layer in dense.layers
+        for layer in initial.layers
         for index, value in enumerate(layer.get_weights())
     }
     np.savez(work_dir / "initial_weights.npz", **weights)
@@ -211,10 +236,11 @@ def train_tfmot(settings, dense, target_sparsity, work_dir) -> dict:
         "cfg": vgg_cfg(settings.width),
         "input_shape": [28, 28, 1],
         "num_classes": 10,
-        "expected_params": metrics_lib.count_params(dense),
+        "expected_params": metrics_lib.count_params(initial),
         "epochs": settings.epochs,
         "batch_size": settings.batch_size,
         "learning_rate": settings.learning_rate,
+        "bn_momentum": settings.bn_momentum,
         "seed": settings.seed,
         "target_sparsity": target_sparsity,
         # Same warm-up as ADP; the last epoch fine-tunes at final sparsity.
@@ -314,61 +340,68 @@ def format_table(rows: list[dict]) -> str:
 
 
 # ----------------------------------------------------------------- main
-def run(settings: Settings, work_dir) -> dict:
-    """Runs the three trainings and measurements; returns the JSON report."""
-    work_dir = pathlib.Path(work_dir)
-    arrays = load_arrays(settings)
-    np.savez(work_dir / "data.npz", **arrays)
-    initial = build_model(settings)
-    initial_weights = initial.get_weights()
-    framework = f"Keras {keras.__version__}"
-
-    print("== dense baseline (Keras 3) ==", flush=True)
-    dense, dense_seconds = train_dense(settings, arrays, initial_weights)
-    print("== ADP (Keras 3, keras_adp.ADPTrainer) ==", flush=True)
-    adp, adp_seconds = train_adp(settings, arrays, initial_weights)
-    adp_params = metrics_lib.count_params(adp.model)
-    target = matching_sparsity(dense, adp_params)
-    print(
-        f"== tfmot (tf-keras, prune_low_magnitude to sparsity {target:.4f}) ==",
-        flush=True,
+def keras_row(name, model, seconds, arrays, settings, work_dir) -> dict:
+    """Table row of a Keras 3 model: accuracy, counts, TFLite measurements."""
+    path = export_lib.export_tflite(
+        model, pathlib.Path(work_dir) / f"{name.lower()}.tflite"
     )
-    tfmot = train_tfmot(settings, initial, target, work_dir)
+    export_lib.verify_tflite(path, model, arrays["x_test"][:32])
+    _, accuracy = model.evaluate(
+        arrays["x_test"], arrays["y_test"], batch_size=256, verbose=0
+    )
+    return {
+        "run": name,
+        "framework": f"Keras {keras.__version__}",
+        "accuracy": float(accuracy),
+        "params": metrics_lib.count_params(model),
+        "nonzero_params": nonzero_params(model),
+        "macs": metrics_lib.inference_cost(model).macs,
+        "train_seconds": seconds,
+        **tflite_columns(path, arrays, settings),
+    }
 
-    dense_cost = metrics_lib.inference_cost(dense)
-    rows = []
-    for name, model, seconds in (
-        ("dense", dense, dense_seconds),
-        ("ADP", adp.model, adp_seconds),
-    ):
-        path = export_lib.export_tflite(model, work_dir / f"{name.lower()}.tflite")
-        export_lib.verify_tflite(path, model, arrays["x_test"][:32])
-        _, accuracy = model.evaluate(
-            arrays["x_test"], arrays["y_test"], batch_size=256, verbose=0
-        )
-        rows.append({
-            "run": name,
-            "framework": framework,
-            "accuracy": float(accuracy),
-            "params": metrics_lib.count_params(model),
-            "nonzero_params": nonzero_params(model),
-            "macs": metrics_lib.inference_cost(model).macs,
-            "train_seconds": seconds,
-            **tflite_columns(path, arrays, settings),
-        })
-    rows.append({
+
+def tfmot_row(tfmot, dense, arrays, settings) -> dict:
+    """Table row of the worker's result; `dense` gives the MAC count."""
+    return {
         "run": "tfmot",
         "framework": tfmot["framework"],
         "accuracy": tfmot["accuracy"],
         "params": tfmot["params"],
         "nonzero_params": tfmot["nonzero_params"],
-        # Zeros are stored and multiplied: TFLite runs the dense MACs.
-        "macs": dense_cost.macs,
+        # The zeros are stored and multiplied: TFLite runs the dense MACs.
+        "macs": metrics_lib.inference_cost(dense).macs,
         "train_seconds": tfmot["train_seconds"],
         **tflite_columns(tfmot["tflite_path"], arrays, settings),
-    })
+    }
+
+
+def run(settings: Settings, work_dir) -> dict:
+    """Runs the three trainings and measurements; returns the JSON report."""
+    arrays = load_arrays(settings)
+    initial = build_model(settings)
+    initial_weights = initial.get_weights()
+
+    print("== dense baseline (Keras 3) ==", flush=True)
+    dense, dense_seconds = train_dense(settings, arrays, initial_weights)
+    print("== ADP (Keras 3, keras_adp.ADPTrainer) ==", flush=True)
+    adp, adp_seconds = train_adp(settings, arrays, initial_weights)
+    target = matching_sparsity(dense, metrics_lib.count_params(adp.model))
+    print(
+        f"== tfmot (tf-keras, prune_low_magnitude to sparsity {target:.4f}) ==",
+        flush=True,
+    )
+    tfmot = train_tfmot(settings, arrays, initial, target, work_dir)
+
+    rows = [
+        keras_row("dense", dense, dense_seconds, arrays, settings, work_dir),
+        keras_row("ADP", adp.model, adp_seconds, arrays, settings, work_dir),
+        tfmot_row(tfmot, dense, arrays, settings),
+    ]
     return {
         "settings": dataclasses.asdict(settings),
+        "num_train": len(arrays["x_train"]),
+        "num_test": len(arrays["x_test"]),
         "rows": rows,
         "target_sparsity": target,
         "adp": {
@@ -386,31 +419,62 @@ def run(settings: Settings, work_dir) -> dict:
     }
 
 
-def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
-    defaults = Settings()
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+def describe(report: dict) -> str:
+    """One line saying what the table compares."""
+    settings = report["settings"]
+    return (
+        f"Fashion-MNIST ({settings['dataset']}), vgg_small width "
+        f"{settings['width']}, {report['num_train']} train / "
+        f"{report['num_test']} test samples, {settings['epochs']} epochs, "
+        f"batch {settings['batch_size']}, seed {settings['seed']}; tfmot "
+        f"target sparsity {report['target_sparsity']:.4f}; latency: median "
+        f"of {settings['latency_runs']} single-thread invokes, batch 1"
     )
-    parser.add_argument("--quick", action="store_true",
-                        help="3,000 training / 2,000 test samples, 3 epochs "
-                        "(about 2-3 minutes); explicit options still apply")
-    parser.add_argument("--train-samples", type=int)
-    parser.add_argument("--test-samples", type=int)
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--warmup-epochs", type=int)
-    parser.add_argument("--width", type=float, default=defaults.width)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+
+
+def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
+    defaults, quick = Settings(), Settings.quick()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true",
+        help=f"{quick.train_samples:,} training / {quick.test_samples:,} test "
+        f"samples, {quick.epochs} epochs (about 2-3 minutes on 2 cores); "
+        "explicit options still apply",
+    )
+
+    def default(name):
+        return f"default {getattr(defaults, name)}, {getattr(quick, name)} with --quick"
+
+    parser.add_argument("--train-samples", type=int, help=default("train_samples"))
+    parser.add_argument("--test-samples", type=int, help=default("test_samples"))
+    parser.add_argument("--epochs", type=int, help=default("epochs"))
+    parser.add_argument("--warmup-epochs", type=int,
+                        help=default("warmup_epochs") + "; dense epochs before "
+                        "ADP's first pruning step and tfmot's first mask")
+    parser.add_argument("--latency-runs", type=int, help=default("latency_runs"))
+    parser.add_argument("--width", type=float, default=defaults.width,
+                        help="vgg_small width multiplier (default %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
+                        help="default %(default)s")
     parser.add_argument("--learning-rate", type=float,
-                        default=defaults.learning_rate)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--latency-runs", type=int)
+                        default=defaults.learning_rate,
+                        help="Adam learning rate (default %(default)s)")
+    parser.add_argument("--bn-momentum", type=float,
+                        default=defaults.bn_momentum,
+                        help="BatchNormalization momentum (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="default %(default)s")
+    parser.add_argument("--dataset", choices=DATASETS, default=defaults.dataset,
+                        help="'fashion_mnist_idx' (default): the full IDX "
+                        "files; 'embedded': the 6,000/1,000-sample subset "
+                        "bundled with keras_adp (no files needed)")
     parser.add_argument("--data-dir", help="folder with the Fashion-MNIST IDX "
                         "files (default: keras_adp's search path)")
     parser.add_argument("--work-dir", help="keep data, weights and .tflite "
                         "files here (default: a temporary folder)")
     parser.add_argument("--out", help="write the report as JSON here")
-    parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2))
+    parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
+                        help="Keras fit verbosity (default %(default)s)")
     args = parser.parse_args(argv)
     overrides = {
         key: getattr(args, key)
@@ -420,8 +484,9 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
     }
     overrides.update(
         width=args.width, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, seed=args.seed,
-        data_dir=args.data_dir, verbose=args.verbose,
+        learning_rate=args.learning_rate, bn_momentum=args.bn_momentum,
+        seed=args.seed,
+        dataset=args.dataset, data_dir=args.data_dir, verbose=args.verbose,
     )
     settings = Settings.quick(**overrides) if args.quick else Settings(**overrides)
     if settings.epochs <= settings.warmup_epochs + 1:
@@ -442,14 +507,7 @@ def main(argv=None) -> dict:
         with tempfile.TemporaryDirectory(prefix="compare_tfmot_") as work_dir:
             report = run(settings, work_dir)
     print()
-    print(
-        f"Fashion-MNIST, vgg_small width {settings.width}, "
-        f"{settings.train_samples} train / {settings.test_samples} test "
-        f"samples, {settings.epochs} epochs, batch {settings.batch_size}, "
-        f"seed {settings.seed}; tfmot target sparsity "
-        f"{report['target_sparsity']:.4f}; latency: median of "
-        f"{settings.latency_runs} single-thread invokes, batch 1"
-    )
+    print(describe(report))
     print(format_table(report["rows"]))
     if args.out:
         pathlib.Path(args.out).write_text(json.dumps(report, indent=2))

@@ -14,8 +14,9 @@ The JSON config names everything the Keras 3 side prepared:
 - `initial_weights`: an `.npz` file with the Keras 3 dense model's initial
   weights, keyed `"<layer name>/<index>"` in `layer.get_weights()` order.
 - `cfg`: the VGG configuration, e.g. `[16, 16, "M", 32, 32, "M", ...]`, and
-  `input_shape`, `num_classes`, `expected_params` (the Keras 3 model's
-  parameter count, checked here so both sides train the same network).
+  `input_shape`, `num_classes`, `bn_momentum`, `expected_params` (the
+  Keras 3 model's parameter count, checked here so both sides train the
+  same network).
 - `epochs`, `batch_size`, `learning_rate`, `seed`.
 - `target_sparsity`, `begin_epoch`, `end_epoch`, `pruning_frequency`: the
   `PolynomialDecay` schedule (0 -> target sparsity between the two epochs).
@@ -51,7 +52,13 @@ except ImportError as error:  # pragma: no cover - depends on the install
 tf_keras = tf.keras
 
 
-def build_vgg(cfg, input_shape, num_classes, name="vgg_small"):
+def _tf_keras_version():
+    import tf_keras as package  # The package behind `tf.keras` here.
+
+    return package.__version__
+
+
+def build_vgg(cfg, input_shape, num_classes, bn_momentum, name="vgg_small"):
     """tf-keras twin of `keras_adp.models._vgg` (batch norm variant).
 
     Same layer names, widths, pooling rule and head, so that weights can be
@@ -80,7 +87,9 @@ def build_vgg(cfg, input_shape, num_classes, name="vgg_small"):
             kernel_initializer="he_normal",
             name=f"{prefix}_conv{conv_index}",
         )(x)
-        x = tf_keras.layers.BatchNormalization(name=f"{prefix}_bn{conv_index}")(x)
+        x = tf_keras.layers.BatchNormalization(
+            momentum=bn_momentum, name=f"{prefix}_bn{conv_index}"
+        )(x)
         x = tf_keras.layers.ReLU(name=f"{prefix}_relu{conv_index}")(x)
     if height == 1 and width == 1:
         x = tf_keras.layers.Flatten(name="flatten")(x)
@@ -137,7 +146,9 @@ def export_tflite(model, path):
 
 def tflite_max_abs_error(path, model, samples):
     """Largest |TFLite - tf-keras| output difference over `samples`."""
-    interpreter = tf.lite.Interpreter(model_path=path)
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
     interpreter.allocate_tensors()
     input_index = interpreter.get_input_details()[0]["index"]
     output_index = interpreter.get_output_details()[0]["index"]
@@ -167,7 +178,12 @@ def main(argv):
         x_test, y_test = npz["x_test"], npz["y_test"]
 
     tf_keras.utils.set_random_seed(int(config["seed"]))
-    model = build_vgg(config["cfg"], config["input_shape"], config["num_classes"])
+    model = build_vgg(
+        config["cfg"],
+        config["input_shape"],
+        config["num_classes"],
+        float(config["bn_momentum"]),
+    )
     if model.count_params() != int(config["expected_params"]):
         raise SystemExit(
             f"The tf-keras model has {model.count_params()} parameters, the "
@@ -208,7 +224,7 @@ def main(argv):
     weights = final.get_weights()
     export_tflite(final, config["tflite_path"])
     result = {
-        "framework": f"tf-keras {tf_keras.__version__}",
+        "framework": f"tf-keras {_tf_keras_version()}",
         "tfmot_version": tfmot.__version__,
         "accuracy": float(accuracy),
         "params": int(sum(w.size for w in weights)),

@@ -14,10 +14,25 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import summary_pb2
 
 from keras_adp import density as density_lib
 
 LOG_PREFIX = "density/"
+HISTOGRAM_BUCKETS = 20
+
+# TensorBoard's scalar and histogram plugin formats, written with TensorFlow's
+# own `tf.summary.write` so that the `tensorboard` package is not required.
+_SCALAR_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
+    data_class=summary_pb2.DATA_CLASS_SCALAR,
+)
+_HISTOGRAM_METADATA = summary_pb2.SummaryMetadata(
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(
+        plugin_name="histograms"
+    ),
+    data_class=summary_pb2.DATA_CLASS_TENSOR,
+)
 
 
 class ActivationDensity(keras.callbacks.Callback):
@@ -61,8 +76,9 @@ class ActivationDensity(keras.callbacks.Callback):
             Defaults to `0.0`.
         log_dir: directory for TensorBoard summaries: a scalar
             `density/<group>` and a histogram `density_channels/<group>` of
-            the per-channel densities, per measurement, with the epoch as
-            step. Defaults to `None` (no summaries).
+            the per-channel densities (20 buckets over [0, 1]) per
+            measurement, with the epoch as step; the `tensorboard` package
+            is not needed to write them. Defaults to `None` (no summaries).
         verbose: 1 prints one line per measurement, 0 is silent. Defaults
             to `0`.
 
@@ -107,7 +123,8 @@ class ActivationDensity(keras.callbacks.Callback):
         _validate_int("batch_size", batch_size, minimum=1)
         if verbose not in (0, 1):
             raise ValueError(
-                f"Expected `verbose` to be 0 or 1. Received: verbose={verbose!r}"
+                "Expected `verbose` to be 0 or 1. Received: "
+                f"verbose={verbose!r}"
             )
         self.data = data
         self.frequency = int(frequency)
@@ -124,25 +141,24 @@ class ActivationDensity(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.history = []
-        if self._probe is None or self._probe.model is not self.model:
-            self._probe = None  # Drop the old model's probe first.
-            self._probe = density_lib.DensityProbe(
-                self.model, threshold=self.threshold
-            )
-            self.calibration_inputs = _match_input_rank(
-                self.calibration_inputs, self._probe.input_rank, self.num_samples
-            )
+        self._probe_of_model()
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.frequency:
             return
-        densities = self._probe.measure(
-            self.calibration_inputs, steps=self.steps, batch_size=self.batch_size
+        densities = self._probe_of_model().measure(
+            self.calibration_inputs,
+            steps=self.steps,
+            batch_size=self.batch_size,
         )
         record = {
             "epoch": int(epoch),
-            "density": {name: d.layer for name, d in densities.items()},
-            "channels": {name: d.channels for name, d in densities.items()},
+            "density": {
+                name: value.layer for name, value in densities.items()
+            },
+            "channels": {
+                name: value.channels for name, value in densities.items()
+            },
         }
         self.history.append(record)
         if logs is not None:
@@ -152,7 +168,8 @@ class ActivationDensity(keras.callbacks.Callback):
             self._write_summaries(epoch, densities)
         if self.verbose:
             values = ", ".join(
-                f"{name}={value:.4f}" for name, value in record["density"].items()
+                f"{name}={value:.4f}"
+                for name, value in record["density"].items()
             )
             mean = float(np.mean(list(record["density"].values())))
             print(
@@ -166,16 +183,45 @@ class ActivationDensity(keras.callbacks.Callback):
             self._writer.close()
             self._writer = None
 
+    def _probe_of_model(self) -> density_lib.DensityProbe:
+        """The probe of `self.model`, rebuilt when the model was swapped."""
+        if self._probe is None or self._probe.model is not self.model:
+            self._probe = None  # Release the previous model first.
+            self._probe = density_lib.DensityProbe(
+                self.model, threshold=self.threshold
+            )
+            self.calibration_inputs = _match_input_rank(
+                self.calibration_inputs,
+                self._probe.input_rank,
+                self.num_samples,
+            )
+        return self._probe
+
     def _write_summaries(self, epoch, densities):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default():
             for name, value in densities.items():
-                tf.summary.scalar(LOG_PREFIX + name, value.layer, step=epoch)
-                tf.summary.histogram(
-                    f"density_channels/{name}", value.channels, step=epoch
+                tf.summary.write(
+                    LOG_PREFIX + name,
+                    tf.constant(value.layer, tf.float32),
+                    step=epoch,
+                    metadata=_SCALAR_METADATA,
+                )
+                tf.summary.write(
+                    f"density_channels/{name}",
+                    tf.constant(_histogram_buckets(value.channels)),
+                    step=epoch,
+                    metadata=_HISTOGRAM_METADATA,
                 )
         self._writer.flush()
+
+
+def _histogram_buckets(values: np.ndarray) -> np.ndarray:
+    """`(HISTOGRAM_BUCKETS, 3)` rows of `[left, right, count]` over [0, 1]."""
+    edges = np.linspace(0.0, 1.0, HISTOGRAM_BUCKETS + 1)
+    counts, _ = np.histogram(np.clip(values, 0.0, 1.0), bins=edges)
+    return np.stack([edges[:-1], edges[1:], counts], axis=1).astype(np.float64)
 
 
 def _validate_int(name, value, *, minimum, allow_none=False):

@@ -28,6 +28,7 @@ counts in float32 whatever the model's dtype policy (e.g. `mixed_float16`).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import keras
@@ -237,11 +238,18 @@ class DensityProbe:
             raise _empty_data_error()
         batches = _BatchCounter()
         try:
-            counts = self.probe.predict(dataset, verbose=0, callbacks=[batches])
+            with warnings.catch_warnings():
+                # Keras warns before failing on a dataset that yields nothing.
+                warnings.filterwarnings(
+                    "ignore", message="Your input ran out of data"
+                )
+                counts = self.probe.predict(
+                    dataset, verbose=0, callbacks=[batches]
+                )
         except Exception as error:
             # Keras' predict fails obscurely on a dataset that yields nothing
             # (unknown cardinality, e.g. after `filter`).
-            if batches.count == 0:
+            if batches.count == 0 and _yields_nothing(dataset):
                 raise _empty_data_error() from error
             raise
         if len(self.names) == 1:
@@ -276,6 +284,10 @@ class _BatchCounter(keras.callbacks.Callback):
 
     def on_predict_batch_end(self, batch, logs=None):
         self.count += 1
+
+
+def _yields_nothing(dataset: tf.data.Dataset) -> bool:
+    return next(iter(dataset.take(1)), None) is None
 
 
 def _empty_data_error() -> ValueError:

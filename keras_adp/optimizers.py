@@ -6,6 +6,9 @@ instance of the same class and configuration (so a learning-rate schedule
 keeps its shape), its iteration count is copied (so the schedule keeps its
 position), and its per-variable state (momentum, Adam moments, ...) is sliced
 exactly as the weights it belongs to were sliced.
+
+`optimizer_state` and `restore_optimizer_state` save and restore that state
+as plain arrays, for checkpoints.
 """
 
 from __future__ import annotations
@@ -105,3 +108,27 @@ def carry_over(
                 )
             value = surgery.slice_like(reference, value)
         new.assign(value)
+
+
+def optimizer_state(optimizer) -> list[np.ndarray]:
+    """The values of all of `optimizer`'s variables, in order."""
+    return [np.asarray(variable.numpy()) for variable in optimizer.variables]
+
+
+def restore_optimizer_state(optimizer, values) -> None:
+    """Assign `values` (from `optimizer_state`) to a built `optimizer`.
+
+    Raises:
+        ValueError: if the number or shapes of the values do not match the
+            optimizer's variables (it was built for another model).
+    """
+    variables = list(optimizer.variables)
+    shapes = [tuple(variable.shape) for variable in variables]
+    received = [tuple(np.shape(value)) for value in values]
+    if shapes != received:
+        raise ValueError(
+            f"Expected {len(shapes)} optimizer values of shapes {shapes}. "
+            f"Received {len(received)} of shapes {received}."
+        )
+    for variable, value in zip(variables, values):
+        variable.assign(value)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -104,15 +105,17 @@ class ADPPolicy:
             value = getattr(self, name)
             if (
                 isinstance(value, bool)
-                or not isinstance(value, (int, float))
+                or not isinstance(value, numbers.Real)
                 or not 0 <= value < 1
             ):
                 raise ValueError(
                     f"Expected `{name}` to be a number in [0, 1). "
                     f"Received: {name}={value!r}"
                 )
-        if not isinstance(self.threshold, (int, float)) or not math.isfinite(
-            self.threshold
+        if (
+            isinstance(self.threshold, bool)
+            or not isinstance(self.threshold, numbers.Real)
+            or not math.isfinite(self.threshold)
         ):
             raise ValueError(
                 "Expected `threshold` to be a finite number. "
@@ -125,10 +128,22 @@ class ADPPolicy:
             )
 
     def get_config(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as plain Python values (JSON-serialisable)."""
+        return {
+            name: value.item() if isinstance(value, np.generic) else value
+            for name, value in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_config(cls, config: dict) -> "ADPPolicy":
+        """The policy of a `get_config()` dict; unknown keys are an error."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(
+                f"Unknown ADPPolicy fields {unknown}. Expected fields among "
+                f"{sorted(known)}. Received: {dict(config)!r}"
+            )
         return cls(**config)
 
     # ----------------------------------------------------------- decisions
@@ -159,7 +174,10 @@ class ADPPolicy:
         """
         if epoch + 1 < self.warmup_epochs:
             return False
-        if self.max_prune_steps is not None and steps_done >= self.max_prune_steps:
+        if (
+            self.max_prune_steps is not None
+            and steps_done >= self.max_prune_steps
+        ):
             return False
         if self.trigger == "interval":
             since = epoch - (
@@ -177,7 +195,9 @@ class ADPPolicy:
         window = recent[-(self.patience + 1):]
         for before, after in zip(window, window[1:]):
             for name, value in after.items():
-                if name in before and abs(value - before[name]) >= self.tolerance:
+                if name not in before:
+                    continue
+                if abs(value - before[name]) >= self.tolerance:
                     return False
         return True
 
@@ -213,9 +233,10 @@ class ADPPolicy:
     def select(self, width: int, channel_density, channel_score) -> np.ndarray:
         """Indices of the `width` channels to keep, sorted."""
         size = len(channel_density)
-        score = (
-            np.zeros(size) if channel_score is None else np.asarray(channel_score)
-        )
+        if channel_score is None:
+            score = np.zeros(size)
+        else:
+            score = np.asarray(channel_score, dtype=np.float64)
         if self.selection == "density":
             # lexsort: last key is primary.
             order = np.lexsort((-score, -np.asarray(channel_density)))

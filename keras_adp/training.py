@@ -13,10 +13,21 @@ that was killed.
 Each epoch is one `model.fit(initial_epoch=e, epochs=e + 1)` call, so that a
 rebuilt model can take over between any two epochs and that, with `seed`,
 epoch `e` draws its randomness from `seed + e` only (a resumed run repeats
-the uninterrupted one). User callbacks are wrapped so that they see one
-training run: `on_train_begin`/`on_train_end` once, `set_model` whenever the
-model is replaced, and `model.stop_training` (e.g. from `EarlyStopping`)
-ends the run.
+the uninterrupted one): the global seeds and the state of every
+`SeedGenerator` in the model (Dropout, random augmentation layers), which
+`model.save` does not store, are reset at the start of each epoch. User
+callbacks are wrapped so that they see one training run: `on_train_begin`/
+`on_train_end` once, `params["epochs"]` the total, every other hook as
+usual, `set_model` whenever the model is replaced, and `model.stop_training`
+(e.g. from `EarlyStopping`) ends the run.
+
+A checkpoint `run_dir/checkpoint-NNNN/` (NNNN: epochs completed) holds the
+model to train next (`model.keras`, loaded without its compile settings),
+its optimizer's variables (`optimizer.npz`) and the run state with the
+history (`state.json`); `run_dir/LATEST` names the newest one. On resume the
+model is compiled like the model passed to `fit` (so custom losses and
+metrics need no registration), and an unreadable checkpoint is reported and
+skipped for the previous one.
 """
 
 from __future__ import annotations
@@ -24,7 +35,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
+import random
 import shutil
 from typing import Any
 
@@ -40,7 +53,9 @@ from keras_adp.policy import ADPPolicy
 
 STATE_FILE = "state.json"
 MODEL_FILE = "model.keras"
+OPTIMIZER_FILE = "optimizer.npz"
 LATEST_FILE = "LATEST"
+KEPT_CHECKPOINTS = 2
 
 
 class TrainingDivergedError(RuntimeError):
@@ -58,7 +73,10 @@ class ADPResult:
             the model trained in that epoch, `train_macs` (that epoch's
             training compute, 3x forward MACs per sample), `measure_macs`
             (the density measurement's forward passes), `cumulative_macs`
-            and `pruning` (the step taken at the end of the epoch, or None).
+            and `pruning`: the step taken at the end of the epoch (as in
+            `steps`), `{"epoch": epoch, "stopped": True}` where pruning
+            stopped because no group would shrink by `min_reduction`, or
+            None.
         steps: the pruning steps: epoch, widths before and after, params and
             MACs before and after.
         dense: params, MACs and FLOPs of the model before pruning.
@@ -96,34 +114,80 @@ class _RunState:
     dense: dict = dataclasses.field(default_factory=dict)
     cumulative_macs: float = 0.0
     pruning_stopped: bool = False
+    # `model.stop_training` (e.g. EarlyStopping) ended the run: a resumed
+    # run is finished too.
+    training_stopped: bool = False
+
+
+# Hooks passed straight to a user callback; `on_train_begin`/`on_train_end`
+# are called once per ADP run by the trainer instead.
+_FORWARDED_HOOKS = (
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_batch_begin",
+    "on_batch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+)
 
 
 class _UserCallback(keras.callbacks.Callback):
-    """Makes a user callback see one run across many `fit` calls."""
+    """Makes a user callback see one run across many `fit` calls.
 
-    def __init__(self, callback):
+    Each forwarded hook is the user callback's own bound method, so Keras
+    sees exactly the hooks it overrides (and keeps asynchronous batch
+    dispatch when it overrides none).
+    """
+
+    def __init__(self, callback, epochs):
         super().__init__()
         self.callback = callback
+        self.epochs = epochs
+        self.async_safe = getattr(callback, "async_safe", False)
+        for hook in _FORWARDED_HOOKS:
+            setattr(self, hook, getattr(callback, hook))
 
     def set_model(self, model):
         super().set_model(model)
         self.callback.set_model(model)
 
     def set_params(self, params):
+        params = dict(params, epochs=self.epochs)
         super().set_params(params)
         self.callback.set_params(params)
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.callback.on_epoch_begin(epoch, logs)
+    def rebuilt(self, old_model, surgery):
+        """Adapts model-shaped state to the rebuilt model.
 
-    def on_epoch_end(self, epoch, logs=None):
-        self.callback.on_epoch_end(epoch, logs)
+        `EarlyStopping(restore_best_weights=True)` keeps a copy of the best
+        weights; they are sliced like the model so that they still fit it.
+        """
+        callback = self.callback
+        if (
+            isinstance(callback, keras.callbacks.EarlyStopping)
+            and callback.best_weights is not None
+        ):
+            callback.best_weights = [
+                surgery.slice_like(variable, value)
+                for variable, value in zip(
+                    old_model.weights, callback.best_weights
+                )
+            ]
 
-    def on_test_begin(self, logs=None):
-        self.callback.on_test_begin(logs)
 
-    def on_test_end(self, logs=None):
-        self.callback.on_test_end(logs)
+class _Progbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, counting epochs out of the whole run."""
+
+    def __init__(self, epochs):
+        super().__init__()
+        self.total_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params(dict(params, epochs=self.total_epochs))
 
 
 class _Measure(keras.callbacks.Callback):
@@ -181,15 +245,28 @@ class ADPTrainer:
         if policy is None:
             policy = ADPPolicy()
         elif isinstance(policy, dict):
-            policy = ADPPolicy(**policy)
+            policy = ADPPolicy.from_config(policy)
         elif not isinstance(policy, ADPPolicy):
             raise ValueError(
                 "Expected `policy` to be an ADPPolicy or a dict of its "
-                f"fields. Received: {type(policy).__name__}."
+                f"fields. Received: policy={policy!r}"
+            )
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+            or seed < 0
+        ):
+            raise ValueError(
+                "Expected `seed` to be None or an integer >= 0. "
+                f"Received: seed={seed!r}"
+            )
+        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+            raise ValueError(
+                "Expected `verbose` to be 0, 1 or 2. "
+                f"Received: verbose={verbose!r}"
             )
         self.policy = policy
         self.run_dir = None if run_dir is None else os.fspath(run_dir)
-        self.seed = seed
+        self.seed = None if seed is None else int(seed)
         self.verbose = verbose
 
     # ----------------------------------------------------------------- fit
@@ -225,9 +302,10 @@ class ADPTrainer:
             An `ADPResult`.
         """
         self._validate(model, epochs, resume)
+        epochs = int(epochs)
         state = _RunState()
         if resume:
-            loaded = self._load_checkpoint()
+            loaded = self._load_checkpoint(model)
             if loaded is not None:
                 model, state = loaded
         calibration = _calibration_inputs(
@@ -239,14 +317,16 @@ class ADPTrainer:
         if not state.dense:
             cost = metrics_lib.inference_cost(model)
             state.dense = dataclasses.asdict(cost)
-        wrapped = [_UserCallback(cb) for cb in (callbacks or [])]
+        wrapped = [_UserCallback(cb, epochs) for cb in (callbacks or [])]
         for callback in wrapped:
             callback.set_model(model)
             callback.callback.on_train_begin()
+        progress = [_Progbar(epochs)] if self.verbose == 1 else []
         model.stop_training = False
-        for epoch in range(state.next_epoch, epochs):
+        first_epoch = epochs if state.training_stopped else state.next_epoch
+        for epoch in range(first_epoch, epochs):
             if self.seed is not None:
-                keras.utils.set_random_seed(self.seed + epoch)
+                _seed_epoch(model, self.seed + epoch)
             measure = _Measure(probe, calibration)
             model.fit(
                 x,
@@ -255,23 +335,25 @@ class ADPTrainer:
                 epochs=epoch + 1,
                 initial_epoch=epoch,
                 validation_data=validation_data,
-                callbacks=[measure, *wrapped],
+                callbacks=[measure, *wrapped, *progress],
                 verbose=1 if self.verbose == 1 else 0,
             )
             logs = measure.logs or {}
             if not math.isfinite(float(logs.get("loss", float("nan")))):
+                for callback in wrapped:
+                    callback.callback.on_train_end(logs)
+                kept = (
+                    f" The last good checkpoint in '{self.run_dir}' is kept."
+                    if self.run_dir and _checkpoints(self.run_dir)
+                    else ""
+                )
                 raise TrainingDivergedError(
-                    f"Training loss is {logs.get('loss')} at epoch {epoch + 1}; "
-                    "stopped. "
-                    + (
-                        f"The last good checkpoint in '{self.run_dir}' is kept."
-                        if self.run_dir
-                        else ""
-                    )
-                    + " Lower the learning rate or check the inputs for "
-                    "NaN/inf."
+                    f"Training loss is {logs.get('loss')} at epoch "
+                    f"{epoch + 1}; training stopped.{kept} Fix: lower the "
+                    "learning rate or check the inputs for NaN/inf."
                 )
             stop = bool(model.stop_training)
+            state.training_stopped = stop
             model, probe = self._end_of_epoch(
                 model, probe, state, epoch, logs, measure.densities, samples,
                 len(calibration), wrapped, final=(epoch + 1 == epochs or stop),
@@ -294,11 +376,15 @@ class ADPTrainer:
                 "..., loss=..., metrics=...)` first; ADPTrainer reuses those "
                 "settings after every rebuild."
             )
-        if isinstance(epochs, bool) or not isinstance(epochs, int):
-            raise ValueError(f"Expected `epochs` to be an integer. Received: {epochs!r}")
+        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
+            raise ValueError(
+                "Expected `epochs` to be an integer. "
+                f"Received: epochs={epochs!r}"
+            )
         if epochs <= self.policy.warmup_epochs:
             raise ValueError(
-                f"Expected `epochs` > warmup_epochs={self.policy.warmup_epochs} "
+                "Expected `epochs` > "
+                f"warmup_epochs={self.policy.warmup_epochs} "
                 f"so that pruning can happen. Received: epochs={epochs}. Fix: "
                 "train longer or lower `ADPPolicy(warmup_epochs=...)`."
             )
@@ -378,7 +464,7 @@ class ADPTrainer:
                     flush=True,
                 )
             return model, probe
-        new_model = self._rebuild(model, keep)
+        new_model, surgery = self._rebuild(model, keep)
         new_cost = metrics_lib.inference_cost(new_model)
         step = {
             "epoch": epoch,
@@ -396,6 +482,7 @@ class ADPTrainer:
         if self.verbose:
             print(_step_line(step), flush=True)
         for callback in wrapped:
+            callback.rebuilt(model, surgery)
             callback.set_model(new_model)
         new_model.stop_training = False
         probe = density_lib.DensityProbe(
@@ -403,17 +490,17 @@ class ADPTrainer:
         )
         return new_model, probe
 
-    def _rebuild(self, model, keep) -> keras.Model:
+    def _rebuild(self, model, keep):
+        """The compiled smaller model to train next, and its `Rebuild`."""
         with model.distribute_strategy.scope():
             surgery = rebuild_lib.rebuild(model, keep)
             if not self.policy.reinitialize:
                 optimizers_lib.carry_over(model, surgery.model, surgery)
-                return surgery.model
+                return surgery.model, surgery
+            # Same architecture, newly initialised weights, fresh optimizer.
             fresh = keras.models.clone_model(surgery.model)
-            optimizers_lib.compile_like(
-                model, fresh, optimizers_lib.fresh_optimizer(model.optimizer)
-            )
-            return fresh
+            optimizers_lib.carry_over(model, fresh, surgery, reset=True)
+            return fresh, surgery
 
     # ---------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model, state) -> None:
@@ -424,6 +511,10 @@ class ADPTrainer:
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
         model.save(os.path.join(partial, MODEL_FILE))
+        np.savez(
+            os.path.join(partial, OPTIMIZER_FILE),
+            *optimizers_lib.optimizer_state(model.optimizer),
+        )
         payload = dataclasses.asdict(state)
         payload["policy"] = self.policy.get_config()
         payload["seed"] = self.seed
@@ -432,11 +523,18 @@ class ADPTrainer:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
         _atomic_write(os.path.join(self.run_dir, LATEST_FILE), name)
-        for old in _checkpoints(self.run_dir)[:-2]:
-            shutil.rmtree(os.path.join(self.run_dir, old), ignore_errors=True)
+        for old in _checkpoints(self.run_dir)[:-KEPT_CHECKPOINTS]:
+            if old != name:
+                shutil.rmtree(
+                    os.path.join(self.run_dir, old), ignore_errors=True
+                )
 
-    def _load_checkpoint(self):
-        """The newest checkpoint that loads, or None when there is none."""
+    def _load_checkpoint(self, user_model):
+        """The newest checkpoint that loads, or None when there is none.
+
+        The model is compiled like `user_model` and its optimizer state is
+        restored from `optimizer.npz`.
+        """
         names = _checkpoints(self.run_dir)
         latest_file = os.path.join(self.run_dir, LATEST_FILE)
         if os.path.exists(latest_file):
@@ -449,20 +547,15 @@ class ADPTrainer:
         for name in reversed(names):
             path = os.path.join(self.run_dir, name)
             try:
-                with open(os.path.join(path, STATE_FILE)) as handle:
-                    payload = json.load(handle)
-                model = keras.saving.load_model(os.path.join(path, MODEL_FILE))
+                model, state = self._read_checkpoint(path, user_model)
             except Exception as error:  # noqa: BLE001 - report and fall back
                 errors.append(f"{name}: {type(error).__name__}: {error}")
                 print(
                     f"[keras-adp] checkpoint '{path}' is unreadable "
-                    f"({type(error).__name__}); trying an older one.",
+                    f"({type(error).__name__}: {error}); trying an older one.",
                     flush=True,
                 )
                 continue
-            payload.pop("policy", None)
-            payload.pop("seed", None)
-            state = _RunState(**payload)
             if self.verbose:
                 print(
                     f"[keras-adp] resuming from '{path}' at epoch "
@@ -474,11 +567,58 @@ class ADPTrainer:
             raise ValueError(
                 f"No readable checkpoint in '{self.run_dir}': "
                 + "; ".join(errors)
+                + ". Fix: pass another `run_dir`, or `resume=False` to start "
+                "over."
             )
         return None
 
+    def _read_checkpoint(self, path, user_model):
+        with open(os.path.join(path, STATE_FILE)) as handle:
+            payload = json.load(handle)
+        payload.pop("policy", None)
+        payload.pop("seed", None)
+        state = _RunState(**payload)
+        with user_model.distribute_strategy.scope():
+            model = keras.saving.load_model(
+                os.path.join(path, MODEL_FILE), compile=False
+            )
+            optimizers_lib.compile_like(
+                user_model,
+                model,
+                optimizers_lib.fresh_optimizer(user_model.optimizer),
+            )
+            model.optimizer.build(model.trainable_variables)
+        with np.load(os.path.join(path, OPTIMIZER_FILE)) as stored:
+            values = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+        optimizers_lib.restore_optimizer_state(model.optimizer, values)
+        return model, state
+
 
 # -------------------------------------------------------------- helpers
+_SEED_STATE = "seed_generator_state"  # The variable of a `SeedGenerator`.
+
+
+def _seed_epoch(model, seed: int) -> None:
+    """Seeds everything random in an epoch from `seed` alone.
+
+    `keras.utils.set_random_seed` seeds Python, NumPy and the backend (data
+    shuffling, initializers). Each `SeedGenerator` of the model (Dropout,
+    random augmentation layers) keeps its own state, which `model.save`
+    does not store: it is reset here, in layer order, from the seeded
+    Python generator.
+    """
+    keras.utils.set_random_seed(seed)
+    weights = {id(weight) for weight in model.weights}
+    for variable in model.variables:
+        if id(variable) not in weights and variable.name == _SEED_STATE:
+            variable.assign(
+                np.array(
+                    [random.randrange(1, 2**31), 0],
+                    dtype=keras.backend.standardize_dtype(variable.dtype),
+                )
+            )
+
+
 def channel_scores(model, groups, selection: str) -> dict[str, np.ndarray]:
     """Per-channel importance used to rank (or break ties between) channels.
 
@@ -502,9 +642,13 @@ def channel_scores(model, groups, selection: str) -> dict[str, np.ndarray]:
                 type(layer).__name__, ("kernel", -1)
             )
             kernel = next(
-                np.asarray(w.numpy()) for w in layer.weights if w.name == kernel_name
+                np.asarray(weight.numpy())
+                for weight in layer.weights
+                if weight.name == kernel_name
             )
-            other = tuple(a for a in range(kernel.ndim) if a != axis % kernel.ndim)
+            other = tuple(
+                a for a in range(kernel.ndim) if a != axis % kernel.ndim
+            )
             total += np.abs(kernel).sum(axis=other)
         scores[group.name] = total
     return scores
@@ -592,8 +736,10 @@ def _json_default(value):
 
 
 def _epoch_line(record) -> str:
-    accuracy = record["logs"].get("val_accuracy", record["logs"].get("accuracy"))
-    text = f"[keras-adp] epoch {record['epoch'] + 1}: loss {record['logs'].get('loss', float('nan')):.4f}"
+    logs = record["logs"]
+    accuracy = logs.get("val_accuracy", logs.get("accuracy"))
+    loss = logs.get("loss", float("nan"))
+    text = f"[keras-adp] epoch {record['epoch'] + 1}: loss {loss:.4f}"
     if accuracy is not None:
         text += f", accuracy {accuracy:.4f}"
     return text + f", params {record['params']:,}, MACs {record['macs']:,}"

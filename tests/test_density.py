@@ -355,6 +355,15 @@ def test_measure_rejects_bad_data_and_arguments(data, kwargs, match):
         probe.measure(data, **kwargs)
 
 
+def test_measure_reports_model_errors_as_they_are():
+    probe = density.DensityProbe(chain_model("relu"))
+
+    with pytest.raises(Exception) as error:
+        probe.measure(np.zeros((3, 8, 8, 5), "float32"))  # 5 channels, not 2.
+
+    assert "empty data" not in str(error.value)
+
+
 @pytest.mark.parametrize("threshold", [float("nan"), "high", None])
 def test_probe_rejects_non_finite_threshold(threshold):
     with pytest.raises(ValueError, match="Expected `threshold` to be a finite"):

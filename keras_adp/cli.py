@@ -1,0 +1,894 @@
+"""The `keras-adp` command line: train with ADP, export to TFLite, report.
+
+Three subcommands, each a thin layer over the library:
+
+- `keras-adp train`: build a reference model (`keras_adp.models`), train it
+  from scratch with activation-density driven pruning (`ADPTrainer`) on a
+  dataset (`keras_adp.data`), evaluate it, export it to TFLite in float32
+  and int8 (`keras_adp.export`), and write the run report
+  (`keras_adp.report`). With no options it runs the whole job on the
+  bundled Fashion-MNIST subset in a few minutes on a laptop CPU.
+- `keras-adp export MODEL.keras`: convert a saved model to TFLite and print
+  its size, its parity with the Keras model and its latency.
+- `keras-adp report RUN_DIR`: redraw a run's report.md and plots.
+
+`main(argv)` returns the exit status: 0 on success, 2 for usage errors, 1
+for errors the library explains (the message is printed as one
+`error: ...` line), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import pathlib
+import shlex
+import shutil
+import sys
+import time
+import warnings
+
+import keras
+import numpy as np
+
+from keras_adp import data
+from keras_adp import export
+from keras_adp import metrics
+from keras_adp import models
+from keras_adp import report as report_lib
+from keras_adp import training
+from keras_adp.policy import ADPPolicy, SELECTIONS, TRIGGERS
+
+MODEL_FILE = "model.keras"
+OPTIONS_FILE = "train_options.json"
+TRAIN_EXPORT_MODES = ("float32", "int8")
+PARITY_SAMPLES = 200
+EXPORT_SAMPLES = 200
+RANDOM_PARITY_SAMPLES = 64
+
+# `train` options that define the model and the data; resuming a run with
+# other values would silently train something else.
+_RUN_DEFINING_OPTIONS = (
+    "model", "dataset", "data_dir", "width", "limit", "augment", "batch_size",
+    "seed",
+)
+
+# Exceptions whose message says what went wrong and how to fix it: printed
+# as one line, without a traceback.
+_USER_ERRORS = (ValueError, OSError, training.TrainingDivergedError)
+
+_MAIN_DESCRIPTION = """\
+Activation Density driven Pruning in training (arXiv 2002.02949) for Keras 3:
+train a model from scratch while physically removing the channels it does
+not use, then export the smaller model to TFLite.
+"""
+
+_MAIN_EPILOG = """\
+Start with `keras-adp train` (no options: the whole job in a few minutes on
+a CPU), then read the report it points to. `keras-adp COMMAND --help`
+describes each command.
+"""
+
+_TRAIN_DESCRIPTION = """\
+Train a reference model from scratch with activation-density driven pruning:
+after a few dense warm-up epochs, each pruning step measures every layer's
+activation density (the fraction of its ReLU outputs that are non-zero) and
+rebuilds the model with that fraction of the layer's channels. Then evaluate
+on the test split, export to TFLite (float32 and int8), and write the report.
+
+The defaults are a quick demo on the bundled data; they differ from
+ADPPolicy's (--interval 2 and --max-prune-steps 2 here) so that the run
+ends with a few epochs on the final architecture.
+"""
+
+_EXPORT_DESCRIPTION = """\
+Convert a saved Keras model to a TFLite file, check that the file computes
+what the model computes (parity), and time single-sample inference.
+"""
+
+_TRAIN_EPILOG = """\
+examples:
+  keras-adp train
+      the default job: vgg_small (width 0.5) on the bundled Fashion-MNIST
+      subset, 8 epochs, pruned after epochs 2 and 4; a few minutes on CPU
+  keras-adp train --epochs 3 --limit 512 --run-dir runs/smoke
+      a quick smoke run on the first 512 samples
+  keras-adp train --model vgg19 --dataset cifar10 --width 1 --epochs 60 \\
+      --batch-size 128 --lr 1e-3 --trigger converged --max-prune-steps none \\
+      --round-to 8 --augment
+      closer to the paper's setting (needs tensorflow_datasets' CIFAR-10)
+  keras-adp train --epochs 5 --limit 512 --run-dir runs/smoke --resume
+      continue that run (killed, or to train longer) from its last
+      checkpoint; options that define the model and data must not change
+
+files in the run directory:
+  checkpoint-NNNN/, LATEST   per-epoch checkpoints (the last two), for --resume
+  train_options.json         the options the run was started with
+  model.keras                the final pruned model, with its optimizer
+  model_float32.tflite, model_int8.tflite
+                             the pruned model in TFLite (unless --no-export)
+  dense_float32.tflite, dense_int8.tflite
+                             the dense model in TFLite (the --dense-baseline
+                             model, else the dense architecture), for the
+                             size and latency comparison
+  report.json, report.md     every number of the run; summary tables
+  widths.png, density.png, accuracy_params.png, final_widths.png
+                             per-layer width and density over epochs,
+                             accuracy and size over epochs, final widths
+
+A failed TFLite parity check is a warning here (it is recorded in the
+report); `keras-adp export` treats it as an error.
+"""
+
+_EXPORT_EPILOG = """\
+examples:
+  keras-adp export runs/adp-vgg_small-embedded/model.keras --quantization int8 \\
+      --calibration embedded
+  keras-adp export model.keras --quantization float16 --out model_fp16.tflite
+  keras-adp export model.keras --quantization int8 --calibration inputs.npy
+
+--calibration is a .npy file holding an array of model inputs
+(N, height, width, channels), preprocessed exactly as in training; a .npz
+file holding one array (or an array named "x"); or a dataset name, whose
+training split calibrates and whose test split checks parity. Without it,
+parity is checked on random inputs (and int8 is refused).
+"""
+
+_REPORT_EPILOG = """\
+examples:
+  keras-adp report runs/adp-vgg_small-embedded
+
+Reads RUN_DIR/report.json, or, for a run that has not finished, the newest
+checkpoint's state.json, and rewrites report.md and the four PNG plots.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the `keras-adp` command line; return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_request:  # --help, or a usage error.
+        return exit_request.code if isinstance(exit_request.code, int) else 2
+    args.command_line = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except _USER_ERRORS as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `keras-adp` and its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="keras-adp",
+        description=_MAIN_DESCRIPTION,
+        epilog=_MAIN_EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND"
+    )
+    _add_train_parser(commands)
+    _add_export_parser(commands)
+    _add_report_parser(commands)
+    return parser
+
+
+# ---------------------------------------------------------------------------
+# keras-adp train
+
+
+def _add_train_parser(commands) -> None:
+    parser = commands.add_parser(
+        "train",
+        help="train from scratch with ADP, evaluate, export, report",
+        description=_TRAIN_DESCRIPTION,
+        epilog=_TRAIN_EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    setup = parser.add_argument_group("model and data")
+    setup.add_argument(
+        "--model", choices=sorted(models.MODEL_BUILDERS), default="vgg_small",
+        help="reference architecture",
+    )
+    setup.add_argument(
+        "--dataset", choices=data.DATASET_NAMES, default="embedded",
+        help="'embedded' is the bundled 6k/1k Fashion-MNIST subset",
+    )
+    setup.add_argument(
+        "--data-dir", metavar="DIR",
+        help="folder of the dataset's files (fashion_mnist_idx, "
+        "tiny_imagenet) or tensorflow_datasets' data_dir",
+    )
+    setup.add_argument(
+        "--width", type=_positive_float, default=0.5, metavar="W",
+        help="width multiplier of the dense model's layers",
+    )
+    setup.add_argument(
+        "--limit", type=_positive_int, metavar="N",
+        help="use only the first N samples of each split",
+    )
+    setup.add_argument(
+        "--augment", action="store_true",
+        help="random crop and flip of the training images",
+    )
+    fitting = parser.add_argument_group("training")
+    fitting.add_argument(
+        "--epochs", type=_positive_int, default=8, metavar="N",
+        help="total epochs, warm-up included",
+    )
+    fitting.add_argument(
+        "--batch-size", type=_positive_int, default=64, metavar="B",
+        help="training batch size",
+    )
+    fitting.add_argument(
+        "--lr", type=_positive_float, default=1e-3,
+        help="Adam learning rate (on --resume, the checkpoint's optimizer "
+        "is restored instead)",
+    )
+    fitting.add_argument(
+        "--seed", type=int, default=0,
+        help="seed of weights, shuffling and each epoch's randomness",
+    )
+    fitting.add_argument(
+        "--dense-baseline", action="store_true",
+        help="also train the dense model, unpruned, for the same epochs, to "
+        "compare accuracy (doubles the training time; not checkpointed)",
+    )
+    fitting.add_argument(
+        "--verbose", type=int, choices=(0, 1, 2), default=1,
+        help="0 silent, 1 progress bars, 2 one line per epoch",
+    )
+    pruning = parser.add_argument_group("pruning policy (see keras_adp.ADPPolicy)")
+    pruning.add_argument(
+        "--warmup-epochs", type=_non_negative_int, default=2, metavar="N",
+        help="dense epochs before the first pruning step",
+    )
+    pruning.add_argument(
+        "--trigger", choices=TRIGGERS, default="interval",
+        help="prune every --interval epochs, or once densities stop changing",
+    )
+    pruning.add_argument(
+        "--interval", type=_positive_int, default=2, metavar="N",
+        help="epochs between pruning steps (trigger 'interval')",
+    )
+    pruning.add_argument(
+        "--max-prune-steps", type=_optional_count, default=2, metavar="N",
+        help="most pruning steps, or 'none'",
+    )
+    pruning.add_argument(
+        "--min-channels", type=_positive_int, default=4, metavar="N",
+        help="no layer shrinks below N channels",
+    )
+    pruning.add_argument(
+        "--round-to", type=_positive_int, default=1, metavar="N",
+        help="round widths up to a multiple of N (8 suits mobile kernels)",
+    )
+    pruning.add_argument(
+        "--selection", choices=SELECTIONS, default="density",
+        help="which channels survive",
+    )
+    pruning.add_argument(
+        "--calibration-samples", type=_positive_int, default=512, metavar="N",
+        help="training samples that density is measured on",
+    )
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--run-dir", metavar="DIR",
+        help="where checkpoints, model, TFLite files and report go "
+        "(default: runs/adp-MODEL-DATASET)",
+    )
+    resume = output.add_mutually_exclusive_group()
+    resume.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in --run-dir from its last checkpoint; "
+        "pass the same model and data options as when it started",
+    )
+    resume.add_argument(
+        "--overwrite", action="store_true",
+        help="delete a previous run's files in --run-dir and start over",
+    )
+    output.add_argument(
+        "--no-export", action="store_true", help="skip the TFLite export"
+    )
+    parser.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    run_dir = pathlib.Path(args.run_dir or f"runs/adp-{args.model}-{args.dataset}")
+    _prepare_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
+    _record_or_check_options(run_dir, args)
+    splits = data.load_dataset(
+        args.dataset,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        limit=args.limit,
+        augment=args.augment,
+        **_dataset_location(args.dataset, args.data_dir),
+    )
+    _say(
+        f"data: {splits.name}, {splits.num_train:,} train / {splits.num_test:,} "
+        f"test samples, input {'x'.join(map(str, splits.input_shape))}, "
+        f"{splits.num_classes} classes"
+    )
+    model = _compiled_model(args, splits)
+    policy = _policy(args)
+    calibration = data.calibration_batch(
+        splits, num_samples=args.calibration_samples, seed=args.seed
+    )
+    trainer = training.ADPTrainer(
+        policy, run_dir=run_dir, seed=args.seed, verbose=args.verbose
+    )
+    started = time.perf_counter()
+    try:
+        with _no_shuffle_warning():
+            result = trainer.fit(
+                model,
+                splits.train,
+                epochs=args.epochs,
+                validation_data=splits.test,
+                calibration_data=calibration,
+                resume=args.resume,
+            )
+    except KeyboardInterrupt:
+        print(
+            f"\n[keras-adp] stopped; the finished epochs are checkpointed in "
+            f"'{run_dir}'. Continue with: {_resume_command(args)}",
+            file=sys.stderr,
+        )
+        raise
+    train_seconds = time.perf_counter() - started
+
+    result.model.save(run_dir / MODEL_FILE)
+    evaluation = result.model.evaluate(splits.test, return_dict=True, verbose=0)
+    evaluation = {key: float(value) for key, value in evaluation.items()}
+    _say(
+        f"test split: accuracy {evaluation.get('accuracy', float('nan')):.4f}, "
+        f"loss {evaluation.get('loss', float('nan')):.4f}"
+    )
+
+    dense_model, dense_baseline = model, {"accuracy": None}
+    if args.dense_baseline:
+        dense_model, dense_baseline = _train_dense_baseline(args, splits)
+
+    tflite = {}
+    if not args.no_export:
+        parity_inputs = _first_inputs(splits.test, PARITY_SAMPLES)
+        tflite = _export_all(result.model, run_dir, "model", calibration, parity_inputs)
+        # TFLite size and latency do not depend on the weights: without a
+        # baseline, the dense model (trained until the first pruning step)
+        # stands for the dense architecture.
+        dense_baseline["tflite"] = _export_all(
+            dense_model, run_dir, "dense", calibration, None
+        )
+
+    report = report_lib.write_report(
+        run_dir,
+        result,
+        dense_baseline=dense_baseline,
+        tflite=tflite,
+        extra={
+            "config": _run_config(args, splits, policy),
+            "evaluation": evaluation,
+            "timing": {"train_seconds": train_seconds},
+            "model_file": MODEL_FILE,
+        },
+    )
+    print(
+        f"\nReport: {run_dir / report_lib.REPORT_MD} (numbers in "
+        f"{report_lib.REPORT_JSON}; plots "
+        f"{', '.join(report_lib.PLOT_FILES.values())})"
+    )
+    print(f"Pruned model: {run_dir / MODEL_FILE}\n")
+    print(report_lib.summary_table(report))
+    return 0
+
+
+def _compiled_model(
+    args: argparse.Namespace, splits: data.DatasetSplits
+) -> keras.Model:
+    """The dense reference model, compiled for training from logits."""
+    keras.utils.set_random_seed(args.seed)
+    model = models.build_model(
+        args.model, splits.input_shape, splits.num_classes, args.width
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=args.lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    cost = metrics.inference_cost(model)
+    _say(
+        f"model: {args.model} at width {args.width:g}, {cost.params:,} "
+        f"params, {cost.macs:,} MACs per sample"
+    )
+    return model
+
+
+def _train_dense_baseline(args, splits) -> tuple[keras.Model, dict]:
+    """The same model, trained for the same epochs without pruning."""
+    _say("dense baseline: the same model and epochs, without pruning")
+    model = _compiled_model(args, splits)
+    with _no_shuffle_warning():
+        model.fit(
+            splits.train,
+            epochs=args.epochs,
+            validation_data=splits.test,
+            verbose=args.verbose,
+        )
+    evaluation = model.evaluate(splits.test, return_dict=True, verbose=0)
+    _say(f"dense baseline on the test split: accuracy {evaluation['accuracy']:.4f}")
+    cost = metrics.inference_cost(model)
+    return model, {
+        "trained": True,
+        "accuracy": float(evaluation["accuracy"]),
+        "loss": float(evaluation["loss"]),
+        "training_macs": metrics.training_macs(cost.macs, splits.num_train)
+        * args.epochs,
+    }
+
+
+@contextlib.contextmanager
+def _no_shuffle_warning():
+    """Keras warns on every fit() that `shuffle` does not apply to a
+    tf.data pipeline; ours are shuffled by keras_adp.data."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*`shuffle=True` was passed", category=UserWarning
+        )
+        yield
+
+
+def _policy(args: argparse.Namespace) -> ADPPolicy:
+    return ADPPolicy(
+        warmup_epochs=args.warmup_epochs,
+        min_channels=args.min_channels,
+        round_to=args.round_to,
+        selection=args.selection,
+        trigger=args.trigger,
+        interval=args.interval,
+        max_prune_steps=args.max_prune_steps,
+        calibration_samples=args.calibration_samples,
+    )
+
+
+def _run_config(args, splits: data.DatasetSplits, policy: ADPPolicy) -> dict:
+    """The run's settings, as shown in the report."""
+    return {
+        "model": args.model,
+        "dataset": args.dataset,
+        "width": args.width,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": "adam",
+        "learning_rate": args.lr,
+        "seed": args.seed,
+        "limit": args.limit,
+        "augment": args.augment,
+        "num_train": splits.num_train,
+        "num_test": splits.num_test,
+        "input_shape": list(splits.input_shape),
+        "num_classes": splits.num_classes,
+        "resumed": args.resume,
+        "dense_baseline": args.dense_baseline,
+        "policy": policy.get_config(),
+    }
+
+
+def _export_all(model, run_dir, prefix, calibration, parity_inputs) -> dict:
+    """`prefix_<mode>.tflite` for each of TRAIN_EXPORT_MODES, measured."""
+    entries = {}
+    for mode in TRAIN_EXPORT_MODES:
+        entry = _export_and_measure(
+            model, run_dir / f"{prefix}_{mode}.tflite", mode, calibration,
+            parity_inputs,
+        )
+        entries[mode] = entry
+        _say(_tflite_line(entry))
+        parity = entry.get("parity")
+        if parity and not parity["passed"]:
+            print(f"warning: {_one_line(parity['message'])}", file=sys.stderr)
+    return entries
+
+
+def _prepare_run_dir(run_dir: pathlib.Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs' checkpoints in one directory."""
+    previous = _run_files(run_dir)
+    if not previous or resume:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"Run directory '{run_dir}' already holds a run "
+            f"({', '.join(sorted(path.name for path in previous)[:3])}, ...). "
+            "Pass --resume to continue it, --overwrite to delete it and start "
+            "over, or another --run-dir."
+        )
+    for path in previous:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def _record_or_check_options(run_dir: pathlib.Path, args: argparse.Namespace) -> None:
+    """Save a new run's options; check a resumed run's against them."""
+    path = run_dir / OPTIONS_FILE
+    options = {
+        name: value
+        for name, value in vars(args).items()
+        if name not in ("handler", "command_line")
+    }
+    if args.resume and path.is_file():
+        started = json.loads(path.read_text(encoding="utf-8"))
+        changed = [
+            f"--{name.replace('_', '-')} {_shown(started.get(name))} "
+            f"(now {_shown(options[name])})"
+            for name in _RUN_DEFINING_OPTIONS
+            if started.get(name) != options[name]
+        ]
+        if changed:
+            raise ValueError(
+                f"Run directory '{run_dir}' was started with "
+                f"{'; '.join(changed)}. Pass the same model and data options "
+                "with --resume, or --overwrite to start over."
+            )
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(options, indent=1), encoding="utf-8")
+
+
+def _shown(value) -> str:
+    return "not set" if value is None else str(value)
+
+
+def _run_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
+    """The files a `keras-adp train` run writes, where they exist."""
+    if not run_dir.is_dir():
+        return []
+    names = {
+        training.LATEST_FILE,
+        MODEL_FILE,
+        OPTIONS_FILE,
+        report_lib.REPORT_JSON,
+        report_lib.REPORT_MD,
+        *report_lib.PLOT_FILES.values(),
+    }
+    return [
+        path
+        for path in run_dir.iterdir()
+        if path.name in names
+        or path.name.startswith("checkpoint-")
+        or (path.suffix == ".tflite" and path.stem.startswith(("model_", "dense_")))
+    ]
+
+
+def _dataset_location(dataset: str, data_dir: str | None) -> dict:
+    """The `load_dataset` keyword that points `dataset` at `data_dir`."""
+    if data_dir is None:
+        return {}
+    if dataset == "embedded":
+        raise ValueError(
+            "Received --data-dir with the embedded dataset, which is bundled "
+            "with the package and reads no files. Drop --data-dir, or pick a "
+            "dataset read from files (fashion_mnist_idx, tiny_imagenet, or a "
+            "tensorflow_datasets name)."
+        )
+    if dataset in data.TFDS_NAMES:
+        return {"data_dir": data_dir}
+    return {"directory": data_dir}
+
+
+def _export_and_measure(model, path, mode, calibration, parity_inputs) -> dict:
+    """Export `model` to `path` in `mode`; check parity if given inputs; time it."""
+    export.export_tflite(
+        model,
+        path,
+        quantization=mode,
+        representative_data=calibration if mode == "int8" else None,
+    )
+    entry = {"path": path.name, "quantization": mode}
+    if parity_inputs is not None:
+        entry["parity"] = _parity(path, model, parity_inputs)
+    entry["latency"] = dataclasses.asdict(export.benchmark_tflite(path))
+    entry["size_bytes"] = entry["latency"]["size_bytes"]
+    return entry
+
+
+def _parity(path, model, inputs) -> dict:
+    """`verify_tflite` with its default tolerances; a mismatch is recorded
+    (with the measured errors) instead of raised."""
+    try:
+        verified = export.verify_tflite(path, model, inputs)
+        return {**dataclasses.asdict(verified), "passed": True}
+    except export.TFLiteMismatchError as error:
+        measured = export.verify_tflite(
+            path, model, inputs, atol=math.inf, min_top1_agreement=0.0
+        )
+        return {
+            **dataclasses.asdict(measured),
+            "passed": False,
+            "message": str(error),
+        }
+
+
+def _tflite_line(entry: dict) -> str:
+    latency = entry["latency"]
+    text = (
+        f"{pathlib.Path(entry['path']).name}: "
+        f"{latency['size_bytes'] / 1024:.1f} KiB, "
+        f"latency {latency['median_ms']:.3f} ms median "
+        f"({latency['num_threads']} thread, {latency['runs']} runs)"
+    )
+    parity = entry.get("parity")
+    if parity:
+        verdict = "ok" if parity["passed"] else "FAILED"
+        text += (
+            f", parity {verdict}: top-1 agreement "
+            f"{100 * parity['top1_agreement']:.1f}%, max abs error "
+            f"{parity['max_abs_error']:.3g} on {parity['num_samples']} samples"
+        )
+    return text
+
+
+def _first_inputs(dataset, count: int) -> np.ndarray:
+    """The first `count` inputs of a batched `(x, y)` pipeline."""
+    chunks, total = [], 0
+    for inputs, _ in dataset:
+        chunks.append(np.asarray(inputs))
+        total += len(chunks[-1])
+        if total >= count:
+            break
+    return np.concatenate(chunks)[:count]
+
+
+def _resume_command(args: argparse.Namespace) -> str:
+    """This command line, made to resume the run."""
+    words = [word for word in args.command_line if word != "--overwrite"]
+    if "--resume" not in words:
+        words.append("--resume")
+    return shlex.join(["keras-adp", *words])
+
+
+# ---------------------------------------------------------------------------
+# keras-adp export
+
+
+def _add_export_parser(commands) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="convert a saved .keras model to TFLite; print size, parity, latency",
+        description=_EXPORT_DESCRIPTION,
+        epilog=_EXPORT_EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL.keras", help="a saved Keras model")
+    parser.add_argument(
+        "--quantization", choices=export.QUANTIZATION_MODES, default="float32",
+        help="float32: none; float16: float16 weights; dynamic: int8 "
+        "weights; int8: int8 weights and activations (needs --calibration)",
+    )
+    parser.add_argument(
+        "--calibration", metavar="DATA",
+        help="model inputs (.npy/.npz) or a dataset name, for int8 "
+        "calibration and the parity check",
+    )
+    parser.add_argument(
+        "--data-dir", metavar="DIR",
+        help="with a dataset name in --calibration: the dataset's folder",
+    )
+    parser.add_argument(
+        "--out", metavar="FILE.tflite",
+        help="output file (default: MODEL_<quantization>.tflite beside MODEL)",
+    )
+    parser.add_argument(
+        "--samples", type=_positive_int, default=EXPORT_SAMPLES, metavar="N",
+        help="calibration and parity samples",
+    )
+    parser.add_argument(
+        "--threads", type=_positive_int, default=1, metavar="N",
+        help="interpreter threads for the latency benchmark",
+    )
+    parser.add_argument(
+        "--runs", type=_positive_int, default=50, metavar="N",
+        help="timed inferences in the latency benchmark",
+    )
+    parser.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    model_path = pathlib.Path(args.model)
+    if not model_path.is_file():
+        raise FileNotFoundError(
+            f"Expected a saved Keras model file. Received: '{model_path}', "
+            "which does not exist. `keras-adp train` saves one as "
+            f"<run dir>/{MODEL_FILE}."
+        )
+    if args.quantization == "int8" and args.calibration is None:
+        raise ValueError(
+            "Received --quantization int8 without --calibration; int8 needs "
+            "sample inputs to calibrate on. Pass --calibration embedded (or "
+            "the dataset the model was trained on), or a .npy file of inputs."
+        )
+    model = keras.saving.load_model(model_path, compile=False)
+    out = pathlib.Path(
+        args.out
+        or model_path.with_name(f"{model_path.stem}_{args.quantization}.tflite")
+    )
+    calibration, parity_inputs, parity_source = _export_inputs(args, model)
+    export.export_tflite(
+        model,
+        out,
+        quantization=args.quantization,
+        representative_data=calibration if args.quantization == "int8" else None,
+        num_calibration_samples=args.samples,
+    )
+    latency = export.benchmark_tflite(out, num_threads=args.threads, runs=args.runs)
+    print(f"wrote {out}")
+    print(
+        f"size: {latency.size_bytes:,} bytes ({latency.size_bytes / 1024:.1f} "
+        f"KiB), {latency.gzip_size_bytes:,} gzipped"
+    )
+    print(
+        f"latency: {latency.median_ms:.3f} ms median (p10 {latency.p10_ms:.3f}, "
+        f"p90 {latency.p90_ms:.3f}) over {latency.runs} runs, "
+        f"{latency.num_threads} thread(s)"
+    )
+    verified = export.verify_tflite(out, model, parity_inputs)
+    tolerance = (
+        f"atol {verified.atol:g}, rtol {verified.rtol:g}"
+        if verified.atol is not None
+        else f"top-1 agreement >= {verified.min_top1_agreement:g}"
+    )
+    print(
+        f"parity ({verified.quantization}, {verified.num_samples} "
+        f"{parity_source}): ok, top-1 agreement "
+        f"{100 * verified.top1_agreement:.1f}%, max abs error "
+        f"{verified.max_abs_error:.3g} ({tolerance})"
+    )
+    return 0
+
+
+def _export_inputs(args, model) -> tuple[np.ndarray | None, np.ndarray, str]:
+    """Calibration inputs, parity inputs and a description of the latter."""
+    if args.calibration is None:
+        shape = tuple(model.inputs[0].shape[1:])
+        rng = np.random.default_rng(0)
+        inputs = rng.standard_normal((RANDOM_PARITY_SAMPLES, *shape)).astype("float32")
+        return None, inputs, "random inputs"
+    if args.calibration in data.DATASET_NAMES:
+        splits = data.load_dataset(
+            args.calibration, **_dataset_location(args.calibration, args.data_dir)
+        )
+        calibration = data.calibration_batch(splits, num_samples=args.samples)
+        return calibration, _first_inputs(splits.test, args.samples), "test samples"
+    inputs = _load_array(pathlib.Path(args.calibration))[: args.samples]
+    return inputs, inputs, "calibration samples"
+
+
+def _load_array(path: pathlib.Path) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Expected --calibration to be a .npy/.npz file or a dataset name "
+            f"({', '.join(data.DATASET_NAMES)}). Received: '{path}', which is "
+            "neither."
+        )
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as arrays:
+            if len(arrays.files) == 1:
+                return arrays[arrays.files[0]]
+            if "x" in arrays.files:
+                return arrays["x"]
+            raise ValueError(
+                f"Expected '{path}' to hold one array, or an array named 'x'. "
+                f"Received arrays {arrays.files}. Save the inputs alone, e.g. "
+                "`np.savez(path, x=inputs)`."
+            )
+    raise ValueError(
+        f"Expected a .npy or .npz calibration file. Received: '{path}'."
+    )
+
+
+# ---------------------------------------------------------------------------
+# keras-adp report
+
+
+def _add_report_parser(commands) -> None:
+    parser = commands.add_parser(
+        "report",
+        help="rewrite a run's report.md and plots",
+        description="Rewrite report.md and the plots of a training run.",
+        epilog=_REPORT_EPILOG,
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a `keras-adp train` run directory"
+    )
+    parser.set_defaults(handler=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    run_dir = pathlib.Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(
+            f"Expected a run directory. Received: '{run_dir}', which does not "
+            "exist. Pass the --run-dir of a `keras-adp train` run."
+        )
+    report = report_lib.regenerate_report(run_dir)
+    if report.get("source"):
+        print(f"no {report_lib.REPORT_JSON} yet; read {report['source']}")
+    print(
+        f"wrote {run_dir / report_lib.REPORT_MD} and "
+        f"{', '.join(report_lib.PLOT_FILES.values())}"
+    )
+    print()
+    print(report_lib.summary_table(report))
+    return 0
+
+
+# ---------------------------------------------------------------------------
+# Helpers.
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions and examples as written; shows set defaults."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and default is not None
+            and default is not False
+            and default is not argparse.SUPPRESS
+            and "(default" not in help_text
+        ):
+            help_text += " (default: %(default)s)"
+        return help_text
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def _optional_count(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    return _non_negative_int(text)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def _say(text: str) -> None:
+    print(f"[keras-adp] {text}", flush=True)
+
+
+def _one_line(error) -> str:
+    return " ".join(str(error).split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""Tests for keras_adp.cli: the `keras-adp` command line, end to end.
+
+One tiny training run (256 samples, 3 epochs, vgg_small at width 0.25) is
+shared by the tests that need a finished run; tests that change a run work
+on a copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_adp import cli
+from keras_adp import data
+from keras_adp import export
+from keras_adp import report
+from keras_adp import training
+
+TINY_RUN = [
+    "--limit", "256",
+    "--epochs", "3",
+    "--warmup-epochs", "1",
+    "--interval", "1",
+    "--width", "0.25",
+    "--verbose", "0",
+]
+RUN_FILES = [
+    "LATEST",
+    "train_options.json",
+    "model.keras",
+    "model_float32.tflite",
+    "model_int8.tflite",
+    "dense_float32.tflite",
+    "dense_int8.tflite",
+    report.REPORT_JSON,
+    report.REPORT_MD,
+    *report.PLOT_FILES.values(),
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """(run directory, exit status, stdout) of one tiny `keras-adp train`."""
+    run_dir = tmp_path_factory.mktemp("run") / "adp"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = cli.main(["train", *TINY_RUN, "--run-dir", str(run_dir)])
+    return run_dir, status, stdout.getvalue()
+
+
+def copy_run(run_dir, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+# ---------------------------------------------------------------------------
+# keras-adp train
+
+
+def test_train_writes_model_tflite_files_report_and_plots(trained_run):
+    run_dir, status, _ = trained_run
+
+    assert status == 0
+    for name in RUN_FILES:
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / (run_dir / "LATEST").read_text().strip()).is_dir()
+
+
+def test_train_report_holds_evaluation_tflite_parity_and_settings(trained_run):
+    run_dir, _, _ = trained_run
+
+    written = report.load_report(run_dir)
+
+    assert len(written["history"]) == 3
+    assert written["summary"]["accuracy_source"] == "evaluation on the test split"
+    assert 0.0 <= written["summary"]["accuracy"] <= 1.0
+    assert written["summary"]["final_params"] < written["summary"]["dense_params"]
+    for mode in ("float32", "int8"):
+        entry = written["tflite"][mode]
+        assert entry["path"] == f"model_{mode}.tflite"
+        assert entry["parity"]["passed"] is True
+        assert entry["parity"]["quantization"] == mode
+        assert entry["latency"]["median_ms"] > 0
+        dense_entry = written["dense_baseline"]["tflite"][mode]
+        assert dense_entry["size_bytes"] > entry["size_bytes"]
+    config = written["extra"]["config"]
+    assert config["model"] == "vgg_small"
+    assert config["dataset"] == "embedded"
+    assert config["num_train"] == 256
+    assert config["policy"]["warmup_epochs"] == 1
+
+
+def test_train_prints_where_the_report_is_and_a_summary_table(trained_run):
+    run_dir, _, stdout = trained_run
+
+    assert f"Report: {run_dir / report.REPORT_MD}" in stdout
+    assert "| Parameters |" in stdout
+    assert "| TFLite int8 size |" in stdout
+
+
+def test_resume_continues_a_run_for_more_epochs(trained_run, tmp_path):
+    run_dir = copy_run(trained_run[0], tmp_path)
+    before = report.load_report(run_dir)["history"]
+
+    status = cli.main(
+        ["train", *TINY_RUN, "--epochs", "4", "--run-dir", str(run_dir),
+         "--resume", "--no-export"]
+    )
+
+    assert status == 0
+    after = report.load_report(run_dir)
+    assert [record["epoch"] for record in after["history"]] == [0, 1, 2, 3]
+    assert after["history"][:3] == before
+    assert after["tflite"] == {}
+
+
+def test_resume_with_other_data_options_is_refused(trained_run, tmp_path, capsys):
+    run_dir = copy_run(trained_run[0], tmp_path)
+
+    status = cli.main(
+        ["train", *TINY_RUN, "--limit", "128", "--run-dir", str(run_dir), "--resume"]
+    )
+
+    assert status == 1
+    assert "--limit 256 (now 128)" in capsys.readouterr().err
+
+
+def test_dense_baseline_fills_the_dense_accuracy(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+
+    status = cli.main(
+        ["train", *TINY_RUN, "--epochs", "2", "--run-dir", str(run_dir),
+         "--dense-baseline", "--no-export"]
+    )
+
+    assert status == 0
+    dense = report.load_report(run_dir)["dense_baseline"]
+    assert dense["trained"] is True
+    assert 0.0 <= dense["accuracy"] <= 1.0
+    assert "| Test accuracy | not trained |" not in capsys.readouterr().out
+
+
+def test_train_refuses_a_run_directory_that_holds_a_run(trained_run, capsys):
+    run_dir, _, _ = trained_run
+
+    status = cli.main(["train", *TINY_RUN, "--run-dir", str(run_dir)])
+
+    assert status == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: Run directory")
+    assert "--resume" in error and "--overwrite" in error
+
+
+def test_overwrite_deletes_the_previous_run(trained_run, tmp_path, monkeypatch):
+    run_dir = copy_run(trained_run[0], tmp_path)
+    (run_dir / "notes.txt").write_text("kept")
+    monkeypatch.setattr(training.ADPTrainer, "fit", _interrupt)
+
+    status = cli.main(["train", *TINY_RUN, "--run-dir", str(run_dir), "--overwrite"])
+
+    assert status == 130
+    # Only the new run's options were written before the interruption.
+    assert sorted(path.name for path in run_dir.iterdir()) == [
+        "notes.txt", "train_options.json",
+    ]
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_interrupted_training_exits_130_and_says_how_to_resume(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(training.ADPTrainer, "fit", _interrupt)
+
+    status = cli.main(["train", *TINY_RUN, "--run-dir", str(tmp_path / "run")])
+
+    assert status == 130
+    error = capsys.readouterr().err
+    command = " ".join(["train", *TINY_RUN, "--run-dir", str(tmp_path / "run")])
+    assert f"keras-adp {command} --resume" in error
+
+
+def test_library_value_error_exits_1_with_one_line(tmp_path, capsys):
+    status = cli.main(
+        ["train", "--limit", "64", "--epochs", "2", "--warmup-epochs", "2",
+         "--run-dir", str(tmp_path / "run")]
+    )
+
+    assert status == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: Expected `epochs` > warmup_epochs=2")
+    assert error.count("\n") == 1
+
+
+def test_data_dir_with_the_embedded_dataset_is_an_error(tmp_path, capsys):
+    status = cli.main(
+        ["train", "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "run")]
+    )
+
+    assert status == 1
+    assert "bundled" in capsys.readouterr().err
+
+
+def test_failed_parity_is_recorded_with_the_measured_errors(monkeypatch):
+    measured = export.VerifyResult(
+        max_abs_error=0.5, top1_agreement=0.6, num_samples=10,
+        quantization="int8", atol=math.inf, rtol=0.0, min_top1_agreement=0.0,
+    )
+
+    def verify(path, model, inputs, atol=None, min_top1_agreement=None):
+        if atol is None:
+            raise export.TFLiteMismatchError("top1_agreement=0.6000 is below 0.9")
+        return measured
+
+    monkeypatch.setattr(export, "verify_tflite", verify)
+
+    parity = cli._parity("m.tflite", None, None)
+
+    assert parity["passed"] is False
+    assert parity["top1_agreement"] == 0.6
+    assert "below 0.9" in parity["message"]
+
+
+# ---------------------------------------------------------------------------
+# keras-adp export
+
+
+@pytest.fixture(scope="module")
+def calibration_file(tmp_path_factory):
+    """The first 64 preprocessed training inputs of the tiny run, as .npy."""
+    splits = data.load_dataset("embedded", limit=256)
+    path = tmp_path_factory.mktemp("calibration") / "inputs.npy"
+    np.save(path, data.calibration_batch(splits, num_samples=64))
+    return path
+
+
+@pytest.mark.parametrize("quantization", ["float32", "int8"])
+def test_export_writes_tflite_and_prints_size_parity_and_latency(
+    trained_run, calibration_file, tmp_path, capsys, quantization
+):
+    out = tmp_path / f"small_{quantization}.tflite"
+
+    status = cli.main(
+        ["export", str(trained_run[0] / "model.keras"),
+         "--quantization", quantization,
+         "--calibration", str(calibration_file),
+         "--out", str(out), "--runs", "5"]
+    )
+
+    assert status == 0
+    assert out.stat().st_size > 0
+    stdout = capsys.readouterr().out
+    assert f"size: {out.stat().st_size:,} bytes" in stdout
+    assert f"parity ({quantization}, 64 calibration samples): ok" in stdout
+    assert "latency:" in stdout
+
+
+@pytest.mark.slow
+def test_export_without_calibration_checks_parity_on_random_inputs(
+    trained_run, tmp_path, capsys
+):
+    model_path = shutil.copy(trained_run[0] / "model.keras", tmp_path / "m.keras")
+
+    status = cli.main(["export", str(model_path), "--runs", "5"])
+
+    assert status == 0
+    assert (tmp_path / "m_float32.tflite").is_file()
+    assert "random inputs): ok" in capsys.readouterr().out
+
+
+def test_export_of_a_missing_model_exits_1_with_message(tmp_path, capsys):
+    status = cli.main(["export", str(tmp_path / "missing.keras")])
+
+    assert status == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: Expected a saved Keras model file.")
+    assert "missing.keras" in error
+    assert error.count("\n") == 1
+
+
+def test_int8_export_without_calibration_exits_1(trained_run, capsys):
+    status = cli.main(
+        ["export", str(trained_run[0] / "model.keras"), "--quantization", "int8"]
+    )
+
+    assert status == 1
+    assert "--calibration" in capsys.readouterr().err
+
+
+def test_npz_calibration_with_several_unnamed_arrays_exits_1(
+    trained_run, tmp_path, capsys
+):
+    path = tmp_path / "inputs.npz"
+    np.savez(path, a=np.zeros((2, 28, 28, 1)), b=np.zeros(2))
+
+    status = cli.main(
+        ["export", str(trained_run[0] / "model.keras"), "--calibration", str(path)]
+    )
+
+    assert status == 1
+    assert "named 'x'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# keras-adp report
+
+
+def test_report_regenerates_markdown_and_plots(trained_run, tmp_path, capsys):
+    run_dir = copy_run(trained_run[0], tmp_path)
+    markdown = (run_dir / report.REPORT_MD).read_text()
+    for name in [report.REPORT_MD, *report.PLOT_FILES.values()]:
+        (run_dir / name).unlink()
+
+    status = cli.main(["report", str(run_dir)])
+
+    assert status == 0
+    assert (run_dir / report.REPORT_MD).read_text() == markdown
+    for name in report.PLOT_FILES.values():
+        assert (run_dir / name).stat().st_size > 0
+    assert "| Parameters |" in capsys.readouterr().out
+
+
+def test_report_of_an_unfinished_run_reads_its_checkpoint(
+    trained_run, tmp_path, capsys
+):
+    run_dir = copy_run(trained_run[0], tmp_path)
+    (run_dir / report.REPORT_JSON).unlink()
+
+    status = cli.main(["report", str(run_dir)])
+
+    assert status == 0
+    assert "read checkpoint-0003/state.json" in capsys.readouterr().out
+    markdown = (run_dir / report.REPORT_MD).read_text()
+    assert "Built from checkpoint `checkpoint-0003/state.json`" in markdown
+    assert not (run_dir / report.REPORT_JSON).exists()
+
+
+def test_report_of_a_missing_directory_exits_1(tmp_path, capsys):
+    status = cli.main(["report", str(tmp_path / "nowhere")])
+
+    assert status == 1
+    assert capsys.readouterr().err.startswith("error: Expected a run directory.")
+
+
+# ---------------------------------------------------------------------------
+# Usage and help.
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["train", "--bogus"],
+        ["train", "--epochs", "0"],
+        ["train", "--width", "-1"],
+        ["train", "--model", "alexnet"],
+        ["export"],
+        ["export", "m.keras", "--quantization", "int4"],
+        ["report"],
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    assert cli.main(argv) == 2
+    assert "usage: keras-adp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["export"], ["report"]])
+def test_help_describes_each_command(command, capsys):
+    assert cli.main([*command, "--help"]) == 0
+    help_text = capsys.readouterr().out
+    assert help_text.startswith("usage: keras-adp")
+    if command:
+        assert "examples:" in help_text
+
+
+def test_train_help_lists_the_files_of_a_run(capsys):
+    cli.main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    for name in ["model.keras", "model_int8.tflite", "report.md", "widths.png"]:
+        assert name in help_text
+
+
+@pytest.mark.slow
+def test_module_runs_as_a_program():
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_adp.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0
+    assert "train" in completed.stdout and "export" in completed.stdout

@@ -1,0 +1,113 @@
+"""Runs every example top to bottom with `--smoke`, each in a fresh process.
+
+The quickstart and the TFLite export run by default (about a minute each on
+2 CPU cores); the CIFAR examples and the tfmot comparison are marked `slow`
+(run them with `pytest -m slow tests/test_examples.py`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+TIMEOUT_SECONDS = 900
+
+HAS_TFMOT = all(
+    importlib.util.find_spec(name) is not None
+    for name in ("tensorflow_model_optimization", "tf_keras")
+)
+
+
+def run_example(name: str, cwd: pathlib.Path) -> str:
+    """Runs `examples/<name> --smoke`; returns its stdout, fails with its tail."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), "--smoke"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert completed.returncode == 0, (
+        f"examples/{name} --smoke exited with {completed.returncode}.\n"
+        f"--- stdout (end) ---\n{completed.stdout[-3000:]}\n"
+        f"--- stderr (end) ---\n{completed.stderr[-3000:]}"
+    )
+    return completed.stdout
+
+
+def load_benchmark():
+    path = REPO / "benchmarks" / "compare_tfmot.py"
+    spec = importlib.util.spec_from_file_location("tfmot_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quickstart_smoke_reports_density_and_pruning(tmp_path):
+    output = run_example("quickstart.py", tmp_path)
+    assert "epoch  1" in output  # The per-epoch density table.
+    assert "width 8 ->" in output
+    assert "fewer parameters" in output
+    assert "1 pruning step(s)" in output
+
+
+def test_export_tflite_smoke_verifies_and_benchmarks_all_files(tmp_path):
+    output = run_example("export_tflite.py", tmp_path)
+    for name in ("dense", "pruned"):
+        for mode in ("float32", "int8"):
+            assert f"{name}_{mode}.tflite: verified on" in output
+    assert "float32: the pruned model runs" in output
+    assert "int8: the pruned model runs" in output
+
+
+@pytest.mark.slow
+def test_vgg19_cifar10_smoke_prunes(tmp_path):
+    output = run_example("vgg19_cifar10.py", tmp_path)
+    assert "test accuracy of the pruned VGG-19" in output
+    assert "pruning step after epoch 2" in output
+
+
+@pytest.mark.slow
+def test_resnet18_cifar100_smoke_prunes(tmp_path):
+    output = run_example("resnet18_cifar100.py", tmp_path)
+    assert "top-5 accuracy" in output
+    assert "stage2_block1_shortcut_conv" in output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAS_TFMOT, reason="needs tensorflow-model-optimization and tf-keras")
+def test_compare_tfmot_smoke_prints_the_three_rows(tmp_path):
+    output = run_example("compare_tfmot.py", tmp_path)
+    rows = [line.split("|")[0].strip() for line in output.splitlines() if "|" in line]
+    assert {"dense", "ADP", "tfmot"} <= set(rows)
+
+
+def test_matching_sparsity_leaves_the_adp_parameter_count_nonzero():
+    benchmark = load_benchmark()
+    settings = benchmark.Settings(width=0.25)
+    dense = benchmark.build_model(settings)
+    kernels = benchmark.kernel_params(dense)
+    others = dense.count_params() - kernels
+    adp_params = others + kernels // 3
+    sparsity = benchmark.matching_sparsity(dense, adp_params)
+    np.testing.assert_allclose(others + (1 - sparsity) * kernels, adp_params)
+
+
+def test_compare_tfmot_quick_settings_keep_explicit_options():
+    benchmark = load_benchmark()
+    settings, _ = benchmark.parse_args(["--quick", "--epochs", "4"])
+    quick = benchmark.Settings.quick()
+    assert settings.epochs == 4
+    assert settings.train_samples == quick.train_samples
+    assert benchmark.parse_args([])[0] == benchmark.Settings()
