@@ -7,11 +7,16 @@ for the same epochs, batch size, optimizer (Adam), batch-norm momentum
 
 1. dense baseline: Keras 3, plain `model.fit`.
 2. ADP: Keras 3, `keras_adp.ADPTrainer` (channels are removed while
-   training; the result is a physically smaller model).
+   training; the result is a physically smaller model). Policy: after
+   `--warmup-epochs` dense epochs, prune at the end of each epoch, at most
+   `--prune-steps` times. (With batch normalization before each ReLU the
+   density stays near 0.5, so each step roughly halves every layer; without
+   the cap, pruning would go on until the 4-channel minimum.)
 3. tfmot: tf-keras (Keras 2) with `prune_low_magnitude` and a
    `PolynomialDecay` schedule from 0 to the sparsity that leaves exactly as
-   many non-zero parameters as the ADP model has parameters, then
-   `strip_pruning` (the result is the dense architecture with zeros).
+   many non-zero parameters as the ADP model has parameters, ramped up over
+   the epochs in which ADP prunes, then `strip_pruning` (the result is the
+   dense architecture with zeros).
 
 tfmot only runs on tf-keras, which cannot share a process with Keras 3, so
 run 3 happens in `benchmarks/tfmot_worker.py`, started with
@@ -22,7 +27,8 @@ are measured here with `keras_adp.export.benchmark_tflite` (one thread).
 Requires `pip install "tensorflow-model-optimization>=0.8" tf-keras` with
 the tf-keras release matching TensorFlow (tf-keras 2.21.* for TF 2.21), and
 the Fashion-MNIST IDX files (`keras_adp.data.read_fashion_mnist_idx`, e.g.
-Debian's `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist).
+Debian's `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist), or
+`--dataset embedded` for the 6,000-image subset bundled with keras_adp.
 
     python benchmarks/compare_tfmot.py                  # ~10-15 min, 2 cores
     python benchmarks/compare_tfmot.py --quick          # ~2-3 min
@@ -73,6 +79,7 @@ class Settings:
     test_samples: int = 10000
     epochs: int = 6
     warmup_epochs: int = 2
+    prune_steps: int = 2
     width: float = 0.5
     batch_size: int = 128
     learning_rate: float = 1e-3
@@ -87,7 +94,7 @@ class Settings:
     def quick(cls, **overrides) -> "Settings":
         values = dict(
             train_samples=3000, test_samples=2000, epochs=3, warmup_epochs=1,
-            latency_runs=100,
+            prune_steps=1, latency_runs=100,
         )
         values.update(overrides)
         return cls(**values)
@@ -199,7 +206,10 @@ def train_adp(settings, arrays, initial_weights):
     """Run 2: returns (`ADPResult`, fit wall seconds)."""
     model = build_model(settings, initial_weights)
     trainer = keras_adp.ADPTrainer(
-        keras_adp.ADPPolicy(warmup_epochs=settings.warmup_epochs),
+        keras_adp.ADPPolicy(
+            warmup_epochs=settings.warmup_epochs,
+            max_prune_steps=settings.prune_steps,
+        ),
         seed=settings.seed,
         verbose=settings.verbose,
     )
@@ -243,9 +253,10 @@ def train_tfmot(settings, arrays, initial, target_sparsity, work_dir) -> dict:
         "bn_momentum": settings.bn_momentum,
         "seed": settings.seed,
         "target_sparsity": target_sparsity,
-        # Same warm-up as ADP; the last epoch fine-tunes at final sparsity.
+        # Sparsity ramps up while ADP prunes: from the end of the warm-up to
+        # the end of the epoch of ADP's last pruning step (at least one epoch).
         "begin_epoch": settings.warmup_epochs,
-        "end_epoch": max(settings.warmup_epochs + 1, settings.epochs - 1),
+        "end_epoch": settings.warmup_epochs + max(1, settings.prune_steps - 1),
         "pruning_frequency": max(
             1, -(-settings.train_samples // settings.batch_size) // 4
         ),
@@ -451,6 +462,10 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
     parser.add_argument("--warmup-epochs", type=int,
                         help=default("warmup_epochs") + "; dense epochs before "
                         "ADP's first pruning step and tfmot's first mask")
+    parser.add_argument("--prune-steps", type=int,
+                        help=default("prune_steps") + "; most ADP pruning "
+                        "steps (ADPPolicy.max_prune_steps), one per epoch "
+                        "after the warm-up")
     parser.add_argument("--latency-runs", type=int, help=default("latency_runs"))
     parser.add_argument("--width", type=float, default=defaults.width,
                         help="vgg_small width multiplier (default %(default)s)")
@@ -479,7 +494,7 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
     overrides = {
         key: getattr(args, key)
         for key in ("train_samples", "test_samples", "epochs", "warmup_epochs",
-                    "latency_runs")
+                    "prune_steps", "latency_runs")
         if getattr(args, key) is not None
     }
     overrides.update(
@@ -489,11 +504,17 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
         dataset=args.dataset, data_dir=args.data_dir, verbose=args.verbose,
     )
     settings = Settings.quick(**overrides) if args.quick else Settings(**overrides)
-    if settings.epochs <= settings.warmup_epochs + 1:
+    for name in ("train_samples", "test_samples", "epochs", "prune_steps",
+                 "batch_size", "latency_runs"):
+        if getattr(settings, name) < 1:
+            parser.error(f"Expected --{name.replace('_', '-')} >= 1. Received: "
+                         f"{getattr(settings, name)}.")
+    needed = settings.warmup_epochs + settings.prune_steps + 1
+    if settings.epochs < needed:
         parser.error(
-            f"Expected --epochs > --warmup-epochs + 1 so that ADP prunes and "
-            f"tfmot fine-tunes. Received: epochs={settings.epochs}, "
-            f"warmup_epochs={settings.warmup_epochs}."
+            f"Expected --epochs >= --warmup-epochs + --prune-steps + 1 = "
+            f"{needed}, so that every pruning step is followed by training. "
+            f"Received: epochs={settings.epochs}."
         )
     return settings, args
 

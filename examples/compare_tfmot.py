@@ -104,7 +104,7 @@ except FileNotFoundError:
 if args.smoke:
     settings = benchmark.Settings(
         dataset="embedded", train_samples=256, test_samples=128, epochs=3,
-        warmup_epochs=1, width=0.25, latency_runs=10, verbose=0,
+        warmup_epochs=1, prune_steps=1, width=0.25, latency_runs=10, verbose=0,
     )
 else:
     settings = benchmark.Settings.quick(
@@ -132,8 +132,11 @@ print(f"{keras_adp.metrics.count_params(initial):,} parameters")
 """
 ## Train
 
-First the dense baseline and ADP, both in this process (Keras 3). ADP uses
-the default interval policy after `warmup_epochs` dense epochs.
+First the dense baseline and ADP, both in this process (Keras 3). ADP trains
+`warmup_epochs` dense epochs, then prunes at the end of each epoch, at most
+`prune_steps` times (`ADPPolicy(max_prune_steps=...)`): with batch
+normalization before each ReLU the density stays near 0.5, so every step
+about halves each layer.
 """
 
 dense, dense_seconds = benchmark.train_dense(settings, arrays, initial_weights)
@@ -165,8 +168,8 @@ pruned.fit(x_train, y_train, ...,
 final = tfmot.sparsity.keras.strip_pruning(pruned)
 ```
 
-Sparsity ramps up from the end of the same warm-up as ADP's to the end of
-the second-to-last epoch; the last epoch trains at the final sparsity.
+Sparsity ramps up over the epochs in which ADP prunes, from the end of the
+same warm-up; the remaining epochs train at the final sparsity.
 """
 
 tfmot = benchmark.train_tfmot(

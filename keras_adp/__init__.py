@@ -6,6 +6,7 @@ Pipeline: graph analysis (`channel_groups`) -> density (`measure_density`,
 """
 
 from keras_adp import data, metrics, models
+from keras_adp.callbacks import ActivationDensity
 from keras_adp.density import Density, measure_density
 from keras_adp.export import benchmark_tflite, export_tflite, verify_tflite
 from keras_adp.graph import ChannelGroup, channel_groups

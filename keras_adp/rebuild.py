@@ -161,9 +161,7 @@ def _clone(
             config = handler.config(layer, config, keep_in[0], keep_out)
         config, initializers = _defer_initializers(layer, config)
         new_layer = layer.__class__.from_config(config)
-        for key, value in initializers.items():
-            setattr(new_layer, key, value)  # Applies to later re-builds only.
-        pairs.append((layer, new_layer))
+        pairs.append((layer, new_layer, initializers))
         return new_layer
 
     keep_in = plan.get(id(model), ([None] * len(model.inputs), None))[0]
@@ -179,20 +177,33 @@ def _clone(
         for tensor, kept in zip(model.inputs, keep_in)
     ]
     if isinstance(model, keras.Sequential):
-        input_tensors = input_tensors[0]
+        # Built here rather than by clone_model, which would also re-compile
+        # the copy from its serialized compile config (and fail on custom,
+        # unregistered losses or metrics).
+        new_model = keras.Sequential(
+            [input_tensors[0]] + [clone_function(layer) for layer in model.layers],
+            name=model.name,
+        )
     else:
-        # Keep the structure (and the input layers' names).
-        input_tensors = keras.tree.pack_sequence_as(model.input, input_tensors)
-    new_model = keras.models.clone_model(
-        model, input_tensors=input_tensors, clone_function=clone_function
-    )
+        source = model
+        if getattr(model, "compiled", False):
+            # An uncompiled view over the same graph, for the same reason.
+            source = keras.Model(model.input, model.output, name=model.name)
+        new_model = keras.models.clone_model(
+            source,
+            # Keep the structure (and the input layers' names).
+            input_tensors=keras.tree.pack_sequence_as(source.input, input_tensors),
+            clone_function=clone_function,
+        )
     if not model.trainable:
         new_model.trainable = False
     return new_model
 
 
 def _transfer_weights(pairs: list, plan: dict) -> None:
-    for old, new in pairs:
+    for old, new, initializers in pairs:
+        for key, value in initializers.items():
+            setattr(new, key, value)  # Built already: only config and rebuilds.
         if not old.weights:
             continue
         weights = {w.name: np.asarray(w.numpy()) for w in old.weights}
@@ -223,7 +234,7 @@ class Rebuild:
 
     def new_variable_for(self, old_variable) -> Any:
         """The new model's variable that replaces `old_variable`, or None."""
-        for old, new in self._pairs:
+        for old, new, _ in self._pairs:
             for index, weight in enumerate(old.weights):
                 if weight is old_variable:
                     return new.weights[index]
@@ -235,7 +246,7 @@ class Rebuild:
         Used for optimizer state (momentum, Adam moments), which has the
         shape of the weight it belongs to.
         """
-        for old, _ in self._pairs:
+        for old, _, _ in self._pairs:
             for weight in old.weights:
                 if weight is not old_variable:
                     continue
@@ -310,7 +321,9 @@ def prune_channels(
         A new model of the same class and layer names, with smaller layers
         and the retained weights copied exactly. Layers' dtype policies and
         `trainable` flags are kept. If `model` was compiled, the new model is
-        compiled from the same compile config (with a fresh optimizer).
+        compiled with the same loss, metrics and options and a fresh
+        optimizer of the same configuration (`ADPTrainer` also carries the
+        optimizer's state across).
 
     Raises:
         ValueError: for a subclassed model, or an invalid `keep` (unknown
@@ -327,4 +340,11 @@ def prune_channels(
     >>> small.get_layer("c1").filters
     3
     """
-    return rebuild(model, keep, strict=strict).model
+    new_model = rebuild(model, keep, strict=strict).model
+    if getattr(model, "compiled", False) and model.optimizer is not None:
+        from keras_adp import optimizers
+
+        optimizers.compile_like(
+            model, new_model, optimizers.fresh_optimizer(model.optimizer)
+        )
+    return new_model

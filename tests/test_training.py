@@ -70,7 +70,7 @@ def _model(optimizer=None, compile=True):
 
 @keras.saving.register_keras_serializable(package="keras_adp_tests")
 def max_logit(y_true, y_pred):
-    """A custom metric (registered: see the xfail test below)."""
+    """A custom metric function."""
     return keras.ops.max(y_pred, axis=-1)
 
 
@@ -529,13 +529,6 @@ def test_reinitialize_rebuilds_with_fresh_weights_and_optimizer(tmp_path):
     assert int(resumed.model.optimizer.iterations) == SAMPLES // BATCH_SIZE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="rebuild.py: keras.models.clone_model recompiles the clone from "
-    "the serialized compile config, which fails for unregistered custom "
-    "losses and metrics",
-)
 def test_fit_with_unregistered_custom_metric():
     model = _model()
     model.compile(
