@@ -241,6 +241,10 @@ def export_tflite(
     os.close(descriptor)
     try:
         _convert(model, temp_name, options)
+        # mkstemp creates the file 0600; give it the usual umask permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_name, 0o666 & ~umask)
         os.replace(temp_name, path)
     except BaseException:
         if os.path.exists(temp_name):
