@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -553,6 +553,109 @@ def _check_model(model: Any) -> None:
     raise ValueError(
         f"Expected a keras.Model. Received: {type(model).__name__}."
     )
+
+
+# ------------------------------------------------------------ layer calls
+class LayerCall(NamedTuple):
+    """One call of a leaf layer in a model graph.
+
+    Args:
+        path: Layer name prefixed with the names of enclosing sub-models,
+            e.g. `"block/conv"`.
+        layer: The called layer (or non-layer operation).
+        input_shapes: Shapes of the call's input tensors, flattened.
+        output_shapes: Shapes of the call's output tensors, flattened.
+    """
+
+    path: str
+    layer: Any
+    input_shapes: tuple[tuple, ...]
+    output_shapes: tuple[tuple, ...]
+
+
+def _functional_graph(model: Any) -> Any:
+    """Returns the Functional graph of `model`, or `None` if it has none."""
+    if isinstance(model, keras.Sequential):
+        return model._functional
+    if hasattr(model, "_nodes_by_depth"):
+        return model
+    return None
+
+
+def layer_calls(model: keras.Model) -> list[LayerCall]:
+    """Lists the leaf layer calls of a model graph, in execution order.
+
+    Mirrors `keras/src/ops/function.py: Function._run_through_graph()`: depth
+    keys in reverse order, input nodes and nodes whose inputs are not computed
+    from the model inputs skipped. Nested Functional / `Sequential` models are
+    recursed into. Shapes are taken from the recorded graph; when a sub-model
+    is called on shapes other than those it was built on (e.g. built on
+    `(None, None, 3)`, called on `(8, 8, 3)`), they are re-derived with
+    `compute_output_spec`.
+
+    Args:
+        model: A built Functional or `Sequential` model.
+
+    Returns:
+        One `LayerCall(path, layer, input_shapes, output_shapes)` per call.
+    """
+    graph = _functional_graph(model)
+    if graph is None:
+        raise ValueError(
+            "Expected a built Functional or Sequential model, whose layer "
+            f"graph can be walked. Received: model={model.name!r} of type "
+            f"{type(model).__name__}. Build it with `keras.Input` (or call "
+            "`Sequential.build(input_shape)`); subclassed models have no graph."
+        )
+
+    calls = []
+
+    def walk(graph: Any, input_tensors: list, prefix: str) -> list:
+        """Appends the calls of `graph` to `calls`; returns its outputs."""
+        tensor_dict = {
+            id(ref): actual for ref, actual in zip(graph.inputs, input_tensors)
+        }
+        for depth in sorted(graph._nodes_by_depth, reverse=True):
+            for node in graph._nodes_by_depth[depth]:
+                if not node.operation or node.is_input:
+                    continue
+                if any(id(x) not in tensor_dict for x in node.input_tensors):
+                    continue
+                operation = node.operation
+                inputs = [tensor_dict[id(x)] for x in node.input_tensors]
+                shapes_as_recorded = all(
+                    tuple(actual.shape) == tuple(ref.shape)
+                    for actual, ref in zip(inputs, node.input_tensors)
+                )
+                inner_graph = _functional_graph(operation)
+                if inner_graph is not None:
+                    outputs = walk(
+                        inner_graph, inputs, f"{prefix}{operation.name}/"
+                    )
+                else:
+                    if shapes_as_recorded:
+                        outputs = node.outputs
+                    else:
+                        args, kwargs = node.arguments.fill_in(tensor_dict)
+                        outputs = keras.tree.flatten(
+                            operation.compute_output_spec(*args, **kwargs)
+                        )
+                    calls.append(
+                        LayerCall(
+                            path=f"{prefix}{operation.name}",
+                            layer=operation,
+                            input_shapes=tuple(tuple(x.shape) for x in inputs),
+                            output_shapes=tuple(
+                                tuple(x.shape) for x in outputs
+                            ),
+                        )
+                    )
+                for ref, actual in zip(node.outputs, outputs):
+                    tensor_dict[id(ref)] = actual
+        return [tensor_dict[id(ref)] for ref in graph.outputs]
+
+    walk(graph, list(graph.inputs), "")
+    return calls
 
 
 def get_layer(model: keras.Model, qualified_name: str) -> keras.layers.Layer:

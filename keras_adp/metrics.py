@@ -54,9 +54,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import keras
+
+from keras_adp import graph as graph_lib
 
 # A tensor shape, batch dimension first, e.g. `(None, 8, 8, 3)`.
 Shape = tuple[int | None, ...]
@@ -137,7 +139,7 @@ def layer_costs(model: keras.Model) -> list[LayerCost]:
     """
     costs = []
     counted_layers = set()
-    for call in _layer_calls(model):
+    for call in graph_lib.layer_calls(model):
         params = 0
         if id(call.layer) not in counted_layers:
             counted_layers.add(id(call.layer))
@@ -265,7 +267,7 @@ def _layer_params(layer: Any) -> int:
 # ---------------------------------------------------------------------------
 
 
-def _known_size(shape: Shape, call: _LayerCall) -> int:
+def _known_size(shape: Shape, call: graph_lib.LayerCall) -> int:
     """Product of the non-batch dimensions of `shape`, which must be known."""
     if any(dim is None for dim in shape[1:]):
         raise ValueError(
@@ -278,7 +280,7 @@ def _known_size(shape: Shape, call: _LayerCall) -> int:
 
 
 def _channels_and_positions(
-    shape: Shape, data_format: str, call: _LayerCall
+    shape: Shape, data_format: str, call: graph_lib.LayerCall
 ) -> tuple[int, int]:
     """Splits a shape into `(channels, product of spatial dimensions)`."""
     _known_size(shape, call)
@@ -287,13 +289,13 @@ def _channels_and_positions(
     return shape[1], math.prod(shape[2:])
 
 
-def _bias_additions(call: _LayerCall) -> int:
+def _bias_additions(call: graph_lib.LayerCall) -> int:
     if not getattr(call.layer, "use_bias", False):
         return 0
     return _known_size(call.output_shapes[0], call)
 
 
-def _count_conv(call: _LayerCall) -> tuple[int, int]:
+def _count_conv(call: graph_lib.LayerCall) -> tuple[int, int]:
     layer = call.layer
     in_channels, _ = _channels_and_positions(
         call.input_shapes[0], layer.data_format, call
@@ -310,7 +312,7 @@ def _count_conv(call: _LayerCall) -> tuple[int, int]:
     return macs, _bias_additions(call)
 
 
-def _count_conv_transpose(call: _LayerCall) -> tuple[int, int]:
+def _count_conv_transpose(call: graph_lib.LayerCall) -> tuple[int, int]:
     layer = call.layer
     in_channels, in_positions = _channels_and_positions(
         call.input_shapes[0], layer.data_format, call
@@ -324,7 +326,7 @@ def _count_conv_transpose(call: _LayerCall) -> tuple[int, int]:
     return macs, _bias_additions(call)
 
 
-def _depthwise_macs(call: _LayerCall) -> tuple[int, int, int]:
+def _depthwise_macs(call: graph_lib.LayerCall) -> tuple[int, int, int]:
     """Returns (depthwise MACs, in_channels, out_positions)."""
     layer = call.layer
     in_channels, _ = _channels_and_positions(
@@ -342,12 +344,12 @@ def _depthwise_macs(call: _LayerCall) -> tuple[int, int, int]:
     return macs, in_channels, out_positions
 
 
-def _count_depthwise_conv(call: _LayerCall) -> tuple[int, int]:
+def _count_depthwise_conv(call: graph_lib.LayerCall) -> tuple[int, int]:
     macs, _, _ = _depthwise_macs(call)
     return macs, _bias_additions(call)
 
 
-def _count_separable_conv(call: _LayerCall) -> tuple[int, int]:
+def _count_separable_conv(call: graph_lib.LayerCall) -> tuple[int, int]:
     layer = call.layer
     depthwise, in_channels, out_positions = _depthwise_macs(call)
     pointwise = (
@@ -356,32 +358,32 @@ def _count_separable_conv(call: _LayerCall) -> tuple[int, int]:
     return depthwise + pointwise, _bias_additions(call)
 
 
-def _count_dense(call: _LayerCall) -> tuple[int, int]:
+def _count_dense(call: graph_lib.LayerCall) -> tuple[int, int]:
     input_size = _known_size(call.input_shapes[0], call)
     # prod(leading non-batch dims) * in_features == prod(non-batch dims).
     return input_size * call.layer.units, _bias_additions(call)
 
 
-def _count_batch_normalization(call: _LayerCall) -> tuple[int, int]:
+def _count_batch_normalization(call: graph_lib.LayerCall) -> tuple[int, int]:
     return _known_size(call.output_shapes[0], call), 0
 
 
-def _count_pooling(call: _LayerCall) -> tuple[int, int]:
+def _count_pooling(call: graph_lib.LayerCall) -> tuple[int, int]:
     output_size = _known_size(call.output_shapes[0], call)
     return 0, output_size * math.prod(call.layer.pool_size)
 
 
-def _count_global_pooling(call: _LayerCall) -> tuple[int, int]:
+def _count_global_pooling(call: graph_lib.LayerCall) -> tuple[int, int]:
     return 0, _known_size(call.input_shapes[0], call)
 
 
-def _count_merge(call: _LayerCall) -> tuple[int, int]:
+def _count_merge(call: graph_lib.LayerCall) -> tuple[int, int]:
     output_size = _known_size(call.output_shapes[0], call)
     return 0, (len(call.input_shapes) - 1) * output_size
 
 
 _L = keras.layers
-_COUNTERS: dict[type, Callable[[_LayerCall], tuple[int, int]]] = {
+_COUNTERS: dict[type, Callable[[graph_lib.LayerCall], tuple[int, int]]] = {
     **dict.fromkeys((_L.Conv1D, _L.Conv2D, _L.Conv3D), _count_conv),
     **dict.fromkeys(
         (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose),
@@ -425,118 +427,10 @@ _COUNTERS: dict[type, Callable[[_LayerCall], tuple[int, int]]] = {
 del _L
 
 
-def _call_counts(call: _LayerCall) -> tuple[int, int]:
+def _call_counts(call: graph_lib.LayerCall) -> tuple[int, int]:
     """Returns `(macs, additions)` of one call; `(0, 0)` for other layers."""
     for cls in type(call.layer).__mro__:
         counter = _COUNTERS.get(cls)
         if counter is not None:
             return counter(call)
     return 0, 0
-
-
-# ---------------------------------------------------------------------------
-# Graph access: the only code in this module touching private Keras graph
-# attributes (`Sequential._functional`, `Functional._nodes_by_depth`, `Node`).
-# ---------------------------------------------------------------------------
-
-
-class _LayerCall(NamedTuple):
-    """One call of a leaf layer in a model graph.
-
-    Args:
-        path: Layer name prefixed with the names of enclosing sub-models,
-            e.g. `"block/conv"`.
-        layer: The called layer (or non-layer operation).
-        input_shapes: Shapes of the call's input tensors, flattened.
-        output_shapes: Shapes of the call's output tensors, flattened.
-    """
-
-    path: str
-    layer: Any
-    input_shapes: tuple[Shape, ...]
-    output_shapes: tuple[Shape, ...]
-
-
-def _functional_graph(model: Any) -> Any:
-    """Returns the Functional graph of `model`, or `None` if it has none."""
-    if isinstance(model, keras.Sequential):
-        return model._functional
-    if hasattr(model, "_nodes_by_depth"):
-        return model
-    return None
-
-
-def _layer_calls(model: keras.Model) -> list[_LayerCall]:
-    """Lists the leaf layer calls of a model graph, in execution order.
-
-    Mirrors `keras/src/ops/function.py: Function._run_through_graph()`: depth
-    keys in reverse order, input nodes and nodes whose inputs are not computed
-    from the model inputs skipped. Nested Functional / `Sequential` models are
-    recursed into. Shapes are taken from the recorded graph; when a sub-model
-    is called on shapes other than those it was built on (e.g. built on
-    `(None, None, 3)`, called on `(8, 8, 3)`), they are re-derived with
-    `compute_output_spec`.
-
-    Args:
-        model: A built Functional or `Sequential` model.
-
-    Returns:
-        One `_LayerCall(path, layer, input_shapes, output_shapes)` per call.
-    """
-    graph = _functional_graph(model)
-    if graph is None:
-        raise ValueError(
-            "Expected a built Functional or Sequential model, whose layer "
-            f"graph can be walked. Received: model={model.name!r} of type "
-            f"{type(model).__name__}. Build it with `keras.Input` (or call "
-            "`Sequential.build(input_shape)`); subclassed models have no graph."
-        )
-
-    calls = []
-
-    def walk(graph: Any, input_tensors: list, prefix: str) -> list:
-        """Appends the calls of `graph` to `calls`; returns its outputs."""
-        tensor_dict = {
-            id(ref): actual for ref, actual in zip(graph.inputs, input_tensors)
-        }
-        for depth in sorted(graph._nodes_by_depth, reverse=True):
-            for node in graph._nodes_by_depth[depth]:
-                if not node.operation or node.is_input:
-                    continue
-                if any(id(x) not in tensor_dict for x in node.input_tensors):
-                    continue
-                operation = node.operation
-                inputs = [tensor_dict[id(x)] for x in node.input_tensors]
-                shapes_as_recorded = all(
-                    tuple(actual.shape) == tuple(ref.shape)
-                    for actual, ref in zip(inputs, node.input_tensors)
-                )
-                inner_graph = _functional_graph(operation)
-                if inner_graph is not None:
-                    outputs = walk(
-                        inner_graph, inputs, f"{prefix}{operation.name}/"
-                    )
-                else:
-                    if shapes_as_recorded:
-                        outputs = node.outputs
-                    else:
-                        args, kwargs = node.arguments.fill_in(tensor_dict)
-                        outputs = keras.tree.flatten(
-                            operation.compute_output_spec(*args, **kwargs)
-                        )
-                    calls.append(
-                        _LayerCall(
-                            path=f"{prefix}{operation.name}",
-                            layer=operation,
-                            input_shapes=tuple(tuple(x.shape) for x in inputs),
-                            output_shapes=tuple(
-                                tuple(x.shape) for x in outputs
-                            ),
-                        )
-                    )
-                for ref, actual in zip(node.outputs, outputs):
-                    tensor_dict[id(ref)] = actual
-        return [tensor_dict[id(ref)] for ref in graph.outputs]
-
-    walk(graph, list(graph.inputs), "")
-    return calls
