@@ -699,6 +699,11 @@ def _add_export_parser(commands) -> None:
         "--runs", type=_positive_int, default=50, metavar="N",
         help="timed inferences in the latency benchmark",
     )
+    parser.add_argument(
+        "--unsafe-deserialization", action="store_true",
+        help="load models containing Lambda layers (runs code stored in the "
+        "file: only for files you trust). Off by default: Keras' safe mode",
+    )
     parser.set_defaults(handler=_export)
 
 
@@ -716,7 +721,18 @@ def _export(args: argparse.Namespace) -> int:
             "sample inputs to calibrate on. Pass --calibration embedded (or "
             "the dataset the model was trained on), or a .npy file of inputs."
         )
-    model = keras.saving.load_model(model_path, compile=False)
+    try:
+        model = keras.saving.load_model(
+            model_path, compile=False, safe_mode=not args.unsafe_deserialization
+        )
+    except ValueError as error:
+        if "lambda" not in str(error).lower():
+            raise
+        raise ValueError(
+            f"'{model_path}' contains a Lambda layer, whose Python code Keras "
+            "refuses to load in safe mode. If you trust the file, pass "
+            "--unsafe-deserialization."
+        ) from error
     out = pathlib.Path(
         args.out
         or model_path.with_name(f"{model_path.stem}_{args.quantization}.tflite")

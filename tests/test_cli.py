@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -400,3 +401,20 @@ def test_module_runs_as_a_program():
     )
     assert completed.returncode == 0
     assert "train" in completed.stdout and "export" in completed.stdout
+
+
+def test_export_refuses_lambda_model_unless_unsafe_is_passed(tmp_path, capsys):
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Lambda(lambda t: t * 2.0)(keras.layers.Dense(3)(inputs))
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    calibration = tmp_path / "x.npy"
+    np.save(calibration, np.ones((8, 4), "float32"))
+    code = cli.main(["export", str(path), "--calibration", str(calibration),
+                     "--out", str(tmp_path / "m.tflite"), "--runs", "2"])
+    assert code == 1
+    assert "--unsafe-deserialization" in capsys.readouterr().err
+    code = cli.main(["export", str(path), "--calibration", str(calibration),
+                     "--out", str(tmp_path / "m.tflite"), "--runs", "2",
+                     "--unsafe-deserialization"])
+    assert code == 0
