@@ -144,6 +144,18 @@ def _defer_initializers(layer, config: dict) -> tuple[dict, dict]:
     return config, originals
 
 
+def layer_from_config(layer, config: dict):
+    """A new layer of `layer`'s class, made from `config`.
+
+    A `Lambda` layer's function is Python code this process already runs:
+    re-creating it from its own config loads nothing untrusted, so Keras'
+    safe mode, which refuses `Lambda` configs, is off for it.
+    """
+    if isinstance(layer, keras.layers.Lambda):
+        return layer.__class__.from_config(config, safe_mode=False)
+    return layer.__class__.from_config(config)
+
+
 def _clone(
     model: keras.Model, plan: dict, pairs: list, top: bool = True
 ) -> keras.Model:
@@ -160,7 +172,7 @@ def _clone(
             handler = layer_handlers.handler_for(layer)
             config = handler.config(layer, config, keep_in[0], keep_out)
         config, initializers = _defer_initializers(layer, config)
-        new_layer = layer.__class__.from_config(config)
+        new_layer = layer_from_config(layer, config)
         pairs.append((layer, new_layer, initializers))
         return new_layer
 

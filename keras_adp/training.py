@@ -28,10 +28,27 @@ history (`state.json`); `run_dir/LATEST` names the newest one. On resume the
 model is compiled like the model passed to `fit` (so custom losses and
 metrics need no registration), and an unreadable checkpoint is reported and
 skipped for the previous one.
+
+Distribution uses TensorFlow's own engines: build and compile the model
+inside `strategy.scope()` (`tf.distribute.MirroredStrategy`,
+`MultiWorkerMirroredStrategy`) and every rebuild, recompile and checkpoint
+load happens inside `model.distribute_strategy.scope()`, so the new
+variables and the optimizer state are distributed variables of the same
+strategy. Density is measured with `predict`, whose outputs Keras gathers
+from every replica and worker, so each worker sees the counts of the whole
+calibration set and takes the same pruning decision. Only the chief writes
+checkpoints (`strategy.extended.should_checkpoint`); the other workers of a
+multi-worker run save into a temporary directory that is deleted at once,
+as TensorFlow advises, because saving may read variables synchronised on
+read, which takes every worker's part in an all-reduce. Keras 3's own `fit`
+fails under a multi-worker strategy (keras-team/keras#20585); the trainer
+works around its two bugs while its `fit` calls run
+(`_multi_worker_fit_fixes`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -39,10 +56,13 @@ import numbers
 import os
 import random
 import shutil
+import tempfile
+import warnings
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_adp import density as density_lib
 from keras_adp import graph as graph_lib
@@ -224,6 +244,19 @@ class ADPTrainer:
             Defaults to `None`.
         verbose: 0 silent, 1 Keras progress bars and one line per pruning
             step, 2 one line per epoch. Defaults to `1`.
+        safe_mode: Keras' safe mode when loading a checkpoint to resume:
+            it refuses `Lambda` layers, whose Python code is stored in the
+            file. A model with a `Lambda` layer resumes only with
+            `safe_mode=False` (for run directories you trust). Defaults to
+            `True`.
+
+    Distributed training: build and compile the model inside the
+    `strategy.scope()` of a `tf.distribute.MirroredStrategy` or
+    `MultiWorkerMirroredStrategy` and call `fit` the same way on every
+    worker. Rebuilds stay in that strategy; only the chief writes to
+    `run_dir`, which must be storage shared by all workers for
+    `resume=True`. Pass `seed` so that every worker shuffles the data the
+    same way.
 
     Example:
 
@@ -241,7 +274,10 @@ class ADPTrainer:
     ```
     """
 
-    def __init__(self, policy=None, *, run_dir=None, seed=None, verbose=1):
+    def __init__(
+        self, policy=None, *, run_dir=None, seed=None, verbose=1,
+        safe_mode=True,
+    ):
         if policy is None:
             policy = ADPPolicy()
         elif isinstance(policy, dict):
@@ -264,10 +300,16 @@ class ADPTrainer:
                 "Expected `verbose` to be 0, 1 or 2. "
                 f"Received: verbose={verbose!r}"
             )
+        if not isinstance(safe_mode, bool):
+            raise ValueError(
+                "Expected `safe_mode` to be True or False. "
+                f"Received: safe_mode={safe_mode!r}"
+            )
         self.policy = policy
         self.run_dir = None if run_dir is None else os.fspath(run_dir)
         self.seed = None if seed is None else int(seed)
         self.verbose = verbose
+        self.safe_mode = safe_mode
 
     # ----------------------------------------------------------------- fit
     def fit(
@@ -296,13 +338,31 @@ class ADPTrainer:
             calibration_data: inputs to measure density on. Defaults to the
                 first `policy.calibration_samples` samples of `x`.
             resume: continue from the last checkpoint in `run_dir` if there
-                is one. Defaults to `False`.
+                is one. Defaults to `False`: start a new run, which needs a
+                `run_dir` without checkpoints.
 
         Returns:
             An `ADPResult`.
+
+        Raises:
+            ValueError: invalid arguments, a `run_dir` that holds a previous
+                run while `resume=False`, or no readable checkpoint.
+            TrainingDivergedError: the loss became NaN or infinite.
         """
         self._validate(model, epochs, resume)
         epochs = int(epochs)
+        if (
+            self.seed is None
+            and _is_multi_worker(model.distribute_strategy)
+            and not isinstance(x, tf.data.Dataset)
+        ):
+            warnings.warn(
+                "Multi-worker training without `seed`: each worker shuffles "
+                "the arrays its own way before its shard is taken, so "
+                "workers may train on overlapping samples. Fix: pass "
+                "`ADPTrainer(seed=...)`.",
+                stacklevel=2,
+            )
         state = _RunState()
         if resume:
             loaded = self._load_checkpoint(model)
@@ -328,16 +388,20 @@ class ADPTrainer:
             if self.seed is not None:
                 _seed_epoch(model, self.seed + epoch)
             measure = _Measure(probe, calibration)
-            model.fit(
-                x,
-                y,
-                batch_size=batch_size,
-                epochs=epoch + 1,
-                initial_epoch=epoch,
-                validation_data=validation_data,
-                callbacks=[measure, *wrapped, *progress],
-                verbose=1 if self.verbose == 1 else 0,
-            )
+            with _multi_worker_fit_fixes(model):
+                model.fit(
+                    x,
+                    y,
+                    batch_size=batch_size,
+                    epochs=epoch + 1,
+                    initial_epoch=epoch,
+                    # A tf.data pipeline shuffles itself (Keras warns
+                    # otherwise).
+                    shuffle=not isinstance(x, tf.data.Dataset),
+                    validation_data=validation_data,
+                    callbacks=[measure, *wrapped, *progress],
+                    verbose=1 if self.verbose == 1 else 0,
+                )
             logs = measure.logs or {}
             if not math.isfinite(float(logs.get("loss", float("nan")))):
                 for callback in wrapped:
@@ -400,7 +464,16 @@ class ADPTrainer:
                 "Received resume=True without a `run_dir`. Fix: pass "
                 "`ADPTrainer(run_dir=...)` where the run was checkpointed."
             )
-        if self.run_dir:
+        if self.run_dir and not resume:
+            previous = _run_entries(self.run_dir)
+            if previous:
+                raise ValueError(
+                    f"Run directory '{self.run_dir}' holds a previous run "
+                    f"({', '.join(previous[:3])}). Fix: pass `resume=True` "
+                    "to continue it, or an empty `run_dir` to start a new "
+                    "run."
+                )
+        if self.run_dir and _is_chief(model.distribute_strategy):
             try:
                 os.makedirs(self.run_dir, exist_ok=True)
                 probe_file = os.path.join(self.run_dir, ".write_test")
@@ -498,15 +571,37 @@ class ADPTrainer:
                 optimizers_lib.carry_over(model, surgery.model, surgery)
                 return surgery.model, surgery
             # Same architecture, newly initialised weights, fresh optimizer.
-            fresh = keras.models.clone_model(surgery.model)
+            fresh = keras.models.clone_model(
+                surgery.model,
+                clone_function=lambda layer: rebuild_lib.layer_from_config(
+                    layer, layer.get_config()
+                ),
+            )
             optimizers_lib.carry_over(model, fresh, surgery, reset=True)
             return fresh, surgery
 
     # ---------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model, state) -> None:
+        """Checkpoint into `run_dir` on the chief, into scratch elsewhere.
+
+        Every worker of a multi-worker run saves, so that variables
+        synchronised on read (whose value is an all-reduce over workers) can
+        be read; the non-chief workers write into a temporary directory
+        that is deleted right after (TensorFlow's multi-worker guidance).
+        """
+        if _is_chief(model.distribute_strategy):
+            self._write_checkpoint(self.run_dir, model, state)
+            return
+        scratch = tempfile.mkdtemp(prefix="keras_adp_worker_")
+        try:
+            self._write_checkpoint(scratch, model, state)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _write_checkpoint(self, run_dir, model, state) -> None:
         """Write checkpoint-NNNN/ then point LATEST at it (atomic rename)."""
         name = f"checkpoint-{state.next_epoch:04d}"
-        final = os.path.join(self.run_dir, name)
+        final = os.path.join(run_dir, name)
         partial = final + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
@@ -522,12 +617,10 @@ class ADPTrainer:
             json.dump(payload, handle, default=_json_default)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(partial, final)
-        _atomic_write(os.path.join(self.run_dir, LATEST_FILE), name)
-        for old in _checkpoints(self.run_dir)[:-KEPT_CHECKPOINTS]:
+        _atomic_write(os.path.join(run_dir, LATEST_FILE), name)
+        for old in _checkpoints(run_dir)[:-KEPT_CHECKPOINTS]:
             if old != name:
-                shutil.rmtree(
-                    os.path.join(self.run_dir, old), ignore_errors=True
-                )
+                shutil.rmtree(os.path.join(run_dir, old), ignore_errors=True)
 
     def _load_checkpoint(self, user_model):
         """The newest checkpoint that loads, or None when there is none.
@@ -543,12 +636,24 @@ class ADPTrainer:
             if latest in names:
                 names.remove(latest)
                 names.append(latest)
+        # Before any variable is created: under MultiWorkerMirroredStrategy
+        # that is a collective op, which every worker must run alike.
+        _check_workers_agree(
+            user_model.distribute_strategy, names, self.run_dir
+        )
         errors = []
         for name in reversed(names):
             path = os.path.join(self.run_dir, name)
             try:
                 model, state = self._read_checkpoint(path, user_model)
             except Exception as error:  # noqa: BLE001 - report and fall back
+                if self.safe_mode and "safe_mode=False" in str(error):
+                    raise ValueError(
+                        f"Checkpoint '{path}' holds a model with a `Lambda` "
+                        "layer, whose Python code Keras' safe mode refuses "
+                        "to load. Fix: if you trust this run directory, "
+                        "pass `ADPTrainer(safe_mode=False)`."
+                    ) from error
                 errors.append(f"{name}: {type(error).__name__}: {error}")
                 print(
                     f"[keras-adp] checkpoint '{path}' is unreadable "
@@ -580,7 +685,9 @@ class ADPTrainer:
         state = _RunState(**payload)
         with user_model.distribute_strategy.scope():
             model = keras.saving.load_model(
-                os.path.join(path, MODEL_FILE), compile=False
+                os.path.join(path, MODEL_FILE),
+                compile=False,
+                safe_mode=self.safe_mode,
             )
             optimizers_lib.compile_like(
                 user_model,
@@ -693,10 +800,144 @@ def _calibration_inputs(data, num_samples: int) -> np.ndarray:
 def _count_samples(x) -> int:
     """Training samples per epoch (arrays: length; datasets: one pass)."""
     dataset = density_lib.as_input_dataset(x, batch_size=1024)
-    return int(
-        dataset.reduce(np.int64(0), lambda n, b: n + keras.ops.cast(
-            keras.ops.shape(b)[0], "int64"
-        )).numpy()
+    return int(dataset.reduce(np.int64(0), _add_batch_size).numpy())
+
+
+@tf.autograph.experimental.do_not_convert
+def _add_batch_size(count, batch):
+    """`count` plus the number of samples in `batch` (a `reduce` step)."""
+    first = tf.nest.flatten(batch)[0]
+    return count + tf.cast(tf.shape(first)[0], tf.int64)
+
+
+def _is_chief(strategy) -> bool:
+    """Whether this worker writes checkpoints (True without multi-worker)."""
+    return bool(strategy.extended.should_checkpoint)
+
+
+def _check_workers_agree(strategy, names: list[str], run_dir: str) -> None:
+    """Raise unless every worker sees the same newest checkpoint.
+
+    A worker that cannot see the chief's checkpoints (a `run_dir` on local
+    disks) would start over and train another model than the others, which
+    ends in a hang or a crash inside a collective op. Every worker of a
+    multi-worker run must call this (it all-gathers).
+    """
+    if not _is_multi_worker(strategy):
+        return
+    newest = _checkpoint_number(names[-1]) if names else -1
+
+    @tf.function
+    def gather():
+        context = tf.distribute.get_replica_context()
+        return context.all_gather(tf.constant([newest], tf.int64), axis=0)
+
+    gathered = strategy.experimental_local_results(strategy.run(gather))[0]
+    seen = sorted({int(number) for number in gathered.numpy()})
+    if len(seen) > 1:
+        shown = ", ".join(
+            f"checkpoint-{number:04d}" if number >= 0 else "none"
+            for number in seen
+        )
+        raise ValueError(
+            f"Workers see different newest checkpoints in '{run_dir}' "
+            f"({shown}; this worker: "
+            f"{names[-1] if names else 'none'}), so they would resume "
+            "different models. Fix: put `run_dir` on storage shared by "
+            "every worker."
+        )
+
+
+def _checkpoint_number(name: str) -> int:
+    """The epoch count in a checkpoint name ("checkpoint-0004" -> 4)."""
+    try:
+        return int(name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _is_multi_worker(strategy) -> bool:
+    """Whether `strategy` is a MultiWorkerMirroredStrategy over 2+ tasks."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    spec = strategy.cluster_resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in spec.jobs) > 1
+
+
+@contextlib.contextmanager
+def _multi_worker_fit_fixes(model):
+    """Works around two Keras 3 bugs while `model.fit` runs multi-worker.
+
+    Under a `MultiWorkerMirroredStrategy` with two or more workers, Keras
+    3.15's `fit` fails before its first step (keras-team/keras#20585,
+    tensorflow/tensorflow#72388):
+
+    1. `_maybe_symbolic_build` passes the whole `(x, y)` batch to
+       `strategy.reduce`, which takes a single distributed value: the
+       model's compile state is built from this worker's first replica
+       batch instead (only its shapes and dtypes are used).
+    2. `reduce_per_replica` averages the logs over replicas along axis 0,
+       which scalars (loss, metrics) do not have: scalars are averaged
+       with `axis=None`.
+
+    Elsewhere (one worker, MirroredStrategy, no strategy), and on a Keras
+    without these functions, nothing is changed.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    strategy = model.distribute_strategy
+    if not (
+        _is_multi_worker(strategy)
+        and hasattr(type(model), "_maybe_symbolic_build")
+        and hasattr(tf_trainer, "reduce_per_replica")
+    ):
+        yield
+        return
+
+    def first_replica(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    first_replica, next(batches)
+                )
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    keras_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean"):
+            return keras_reduce(values, strategy, reduction)
+        return tf.nest.map_structure(
+            lambda value: strategy.reduce(
+                "MEAN", value, axis=0 if value.shape.rank else None
+            ),
+            values,
+        )
+
+    model._maybe_symbolic_build = symbolic_build
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = keras_reduce
+        del model._maybe_symbolic_build
+
+
+def _run_entries(run_dir: str) -> list[str]:
+    """What a previous run left in `run_dir`: checkpoints and LATEST."""
+    if not os.path.isdir(run_dir):
+        return []
+    return sorted(
+        name
+        for name in os.listdir(run_dir)
+        if name == LATEST_FILE or name.startswith("checkpoint-")
     )
 
 

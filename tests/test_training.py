@@ -11,10 +11,12 @@ import subprocess
 import sys
 import time
 import types
+import warnings
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_adp
 from keras_adp.training import TrainingDivergedError
@@ -412,6 +414,64 @@ def test_resume_without_readable_checkpoint_raises(full_run, tmp_path):
         trainer.fit(_model(), *_data(), epochs=4, resume=True)
 
 
+def test_fresh_run_refuses_a_run_dir_that_holds_a_previous_run(
+    full_run, tmp_path
+):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(full_run.run_dir, run_dir)
+    trainer = keras_adp.ADPTrainer(POLICY, run_dir=run_dir, verbose=0)
+    with pytest.raises(ValueError, match="holds a previous run") as info:
+        trainer.fit(_model(), *_data(16), epochs=3)
+    assert "resume=True" in str(info.value)
+    assert "empty `run_dir`" in str(info.value)
+    assert sorted(os.listdir(run_dir)) == sorted(os.listdir(full_run.run_dir))
+
+
+def _lambda_model():
+    """A prunable convolution before a `Lambda` layer (code in the file)."""
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((8, 8, 1), name="image")
+    x = L.Conv2D(12, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dense(3, name="logits")(x)
+    outputs = L.Lambda(lambda logits: 0.5 * logits, name="halve")(x)
+    model = keras.Model(inputs, outputs, name="with_lambda")
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def test_resume_of_a_lambda_model_needs_safe_mode_off(tmp_path):
+    run_dir = str(tmp_path / "run")
+    first = keras_adp.ADPTrainer(POLICY, run_dir=run_dir, verbose=0).fit(
+        _lambda_model(), *_data(), epochs=2, batch_size=BATCH_SIZE
+    )
+    with pytest.raises(ValueError, match="safe_mode=False"):
+        keras_adp.ADPTrainer(POLICY, run_dir=run_dir, verbose=0).fit(
+            _lambda_model(), *_data(), epochs=2, resume=True
+        )
+    resumed = keras_adp.ADPTrainer(
+        POLICY, run_dir=run_dir, verbose=0, safe_mode=False
+    ).fit(_lambda_model(), *_data(), epochs=2, resume=True)
+    assert resumed.history == first.history
+    assert resumed.model.get_layer("halve")(np.float32(4.0)) == 2.0
+
+
+def test_fit_on_a_tf_data_pipeline_counts_its_samples_without_warnings():
+    x, y = _data()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH_SIZE)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = keras_adp.ADPTrainer(POLICY, seed=0, verbose=0).fit(
+            _model(), dataset, epochs=2
+        )
+    assert not [w for w in caught if "shuffle" in str(w.message)]
+    for record in result.history:
+        assert record["train_macs"] == 3.0 * record["macs"] * SAMPLES
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     """SIGKILL a training process, rerun it, compare with an unkilled run."""
@@ -679,6 +739,7 @@ def test_fit_rejects_unwritable_run_dir(tmp_path):
         ({"seed": "0"}, "Received: seed='0'"),
         ({"seed": -1}, "Received: seed=-1"),
         ({"verbose": 3}, "Received: verbose=3"),
+        ({"safe_mode": "yes"}, "Received: safe_mode='yes'"),
     ],
 )
 def test_trainer_rejects_invalid_arguments(kwargs, message):
