@@ -96,17 +96,17 @@ first training and test images of Fashion-MNIST, standardized with the mean
 and standard deviation of the training images used.
 """
 
-try:
-    keras_adp.data.read_fashion_mnist_idx()
-    dataset = "fashion_mnist_idx"
-except FileNotFoundError:
-    dataset = "embedded"
 if args.smoke:
     settings = benchmark.Settings(
         dataset="embedded", train_samples=256, test_samples=128, epochs=3,
         warmup_epochs=1, prune_steps=1, width=0.25, latency_runs=10, verbose=0,
     )
 else:
+    try:
+        keras_adp.data.read_fashion_mnist_idx()
+        dataset = "fashion_mnist_idx"
+    except FileNotFoundError:
+        dataset = "embedded"
     settings = benchmark.Settings.quick(
         dataset=dataset, epochs=args.epochs, verbose=2
     )

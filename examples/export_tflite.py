@@ -93,6 +93,12 @@ print(f"{splits.num_train} training images, {len(x_test)} test images")
 
 `keras_adp.models.vgg_small` at half width: six Conv-BN-ReLU layers in three
 blocks and a dense classifier producing logits.
+
+Its batch normalization layers use Keras' default momentum of 0.99, meant
+for long runs; over the few hundred steps of this example their moving
+statistics (used at inference, hence in the exported files) would lag
+behind. A momentum of 0.9 lets them settle. The attribute is read at call
+time and saved in the layer config, so the pruned rebuilds keep it.
 """
 
 model = keras_adp.models.vgg_small(
@@ -100,6 +106,9 @@ model = keras_adp.models.vgg_small(
     num_classes=splits.num_classes,
     width_multiplier=0.25 if args.smoke else 0.5,
 )
+for layer in model.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+        layer.momentum = 0.9
 model.compile(
     optimizer=keras.optimizers.Adam(1e-3),
     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -210,7 +219,17 @@ for mode in ("float32", "int8"):
 A model pruned by activation density exports like any Keras model, to
 float32 or int8, and its savings carry over to the device without sparse
 kernels: fewer parameters make a smaller file, fewer MACs a faster
-interpreter. int8 quantization multiplies the size reduction by about four.
-Latencies of very small models are dominated by per-operator overhead, so
-the speed-up is smaller than the MAC reduction.
+interpreter. On a 2-core x86 machine the float32 files of this example
+measured 289 KB / 0.17 ms (dense) against 24 KB / 0.03 ms (pruned, 15x fewer
+parameters, 13x fewer MACs); latencies of such small models are partly
+per-operator overhead, so the speed-up is smaller than the MAC reduction.
+
+int8 shrinks the files further (3.5x for the dense model, 1.8x for the
+pruned one, whose file is dominated by the graph rather than the weights),
+but on a desktop CPU it is not faster than float32 for models this small:
+XNNPACK's float kernels are fast and the int8 file adds quantize and
+dequantize steps. Measure on the target device before choosing.
+
+The pruned model was trained for only two epochs after its last pruning
+step here; train longer (`--epochs`) to recover the dense accuracy.
 """
