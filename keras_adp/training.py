@@ -978,11 +978,11 @@ def _json_default(value):
 
 def _epoch_line(record) -> str:
     logs = record["logs"]
-    accuracy = logs.get("val_accuracy", logs.get("accuracy"))
     loss = logs.get("loss", float("nan"))
     text = f"[keras-adp] epoch {record['epoch'] + 1}: loss {loss:.4f}"
-    if accuracy is not None:
-        text += f", accuracy {accuracy:.4f}"
+    for key in ("accuracy", "val_accuracy"):
+        if key in logs:
+            text += f", {key} {logs[key]:.4f}"
     return text + f", params {record['params']:,}, MACs {record['macs']:,}"
 
 
