@@ -317,9 +317,9 @@ def as_input_dataset(
     """Batched `tf.data.Dataset` of model inputs only (labels dropped).
 
     Args:
-        data: a NumPy array of inputs, an `(x,)`, `(x, y)` or `(x, y, w)`
-            tuple of arrays, or a `tf.data.Dataset` yielding `x` or
-            `(x, y[, w])`.
+        data: a NumPy array of inputs, a list of arrays (one per input of
+            a multi-input model), an `(x,)`, `(x, y)` or `(x, y, w)` tuple
+            of those, or a `tf.data.Dataset` yielding `x` or `(x, y[, w])`.
         batch_size: batch size for arrays, and for datasets whose elements
             are single samples. Defaults to `None` (32).
         input_rank: rank of the model input including the batch axis; a
@@ -349,9 +349,19 @@ def as_input_dataset(
         rank = None if shape is None else shape.rank
         if input_rank is not None and rank == input_rank - 1:
             dataset = dataset.batch(batch_size)
-        return dataset
+        return _inputs_only(dataset)
     if isinstance(data, tuple) and len(data) in (1, 2, 3):
         data = data[0]
+    if isinstance(data, list) and data and all(
+        hasattr(item, "shape") for item in data
+    ):
+        # A list of arrays is a multi-input model's inputs (Keras' convention).
+        arrays = tuple(np.asarray(item) for item in data)
+        if arrays[0].shape[0] == 0:
+            raise ValueError("Received empty data: the input arrays are empty.")
+        return _inputs_only(
+            tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
+        )
     if isinstance(data, dict) or _is_iterator(data):
         raise ValueError(
             "Expected a NumPy array of inputs, an (x, y) tuple or a "
@@ -365,6 +375,21 @@ def as_input_dataset(
             f"tuple or a tf.data.Dataset. Got an array of shape {array.shape}."
         )
     return tf.data.Dataset.from_tensor_slices(array).batch(batch_size)
+
+
+def _inputs_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Wrap multi-input elements `(x1, x2)` as `((x1, x2),)`.
+
+    Keras' `predict` reads a tuple element as `(x, y)`; a 1-tuple holding
+    the inputs is read as `x` alone.
+    """
+    if isinstance(dataset.element_spec, (tuple, list)):
+        return dataset.map(_wrap_inputs)
+    return dataset
+
+
+def _wrap_inputs(*parts):
+    return (tuple(parts),)
 
 
 def _is_iterator(data) -> bool:

@@ -420,7 +420,8 @@ class ADPTrainer:
             state.training_stopped = stop
             model, probe = self._end_of_epoch(
                 model, probe, state, epoch, logs, measure.densities, samples,
-                len(calibration), wrapped, final=(epoch + 1 == epochs or stop),
+                _num_samples(calibration), wrapped,
+                final=(epoch + 1 == epochs or stop),
             )
             if self.run_dir:
                 self._save_checkpoint(model, state)
@@ -778,8 +779,15 @@ def _first_gamma(model, group):
     return None
 
 
-def _calibration_inputs(data, num_samples: int) -> np.ndarray:
-    """The first `num_samples` model inputs of `data`, as one array."""
+def _num_samples(inputs) -> int:
+    return len(inputs[0] if isinstance(inputs, list) else inputs)
+
+
+def _calibration_inputs(data, num_samples: int):
+    """The first `num_samples` model inputs of `data`.
+
+    One array, or a list of arrays for a multi-input model.
+    """
     if data is None:
         raise ValueError(
             "Expected training data `x` (or `calibration_data`). Received None."
@@ -787,15 +795,20 @@ def _calibration_inputs(data, num_samples: int) -> np.ndarray:
     dataset = density_lib.as_input_dataset(data, batch_size=256)
     chunks, total = [], 0
     for batch in dataset:
-        batch = np.asarray(batch)
-        chunks.append(batch)
-        total += len(batch)
+        if isinstance(batch, tuple) and len(batch) == 1:
+            batch = batch[0]  # ((x1, x2),): a multi-input batch
+        parts = list(batch) if isinstance(batch, (tuple, list)) else [batch]
+        chunks.append([np.asarray(part) for part in parts])
+        total += len(chunks[-1][0])
         if total >= num_samples:
             break
     if not chunks or total == 0:
         raise ValueError("Received empty data: no samples to calibrate on.")
-    return np.concatenate(chunks)[:num_samples]
-
+    inputs = [
+        np.concatenate([chunk[i] for chunk in chunks])[:num_samples]
+        for i in range(len(chunks[0]))
+    ]
+    return inputs[0] if len(inputs) == 1 else inputs
 
 def _count_samples(x) -> int:
     """Training samples per epoch (arrays: length; datasets: one pass)."""

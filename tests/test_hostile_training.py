@@ -148,3 +148,32 @@ def test_driver_on_random_graphs_and_policies_keeps_invariants(recipe, policy):
 @given(test_properties.recipes(), policies())
 def test_driver_on_40_random_graphs_and_policies_keeps_invariants(recipe, policy):
     _check_driver_run(recipe, policy)
+
+
+def test_multi_input_multi_output_model_trains_and_prunes():
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 1), name="image")
+    extra = keras.Input((8, 8, 1), name="extra")
+    a = L.Conv2D(8, 3, padding="same", activation="relu", name="a")(image)
+    b = L.Conv2D(8, 3, padding="same", activation="relu", name="b")(extra)
+    x = L.Concatenate()([a, b])
+    x = L.GlobalAveragePooling2D()(x)
+    classes = L.Dense(3, name="classes")(x)
+    score = L.Dense(1, name="score")(x)
+    model = keras.Model([image, extra], [classes, score])
+    model.compile(
+        optimizer="adam",
+        loss=[keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              "mse"],
+    )
+    rng = np.random.default_rng(0)
+    x1 = rng.normal(size=(48, 8, 8, 1)).astype("float32")
+    x2 = rng.normal(size=(48, 8, 8, 1)).astype("float32")
+    y1 = rng.integers(0, 3, 48).astype("int32")
+    y2 = rng.normal(size=(48, 1)).astype("float32")
+    result = keras_adp.ADPTrainer(
+        keras_adp.ADPPolicy(warmup_epochs=1, min_channels=2), verbose=0
+    ).fit(model, [x1, x2], [y1, y2], epochs=2, batch_size=16)
+    assert result.steps
+    assert result.model.get_layer("a").filters < 8
+    assert len(result.model.outputs) == 2
