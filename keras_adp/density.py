@@ -224,16 +224,7 @@ class DensityProbe:
             data, batch_size=batch_size, input_rank=self.input_rank
         )
         if steps is not None:
-            if (
-                isinstance(steps, bool)
-                or not isinstance(steps, (int, np.integer))
-                or steps < 1
-            ):
-                raise ValueError(
-                    "Expected `steps` to be None or an integer >= 1. "
-                    f"Received: steps={steps!r}"
-                )
-            dataset = dataset.take(int(steps))
+            dataset = dataset.take(_optional_count("steps", steps))
         if int(dataset.cardinality()) == 0:
             raise _empty_data_error()
         batches = _BatchCounter()
@@ -333,16 +324,7 @@ def as_input_dataset(
         ValueError: empty array, unsupported type or invalid `batch_size`.
     """
     batch_size = 32 if batch_size is None else batch_size
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise ValueError(
-            "Expected `batch_size` to be None or an integer >= 1. Received: "
-            f"batch_size={batch_size!r}"
-        )
-    batch_size = int(batch_size)
+    batch_size = _optional_count("batch_size", batch_size)
     if isinstance(data, tf.data.Dataset):
         dataset = data.map(_first)
         shape = getattr(dataset.element_spec, "shape", None)
@@ -375,6 +357,20 @@ def as_input_dataset(
             f"tuple or a tf.data.Dataset. Got an array of shape {array.shape}."
         )
     return tf.data.Dataset.from_tensor_slices(array).batch(batch_size)
+
+
+def _optional_count(name: str, value) -> int:
+    """`value` as an int, or a ValueError if it is not an integer >= 1."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < 1
+    ):
+        raise ValueError(
+            f"Expected `{name}` to be None or an integer >= 1. "
+            f"Received: {name}={value!r}"
+        )
+    return int(value)
 
 
 def _inputs_only(dataset: tf.data.Dataset) -> tf.data.Dataset:

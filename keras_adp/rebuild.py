@@ -244,14 +244,6 @@ class Rebuild:
     _pairs: list
     _plan: dict
 
-    def new_variable_for(self, old_variable) -> Any:
-        """The new model's variable that replaces `old_variable`, or None."""
-        for old, new, _ in self._pairs:
-            for index, weight in enumerate(old.weights):
-                if weight is old_variable:
-                    return new.weights[index]
-        return None
-
     def slice_like(self, old_variable, value: np.ndarray) -> np.ndarray:
         """Slice `value`, shaped like `old_variable`, as that weight was sliced.
 
