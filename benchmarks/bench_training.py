@@ -49,12 +49,21 @@ def load(train_samples, test_samples):
     )
 
 
-def build(name, width, seed, lr, steps_total):
-    keras.utils.set_random_seed(seed)
-    model = models_lib.build_model(name, (28, 28, 1), 10, width)
-    schedule = keras.optimizers.schedules.CosineDecay(lr, steps_total)
+def build(args, name, width, steps_total):
+    keras.utils.set_random_seed(args.seed)
+    if name.startswith("vgg"):
+        model = models_lib.MODEL_BUILDERS[name](
+            (28, 28, 1), 10, width, batch_norm=not args.no_batch_norm
+        )
+    else:
+        model = models_lib.build_model(name, (28, 28, 1), 10, width)
+    schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps_total)
+    if args.weight_decay:
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(schedule)
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -68,7 +77,7 @@ def evaluate(model, x_test, y_test):
 def run_dense(args, name, width, data):
     x, y, x_test, y_test = data
     steps = args.epochs * int(np.ceil(len(x) / args.batch_size))
-    model = build(name, width, args.seed, args.lr, steps)
+    model = build(args, name, width, steps)
     cost = metrics_lib.inference_cost(model)
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(args.epochs):
@@ -92,7 +101,7 @@ def run_dense(args, name, width, data):
 def run_adp(args, name, width, data, reinitialize):
     x, y, x_test, y_test = data
     steps = args.epochs * int(np.ceil(len(x) / args.batch_size))
-    model = build(name, width, args.seed, args.lr, steps)
+    model = build(args, name, width, steps)
     policy = keras_adp.ADPPolicy(
         warmup_epochs=args.warmup_epochs,
         trigger=args.trigger,
@@ -130,8 +139,9 @@ def _save(args, filename, model):
 
 
 def print_table(name, rows):
-    dense = rows["dense"]
-    print(f"\n{name}: test accuracy, cost, and ratio to dense")
+    reference = "dense" if "dense" in rows else next(iter(rows))
+    dense = rows[reference]
+    print(f"\n{name}: test accuracy, cost, and ratio to {reference}")
     print(f"{'run':<11} {'acc %':>6} {'Δacc pt':>8} {'params':>10} {'÷':>6} "
           f"{'MACs':>12} {'÷':>6} {'train GMAC':>11} {'×dense':>7} "
           f"{'wall s':>7} {'×dense':>7} {'CPU s':>7} {'×dense':>7}")
@@ -169,6 +179,10 @@ def main(argv=None):
     parser.add_argument("--min-channels", type=int, default=4)
     parser.add_argument("--max-prune-steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-batch-norm", action="store_true",
+                        help="VGG models without BatchNormalization")
+    parser.add_argument("--weight-decay", type=float, default=0.0,
+                        help="AdamW weight decay (0: Adam)")
     parser.add_argument("--runs", nargs="*", default=["dense", "adp", "adp-reinit"])
     parser.add_argument("--quick", action="store_true",
                         help="10k train / 2k test samples, 6 epochs")
@@ -184,8 +198,11 @@ def main(argv=None):
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; TF {tf.__version__}, Keras {keras.__version__}")
     print(f"Fashion-MNIST {len(data[0])} train / {len(data[2])} test; "
-          f"{args.epochs} epochs, batch {args.batch_size}, Adam lr {args.lr} "
-          f"cosine; policy warmup={args.warmup_epochs} trigger={args.trigger} "
+          f"{args.epochs} epochs, batch {args.batch_size}, "
+          f"{'AdamW wd ' + str(args.weight_decay) if args.weight_decay else 'Adam'} "
+          f"lr {args.lr} cosine; "
+          f"{'no BatchNormalization in VGG; ' if args.no_batch_norm else ''}"
+          f"policy warmup={args.warmup_epochs} trigger={args.trigger} "
           f"interval={args.interval} min_channels={args.min_channels} "
           f"max_prune_steps={args.max_prune_steps}; seed {args.seed}")
     results = {}
