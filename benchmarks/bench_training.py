@@ -7,7 +7,12 @@ runs use the same architecture, data, epochs, optimizer and seed:
 - dense: plain `model.fit` for `--epochs` epochs;
 - adp: `ADPTrainer` with the policy below, pruning while training;
 - adp-reinit: the same with `reinitialize=True` (each compressed
-  architecture re-initialised and trained from scratch).
+  architecture re-initialised and trained from scratch);
+- scratch (optional, `--runs ... scratch`): the final architecture ADP
+  reached, freshly initialised and trained for all `--epochs` with plain
+  `model.fit` -- what that small architecture reaches on this budget
+  without any pruning, i.e. whether ADP's accuracy loss is the small
+  architecture's or the method's.
 
 Prints test accuracy, params, MACs, total training compute (3x forward MACs
 per training sample, plus density measurement), training wall time and the
@@ -49,7 +54,7 @@ def load(train_samples, test_samples):
     )
 
 
-def build(args, name, width, steps_total):
+def build(args, name, width, steps_total, widths=None):
     keras.utils.set_random_seed(args.seed)
     if name.startswith("vgg"):
         model = models_lib.MODEL_BUILDERS[name](
@@ -57,6 +62,14 @@ def build(args, name, width, steps_total):
         )
     else:
         model = models_lib.build_model(name, (28, 28, 1), 10, width)
+    if widths:
+        # The final ADP architecture, freshly initialised: prune to the
+        # widths, then clone (clone_model gives new, re-initialised weights).
+        small = keras_adp.prune_channels(
+            model, {group: np.arange(w) for group, w in widths.items()}
+        )
+        keras.utils.set_random_seed(args.seed)
+        model = keras.models.clone_model(small)
     schedule = keras.optimizers.schedules.CosineDecay(args.lr, steps_total)
     if args.weight_decay:
         optimizer = keras.optimizers.AdamW(schedule, weight_decay=args.weight_decay)
@@ -74,10 +87,10 @@ def evaluate(model, x_test, y_test):
     return float(model.evaluate(x_test, y_test, batch_size=256, verbose=0)[1])
 
 
-def run_dense(args, name, width, data):
+def run_dense(args, name, width, data, widths=None):
     x, y, x_test, y_test = data
     steps = args.epochs * int(np.ceil(len(x) / args.batch_size))
-    model = build(args, name, width, steps)
+    model = build(args, name, width, steps, widths)
     cost = metrics_lib.inference_cost(model)
     start, cpu_start = time.perf_counter(), time.process_time()
     for epoch in range(args.epochs):
@@ -86,7 +99,7 @@ def run_dense(args, name, width, data):
                   initial_epoch=epoch, verbose=0)
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
-    _save(args, f"{name}-dense.keras", model)
+    _save(args, f"{name}-{'scratch' if widths else 'dense'}.keras", model)
     return {
         "cpu_s": cpu,
         "accuracy": evaluate(model, x_test, y_test),
@@ -130,6 +143,19 @@ def run_adp(args, name, width, data, reinitialize):
         "widths": final["widths"],
         "prune_epochs": [step["epoch"] + 1 for step in result.steps],
     }
+
+
+def _adp_widths(args, name, width, rows):
+    if "adp" in rows:
+        return rows["adp"]["widths"]
+    if not args.widths_from:
+        raise SystemExit(
+            "The `scratch` run trains the final ADP architecture from scratch: "
+            "list `adp` before it in --runs, or pass --widths-from with the "
+            "--out JSON of an earlier run."
+        )
+    with open(args.widths_from) as handle:
+        return json.load(handle)["results"][f"{name}@{width}"]["adp"]["widths"]
 
 
 def _save(args, filename, model):
@@ -183,7 +209,12 @@ def main(argv=None):
                         help="VGG models without BatchNormalization")
     parser.add_argument("--weight-decay", type=float, default=0.0,
                         help="AdamW weight decay (0: Adam)")
-    parser.add_argument("--runs", nargs="*", default=["dense", "adp", "adp-reinit"])
+    parser.add_argument("--runs", nargs="*", default=["dense", "adp", "adp-reinit"],
+                        help="among dense, adp, adp-reinit and scratch (the "
+                        "final ADP architecture trained from scratch for all "
+                        "epochs, as a plain model.fit)")
+    parser.add_argument("--widths-from", default=None,
+                        help="--out JSON whose adp widths the scratch run uses")
     parser.add_argument("--quick", action="store_true",
                         help="10k train / 2k test samples, 6 epochs")
     parser.add_argument("--out", default=None, help="write results as JSON")
@@ -211,6 +242,9 @@ def main(argv=None):
         for run in args.runs:
             if run == "dense":
                 rows[run] = run_dense(args, name, width, data)
+            elif run == "scratch":
+                rows[run] = run_dense(args, name, width, data,
+                                      widths=_adp_widths(args, name, width, rows))
             else:
                 rows[run] = run_adp(args, name, width, data,
                                     reinitialize=(run == "adp-reinit"))
