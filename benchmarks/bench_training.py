@@ -167,10 +167,11 @@ def _save(args, filename, model):
 def print_table(name, rows):
     reference = "dense" if "dense" in rows else next(iter(rows))
     dense = rows[reference]
+    ratio = "×dense" if reference == "dense" else "×ref"
     print(f"\n{name}: test accuracy, cost, and ratio to {reference}")
     print(f"{'run':<11} {'acc %':>6} {'Δacc pt':>8} {'params':>10} {'÷':>6} "
-          f"{'MACs':>12} {'÷':>6} {'train GMAC':>11} {'×dense':>7} "
-          f"{'wall s':>7} {'×dense':>7} {'CPU s':>7} {'×dense':>7}")
+          f"{'MACs':>12} {'÷':>6} {'train GMAC':>11} {ratio:>7} "
+          f"{'wall s':>7} {ratio:>7} {'CPU s':>7} {ratio:>7}")
     for run, row in rows.items():
         print(
             f"{run:<11} {100 * row['accuracy']:>6.2f} "
