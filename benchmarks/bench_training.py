@@ -41,8 +41,11 @@ from keras_adp import metrics as metrics_lib
 from keras_adp import models as models_lib
 
 
-def load(train_samples, test_samples):
-    arrays = data_lib.read_fashion_mnist_idx()
+def load(train_samples, test_samples, source="idx"):
+    if source == "embedded":  # the bundled 6k/1k subset: for smoke tests
+        arrays = data_lib.load_embedded_arrays()
+    else:
+        arrays = data_lib.read_fashion_mnist_idx()
     x_train = arrays["x_train"][:train_samples, ..., None].astype("float32")
     x_test = arrays["x_test"][:test_samples, ..., None].astype("float32")
     mean, std = x_train.mean(), x_train.std()
@@ -216,6 +219,9 @@ def main(argv=None):
                         "epochs, as a plain model.fit)")
     parser.add_argument("--widths-from", default=None,
                         help="--out JSON whose adp widths the scratch run uses")
+    parser.add_argument("--data", choices=["idx", "embedded"], default="idx",
+                        help="idx: the full Fashion-MNIST IDX files (default); "
+                        "embedded: the package's bundled 6k/1k subset")
     parser.add_argument("--quick", action="store_true",
                         help="10k train / 2k test samples, 6 epochs")
     parser.add_argument("--out", default=None, help="write results as JSON")
@@ -226,7 +232,7 @@ def main(argv=None):
         args.train_samples, args.test_samples, args.epochs = 10000, 2000, 6
     defaults = {"vgg_small": 0.5, "resnet18": 0.125, "vgg19": 0.25}
     widths = args.width or [defaults.get(m, 0.5) for m in args.models]
-    data = load(args.train_samples, args.test_samples)
+    data = load(args.train_samples, args.test_samples, args.data)
     print(f"machine: {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs; TF {tf.__version__}, Keras {keras.__version__}")
     print(f"Fashion-MNIST {len(data[0])} train / {len(data[2])} test; "

@@ -111,3 +111,38 @@ def test_compare_tfmot_quick_settings_keep_explicit_options():
     assert settings.epochs == 4
     assert settings.train_samples == quick.train_samples
     assert benchmark.parse_args([])[0] == benchmark.Settings()
+
+
+@pytest.mark.slow
+def test_bench_training_smoke_prints_every_run_and_writes_json(tmp_path):
+    """The training benchmark end to end on a few bundled samples."""
+    out = tmp_path / "bench.json"
+    completed = subprocess.run(
+        [
+            sys.executable, str(REPO / "benchmarks" / "bench_training.py"),
+            "--data", "embedded", "--models", "vgg_small", "--width", "0.25",
+            "--train-samples", "256", "--test-samples", "128", "--epochs", "3",
+            "--max-prune-steps", "1",
+            "--runs", "dense", "adp", "adp-reinit", "scratch",
+            "--out", str(out),
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_SECONDS,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    import json
+
+    rows = json.loads(out.read_text())["results"]["vgg_small@0.25"]
+    assert list(rows) == ["dense", "adp", "adp-reinit", "scratch"]
+    # One pruning step after the 2 warm-up epochs shrinks the model, and the
+    # scratch run trains exactly ADP's final architecture.
+    assert rows["adp"]["prune_epochs"] == [2]
+    assert rows["adp"]["params"] < rows["dense"]["params"]
+    assert rows["scratch"]["params"] == rows["adp"]["params"]
+    assert rows["scratch"]["macs"] == rows["adp"]["macs"]
+    for run in rows:
+        assert f"vgg_small x0.25 {run}: done in" in completed.stdout
+    assert "ratio to dense" in completed.stdout
