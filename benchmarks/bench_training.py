@@ -21,6 +21,7 @@ machine), each also as a ratio to dense. Writes the table as JSON with `--out`.
 
     python benchmarks/bench_training.py                 # full run
     python benchmarks/bench_training.py --quick         # minutes, subset
+    python benchmarks/bench_training.py --table-from a.json b.json  # reprint
 """
 
 import argparse
@@ -227,7 +228,20 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="write results as JSON")
     parser.add_argument("--save-dir", default=None,
                         help="save the trained models here (for bench_tflite)")
+    parser.add_argument("--table-from", nargs="*", default=None,
+                        help="print one table per model from these --out JSON "
+                        "files (rows merged in order; no training)")
     args = parser.parse_args(argv)
+    if args.table_from:
+        merged = {}
+        for path in args.table_from:
+            with open(path) as handle:
+                for key, rows in json.load(handle)["results"].items():
+                    merged.setdefault(key, {}).update(rows)
+        for key, rows in merged.items():
+            name, width = key.split("@")
+            print_table(f"{name} (width x{width})", rows)
+        return
     if args.quick:
         args.train_samples, args.test_samples, args.epochs = 10000, 2000, 6
     defaults = {"vgg_small": 0.5, "resnet18": 0.125, "vgg19": 0.25}
