@@ -215,6 +215,7 @@ def main(argv=None):
     parser.add_argument("--weight-decay", type=float, default=0.0,
                         help="AdamW weight decay (0: Adam)")
     parser.add_argument("--runs", nargs="*", default=["dense", "adp", "adp-reinit"],
+                        choices=["dense", "adp", "adp-reinit", "scratch"],
                         help="among dense, adp, adp-reinit and scratch (the "
                         "final ADP architecture trained from scratch for all "
                         "epochs, as a plain model.fit)")
