@@ -170,7 +170,7 @@ def _save(args, filename, model):
 
 def print_table(name, rows):
     reference = "dense" if "dense" in rows else next(iter(rows))
-    dense = rows[reference]
+    ref = rows[reference]
     ratio = "×dense" if reference == "dense" else "×ref"
     print(f"\n{name}: test accuracy, cost, and ratio to {reference}")
     print(f"{'run':<11} {'acc %':>6} {'Δacc pt':>8} {'params':>10} {'÷':>6} "
@@ -179,13 +179,13 @@ def print_table(name, rows):
     for run, row in rows.items():
         print(
             f"{run:<11} {100 * row['accuracy']:>6.2f} "
-            f"{100 * (row['accuracy'] - dense['accuracy']):>+8.2f} "
-            f"{row['params']:>10,} {dense['params'] / row['params']:>6.1f} "
-            f"{row['macs']:>12,} {dense['macs'] / row['macs']:>6.1f} "
+            f"{100 * (row['accuracy'] - ref['accuracy']):>+8.2f} "
+            f"{row['params']:>10,} {ref['params'] / row['params']:>6.1f} "
+            f"{row['macs']:>12,} {ref['macs'] / row['macs']:>6.1f} "
             f"{row['training_macs'] / 1e9:>11.1f} "
-            f"{row['training_macs'] / dense['training_macs']:>7.2f} "
-            f"{row['wall_s']:>7.1f} {row['wall_s'] / dense['wall_s']:>7.2f} "
-            f"{row['cpu_s']:>7.1f} {row['cpu_s'] / dense['cpu_s']:>7.2f}"
+            f"{row['training_macs'] / ref['training_macs']:>7.2f} "
+            f"{row['wall_s']:>7.1f} {row['wall_s'] / ref['wall_s']:>7.2f} "
+            f"{row['cpu_s']:>7.1f} {row['cpu_s'] / ref['cpu_s']:>7.2f}"
         )
     for run, row in rows.items():
         if "widths" in row:
