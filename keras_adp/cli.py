@@ -30,6 +30,7 @@ import shutil
 import sys
 import time
 import warnings
+import zipfile
 
 import keras
 import numpy as np
@@ -48,6 +49,7 @@ TRAIN_EXPORT_MODES = ("float32", "int8")
 PARITY_SAMPLES = 200
 EXPORT_SAMPLES = 200
 RANDOM_PARITY_SAMPLES = 64
+_MAX_SEED = 2**31 - 1
 
 # `train` options that define the model and the data; resuming a run with
 # other values would silently train something else.
@@ -234,7 +236,7 @@ def _add_train_parser(commands) -> None:
         "is restored instead)",
     )
     fitting.add_argument(
-        "--seed", type=int, default=0,
+        "--seed", type=_seed, default=0,
         help="seed of weights, shuffling and each epoch's randomness",
     )
     fitting.add_argument(
@@ -243,7 +245,7 @@ def _add_train_parser(commands) -> None:
         "compare accuracy (doubles the training time; not checkpointed)",
     )
     fitting.add_argument(
-        "--verbose", type=int, choices=(0, 1, 2), default=1,
+        "--verbose", type=_integer, choices=(0, 1, 2), default=1,
         help="0 silent, 1 progress bars, 2 one line per epoch",
     )
     pruning = parser.add_argument_group("pruning policy (see keras_adp.ADPPolicy)")
@@ -499,7 +501,18 @@ def _export_all(model, run_dir, prefix, calibration, parity_inputs) -> dict:
 
 
 def _prepare_run_dir(run_dir: pathlib.Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs' checkpoints in one directory."""
+    """Refuse to mix two runs' checkpoints in one directory; say when
+    --resume finds nothing to resume."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(
+            f"Expected --run-dir to be a directory. Received: '{run_dir}', "
+            "which is a file. Pass another --run-dir."
+        )
+    if resume and not _has_checkpoint(run_dir):
+        _say(
+            f"nothing to resume in '{run_dir}' (no checkpoint); starting a "
+            "new run there"
+        )
     previous = _run_files(run_dir)
     if not previous or resume:
         return
@@ -526,7 +539,17 @@ def _record_or_check_options(run_dir: pathlib.Path, args: argparse.Namespace) ->
         if name not in ("handler", "command_line")
     }
     if args.resume and path.is_file():
-        started = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            started = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(started, dict):
+                raise ValueError(f"a JSON {type(started).__name__}, not an object")
+        except (ValueError, OSError) as error:
+            raise ValueError(
+                f"Could not read the options the run in '{run_dir}' was "
+                f"started with, from '{path}' ({_one_line(error)}). Delete "
+                "that file to resume without the check, or pass --overwrite "
+                "to start over."
+            ) from error
         changed = [
             f"--{name.replace('_', '-')} {_shown(started.get(name))} "
             f"(now {_shown(options[name])})"
@@ -546,6 +569,16 @@ def _record_or_check_options(run_dir: pathlib.Path, args: argparse.Namespace) ->
 
 def _shown(value) -> str:
     return "not set" if value is None else str(value)
+
+
+def _has_checkpoint(run_dir: pathlib.Path) -> bool:
+    """Whether `run_dir` holds a checkpoint that `--resume` could load."""
+    return run_dir.is_dir() and any(
+        path.is_dir()
+        and path.name.startswith("checkpoint-")
+        and not path.name.endswith(".partial")
+        for path in run_dir.iterdir()
+    )
 
 
 def _run_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
@@ -709,30 +742,14 @@ def _add_export_parser(commands) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     model_path = pathlib.Path(args.model)
-    if not model_path.is_file():
-        raise FileNotFoundError(
-            f"Expected a saved Keras model file. Received: '{model_path}', "
-            "which does not exist. `keras-adp train` saves one as "
-            f"<run dir>/{MODEL_FILE}."
-        )
+    _check_model_file(model_path)
     if args.quantization == "int8" and args.calibration is None:
         raise ValueError(
             "Received --quantization int8 without --calibration; int8 needs "
             "sample inputs to calibrate on. Pass --calibration embedded (or "
             "the dataset the model was trained on), or a .npy file of inputs."
         )
-    try:
-        model = keras.saving.load_model(
-            model_path, compile=False, safe_mode=not args.unsafe_deserialization
-        )
-    except ValueError as error:
-        if "lambda" not in str(error).lower():
-            raise
-        raise ValueError(
-            f"'{model_path}' contains a Lambda layer, whose Python code Keras "
-            "refuses to load in safe mode. If you trust the file, pass "
-            "--unsafe-deserialization."
-        ) from error
+    model = _load_model(model_path, safe_mode=not args.unsafe_deserialization)
     out = pathlib.Path(
         args.out
         or model_path.with_name(f"{model_path.stem}_{args.quantization}.tflite")
@@ -771,10 +788,84 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+_MODEL_FILE_HINT = (
+    "Pass a `.keras` file saved by `model.save(...)`; `keras-adp train` "
+    f"saves one as <run dir>/{MODEL_FILE}."
+)
+
+
+def _check_model_file(model_path: pathlib.Path) -> None:
+    """Refuse, before Keras sees it, a path that cannot be a saved model."""
+    if model_path.suffix not in (".keras", ".h5"):
+        raise ValueError(
+            f"Expected a saved Keras model file (.keras). Received: "
+            f"'{model_path}'. {_MODEL_FILE_HINT}"
+        )
+    if model_path.is_dir():
+        raise ValueError(
+            f"Expected a saved Keras model file. Received: '{model_path}', "
+            f"which is a directory. {_MODEL_FILE_HINT}"
+        )
+    if not model_path.is_file():
+        raise FileNotFoundError(
+            f"Expected a saved Keras model file. Received: '{model_path}', "
+            f"which does not exist. {_MODEL_FILE_HINT}"
+        )
+    if model_path.suffix == ".keras" and not zipfile.is_zipfile(model_path):
+        raise ValueError(
+            f"Expected a saved Keras model file. Received: '{model_path}', "
+            "which is not a valid `.keras` file (not a zip archive). "
+            f"{_MODEL_FILE_HINT}"
+        )
+
+
+def _load_model(model_path: pathlib.Path, *, safe_mode: bool) -> keras.Model:
+    try:
+        model = keras.saving.load_model(
+            model_path, compile=False, safe_mode=safe_mode
+        )
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - any unreadable file
+        if safe_mode and "lambda" in str(error).lower():
+            raise ValueError(
+                f"'{model_path}' contains a Lambda layer, whose Python code "
+                "Keras refuses to load in safe mode. If you trust the file, "
+                "pass --unsafe-deserialization."
+            ) from error
+        raise ValueError(
+            f"Could not load '{model_path}' as a Keras model "
+            f"({type(error).__name__}: {_one_line(error)}). {_MODEL_FILE_HINT}"
+        ) from error
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"Expected '{model_path}' to hold a Keras model. Received: a "
+            f"{type(model).__name__}. {_MODEL_FILE_HINT}"
+        )
+    return model
+
+
+def _random_input_shape(model: keras.Model) -> tuple[int, ...]:
+    """The sample shape random parity inputs are drawn with."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    shape = tuple(inputs[0].shape[1:]) if inputs else None
+    if shape is None or any(size is None for size in shape):
+        raise ValueError(
+            f"Cannot draw random parity inputs for model '{model.name}': "
+            f"its input shape is {'unknown' if shape is None else shape}. "
+            "Pass --calibration with sample inputs (a .npy file or a dataset "
+            "name)."
+        )
+    return shape
+
+
 def _export_inputs(args, model) -> tuple[np.ndarray | None, np.ndarray, str]:
     """Calibration inputs, parity inputs and a description of the latter."""
     if args.calibration is None:
-        shape = tuple(model.inputs[0].shape[1:])
+        shape = _random_input_shape(model)
         rng = np.random.default_rng(0)
         inputs = rng.standard_normal((RANDOM_PARITY_SAMPLES, *shape)).astype("float32")
         return None, inputs, "random inputs"
@@ -795,22 +886,48 @@ def _load_array(path: pathlib.Path) -> np.ndarray:
             f"({', '.join(data.DATASET_NAMES)}). Received: '{path}', which is "
             "neither."
         )
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as arrays:
-            if len(arrays.files) == 1:
-                return arrays[arrays.files[0]]
-            if "x" in arrays.files:
-                return arrays["x"]
+    if path.suffix not in (".npy", ".npz"):
+        raise ValueError(
+            f"Expected a .npy or .npz calibration file. Received: '{path}'."
+        )
+    try:
+        if path.suffix == ".npy":
+            array = np.load(path, allow_pickle=False)
+        else:
+            with np.load(path, allow_pickle=False) as arrays:
+                names = arrays.files
+                name = names[0] if len(names) == 1 else "x"
+                array = arrays[name] if name in names else None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(
+            f"Could not read --calibration '{path}' as a NumPy {path.suffix} "
+            f"file ({_one_line(error)}). Save the inputs with "
+            "`np.save(path, inputs)`."
+        ) from error
+    if array is None:
+        raise ValueError(
+            f"Expected '{path}' to hold one array, or an array named 'x'. "
+            f"Received arrays {names}. Save the inputs alone, e.g. "
+            "`np.savez(path, x=inputs)`."
+        )
+    if array.ndim == 0 or not (
+        np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+    ):
+        raise ValueError(
+            f"Expected --calibration '{path}' to hold an array of numeric "
+            f"model inputs. Received: an array of dtype {array.dtype} and "
+            f"shape {array.shape}."
+        )
+    if np.issubdtype(array.dtype, np.inexact):
+        non_finite = ~np.isfinite(array)
+        if non_finite.any():
+            index = [int(i) for i in np.argwhere(non_finite)[0]]
             raise ValueError(
-                f"Expected '{path}' to hold one array, or an array named 'x'. "
-                f"Received arrays {arrays.files}. Save the inputs alone, e.g. "
-                "`np.savez(path, x=inputs)`."
+                f"Expected --calibration '{path}' to hold finite values. "
+                f"Received: element {index} is {array[tuple(index)]}. "
+                "Remove or repair the non-finite samples."
             )
-    raise ValueError(
-        f"Expected a .npy or .npz calibration file. Received: '{path}'."
-    )
+    return array
 
 
 # ---------------------------------------------------------------------------
@@ -835,8 +952,9 @@ def _report(args: argparse.Namespace) -> int:
     run_dir = pathlib.Path(args.run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(
-            f"Expected a run directory. Received: '{run_dir}', which does not "
-            "exist. Pass the --run-dir of a `keras-adp train` run."
+            f"Expected a run directory. Received: '{run_dir}', which "
+            f"{'is a file' if run_dir.exists() else 'does not exist'}. Pass "
+            "the --run-dir of a `keras-adp train` run."
         )
     report = report_lib.regenerate_report(run_dir)
     if report.get("source"):
@@ -871,30 +989,66 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return help_text
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+# Option types. Each raises `ArgumentTypeError`, whose message argparse
+# prints as is ("argument --epochs: expected an integer >= 1, received
+# 'abc'"); any other exception would make it print the function's name.
+
+
+def _integer_at_least(
+    text: str, minimum: int, expected: str, maximum: int | None = None
+) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if (
+        value is None
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
+        raise argparse.ArgumentTypeError(f"expected {expected}, received {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _integer_at_least(text, 1, "an integer >= 1")
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
+    return _integer_at_least(text, 0, "an integer >= 0")
 
 
 def _optional_count(text: str) -> int | None:
-    if text.lower() == "none":
+    if text.strip().lower() == "none":
         return None
-    return _non_negative_int(text)
+    return _integer_at_least(text, 0, "an integer >= 0 or 'none'")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer, received {text!r}"
+        ) from None
+
+
+def _seed(text: str) -> int:
+    # NumPy seeds are < 2**32, and each epoch uses seed + epoch.
+    return _integer_at_least(
+        text, 0, f"an integer from 0 to {_MAX_SEED}", maximum=_MAX_SEED
+    )
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+        raise argparse.ArgumentTypeError(
+            f"expected a finite number > 0, received {text!r}"
+        )
     return value
 
 

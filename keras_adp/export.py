@@ -146,8 +146,10 @@ def export_tflite(
     """Convert a Keras model to a LiteRT (`.tflite`) file.
 
     The model is not modified. The file is written to a temporary file in
-    the same directory and renamed into place, so `path` either keeps its
-    previous content or holds a complete model.
+    the same directory, loaded in the LiteRT interpreter to check that it
+    has the requested quantization, and renamed into place, so `path`
+    either keeps its previous content or holds a complete, checked model;
+    the temporary file is removed on any error.
 
     Args:
         model: a built single-input `keras.Model` (functional or Sequential).
@@ -164,8 +166,8 @@ def export_tflite(
             (or a single sample `input_shape`), a `tf.data.Dataset` of `x`
             or `(x, y)` elements, batched or not, or any iterable of such
             elements. Up to `num_calibration_samples` samples are fed to the
-            converter one at a time, with batch dimension 1, as float32.
-            Defaults to `None`.
+            converter one at a time, with batch dimension 1, as float32;
+            they must be finite. Defaults to `None`.
         int8_io: with `"int8"`, make the model's input and output tensors
             int8 (callers quantize inputs and dequantize outputs with the
             tensors' scale and zero point). If `False`, the int8 model keeps
@@ -179,8 +181,10 @@ def export_tflite(
     Raises:
         ValueError: if `path` does not end in `.tflite`, `quantization` is
             unknown, `"int8"` is requested without `representative_data`,
-            `representative_data` or `int8_io` is given for another mode, or
-            the calibration samples do not match the model's input shape.
+            `representative_data` or `int8_io` is given for another mode,
+            the calibration samples do not match the model's input shape or
+            hold NaN or inf, or the converted model does not load in LiteRT
+            with the requested quantization (no file is written then).
         FileNotFoundError: if the directory of `path` does not exist.
     """
     if not isinstance(model, keras.Model):
@@ -241,6 +245,7 @@ def export_tflite(
     os.close(descriptor)
     try:
         _convert(model, temp_name, options)
+        _check_converted(pathlib.Path(temp_name), path, mode, model)
         # mkstemp creates the file 0600; give it the usual umask permissions.
         umask = os.umask(0)
         os.umask(umask)
@@ -302,8 +307,9 @@ def verify_tflite(
     Raises:
         TFLiteMismatchError: if the outputs differ in shape or beyond the
             tolerances.
-        ValueError: if the file has several inputs or outputs, `x` does not
-            match its input shape, or a tolerance is negative.
+        ValueError: if the file is not a valid TFLite model or has several
+            inputs or outputs, `x` does not match its input shape or holds
+            NaN or inf, or a tolerance is negative.
         FileNotFoundError: if `path` does not exist.
     """
     path = _existing_tflite_path(path)
@@ -426,7 +432,7 @@ def benchmark_tflite(
 
     Raises:
         ValueError: if `num_threads` or `runs` is < 1, `warmup` < 0, or the
-            file has several inputs.
+            file is not a valid TFLite model or has several inputs.
         FileNotFoundError: if `path` does not exist.
     """
     path = _existing_tflite_path(path)
@@ -538,6 +544,66 @@ def _convert(model: keras.Model, filename: str, options: dict) -> None:
     pathlib.Path(filename).write_bytes(converter.convert())
 
 
+_CALIBRATION_HINT = (
+    " Check that `representative_data` holds real, preprocessed model "
+    "inputs that keep the model's activations within float32 range."
+)
+
+
+def _check_converted(
+    written: pathlib.Path, path: pathlib.Path, mode: str, model: keras.Model
+) -> None:
+    """Raise unless `written` loads in LiteRT with the quantization `mode`.
+
+    The converter can fall back silently: full integer calibration on
+    unusable data may produce a float model, or one whose quantization
+    scales are infinite and that LiteRT refuses to load.
+    """
+    try:
+        interpreter = _open_interpreter(written)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"Converting the model to {str(path)!r} with "
+            f"quantization={mode!r} produced a file that the LiteRT "
+            f"interpreter cannot load ({_one_line(error)}). No file was "
+            "written." + _CALIBRATION_HINT * (mode == "int8")
+        ) from error
+    detected = _detect_quantization(interpreter)
+    bad_scales = [
+        detail["name"]
+        for detail in interpreter.get_tensor_details()
+        if not np.all(
+            np.isfinite(detail["quantization_parameters"]["scales"])
+        )
+    ]
+    del interpreter  # Release the file before it is renamed or removed.
+    accepted = {mode}
+    if mode == "dynamic":
+        # Documented: tensors under 1024 elements are never quantized.
+        accepted.add("float32")
+    if mode == "float16" and not model.weights:
+        accepted.add("float32")  # Nothing to store as float16.
+    if detected not in accepted:
+        raise ValueError(
+            f"Expected the converted model to have quantization={mode!r}. "
+            f"Received: a model that LiteRT reads as {detected!r}; the "
+            "converter fell back without an error, so nothing was written "
+            f"to {str(path)!r}." + _CALIBRATION_HINT * (mode == "int8")
+        )
+    if bad_scales:
+        raise ValueError(
+            f"Converting the model to {str(path)!r} with "
+            f"quantization={mode!r} gave tensors with non-finite "
+            f"quantization scales ({', '.join(bad_scales[:3])}). No file "
+            "was written." + _CALIBRATION_HINT
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    """An error's message on one line, without its final period."""
+    return " ".join(str(error).split()).rstrip(".")
+
+
 def _validate_tflite_suffix(path: PathLike) -> pathlib.Path:
     path = pathlib.Path(path)
     if path.suffix != ".tflite":
@@ -550,6 +616,11 @@ def _validate_tflite_suffix(path: PathLike) -> pathlib.Path:
 
 def _existing_tflite_path(path: PathLike) -> pathlib.Path:
     path = _validate_tflite_suffix(path)
+    if path.is_dir():
+        raise ValueError(
+            f"Expected a `.tflite` file. Received: path={str(path)!r}, "
+            "which is a directory."
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"Expected an existing `.tflite` file. Received: "
@@ -612,7 +683,7 @@ def _calibration_samples(
 
     sample_shape = input_shape[1:]
     samples: list[np.ndarray] = []
-    for element in elements:
+    for position, element in enumerate(elements):
         if isinstance(element, (tuple, list)):
             element = element[0]  # (x, y), (x,) or [x]
         if isinstance(element, dict):
@@ -621,8 +692,9 @@ def _calibration_samples(
                 "arrays or `(x, y)` tuples. Received: a dict element. Map "
                 "the dataset to its input array first."
             )
-        batch = np.asarray(element, dtype=np.float32)
-        if batch.ndim == len(sample_shape):
+        batch = _as_float32(element, "representative_data")
+        unbatched = batch.ndim == len(sample_shape)
+        if unbatched:
             batch = batch[np.newaxis]
         if batch.ndim != len(sample_shape) + 1 or not _shape_matches(
             batch.shape[1:], sample_shape
@@ -632,16 +704,57 @@ def _calibration_samples(
                 f"{sample_shape} (or batches of them), matching the model "
                 f"input. Received: an element of shape {batch.shape}."
             )
+        batch = batch[: limit - len(samples)]
+        # Non-finite calibration values give the converter undefined
+        # quantization scales: inf crashes the process, NaN can silently
+        # yield an unquantized model. Only the samples used are checked.
+        bad = _first_non_finite(batch)
+        if bad is not None:
+            if unbatched:
+                bad = bad[1:]
+            if isinstance(data, np.ndarray):
+                where = f"representative_data{list(bad)}"
+            else:
+                where = (
+                    f"element {position} of representative_data, at index "
+                    f"{list(bad)},"
+                )
+            raise ValueError(
+                "Expected `representative_data` to hold finite values "
+                "(NaN and inf make the int8 quantization ranges undefined). "
+                f"Received: {where} is {batch[(0,) * unbatched + bad]}. "
+                "Remove or repair the non-finite samples before exporting."
+            )
         for sample in batch:
             samples.append(sample[np.newaxis])
-            if len(samples) == limit:
-                return samples
+        if len(samples) == limit:
+            return samples
     if not samples:
         raise ValueError(
             "Expected `representative_data` to hold at least one input "
             "sample. Received: an empty collection."
         )
     return samples
+
+
+def _as_float32(values: Any, name: str) -> np.ndarray:
+    """`values` as a float32 array, or a `ValueError` naming `name`."""
+    try:
+        return np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"Expected `{name}` to hold numeric input arrays. Received: "
+            f"values of type {type(values).__name__} that cannot be "
+            f"converted to float32 ({error})."
+        ) from error
+
+
+def _first_non_finite(values: np.ndarray) -> tuple[int, ...] | None:
+    """Index of the first NaN or inf in `values`, or None if all finite."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return None
+    return tuple(int(i) for i in np.argwhere(~finite)[0])
 
 
 def _shape_matches(
@@ -658,6 +771,28 @@ def _shape_matches(
 
 
 def _load_interpreter(path: pathlib.Path, num_threads: int | None = None):
+    """A LiteRT interpreter for `path`, with a `ValueError` naming the file
+    when it is not a model LiteRT can run."""
+    try:
+        return _open_interpreter(path, num_threads)
+    except ValueError as error:
+        # The flatbuffer failed verification (or the file is empty).
+        raise ValueError(
+            f"Expected a valid TFLite model file. Received: "
+            f"path={str(path)!r}, which is not a valid TFLite model "
+            f"({_one_line(error)}). Write it with "
+            "`export_tflite`."
+        ) from error
+    except RuntimeError as error:
+        # A valid model whose tensors could not be prepared.
+        raise ValueError(
+            f"The LiteRT interpreter cannot run the model in "
+            f"{str(path)!r}: {_one_line(error)}. Re-export it "
+            "with `export_tflite`."
+        ) from error
+
+
+def _open_interpreter(path: pathlib.Path, num_threads: int | None = None):
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
@@ -723,14 +858,15 @@ def _detect_quantization(interpreter) -> str:
 
 def _verification_samples(x: Any, input_detail: dict) -> np.ndarray:
     """`x` as a float32 array `(N, *sample_shape)` matching the input."""
-    samples = np.asarray(x, dtype=np.float32)
+    samples = _as_float32(x, "x")
     signature = tuple(
         int(size) for size in input_detail.get(
             "shape_signature", input_detail["shape"]
         )
     )
     sample_shape = signature[1:]
-    if samples.ndim == len(sample_shape):
+    unbatched = samples.ndim == len(sample_shape)
+    if unbatched:
         samples = samples[np.newaxis]
     if samples.ndim != len(signature) or not _shape_matches(
         samples.shape[1:], sample_shape
@@ -744,6 +880,13 @@ def _verification_samples(x: Any, input_detail: dict) -> np.ndarray:
         raise ValueError(
             "Expected `x` to hold at least one sample. Received: x with "
             f"shape {samples.shape}."
+        )
+    bad = _first_non_finite(samples)
+    if bad is not None:
+        raise ValueError(
+            "Expected `x` to hold finite values (NaN or inf inputs make both "
+            "models' outputs meaningless to compare). Received: "
+            f"x{list(bad[unbatched:])} is {samples[bad]}."
         )
     return samples
 

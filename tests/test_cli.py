@@ -13,6 +13,7 @@ import math
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -107,7 +108,7 @@ def test_train_prints_where_the_report_is_and_a_summary_table(trained_run):
     assert "| TFLite int8 size |" in stdout
 
 
-def test_resume_continues_a_run_for_more_epochs(trained_run, tmp_path):
+def test_resume_continues_a_run_for_more_epochs(trained_run, tmp_path, capsys):
     run_dir = copy_run(trained_run[0], tmp_path)
     before = report.load_report(run_dir)["history"]
 
@@ -117,6 +118,7 @@ def test_resume_continues_a_run_for_more_epochs(trained_run, tmp_path):
     )
 
     assert status == 0
+    assert "nothing to resume" not in capsys.readouterr().out
     after = report.load_report(run_dir)
     assert [record["epoch"] for record in after["history"]] == [0, 1, 2, 3]
     assert after["history"][:3] == before
@@ -132,6 +134,50 @@ def test_resume_with_other_data_options_is_refused(trained_run, tmp_path, capsys
 
     assert status == 1
     assert "--limit 256 (now 128)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_resume_without_a_checkpoint_says_a_new_run_starts(
+    tmp_path, monkeypatch, capsys, existing
+):
+    run_dir = tmp_path / "run"
+    if existing:
+        run_dir.mkdir()
+    monkeypatch.setattr(training.ADPTrainer, "fit", _interrupt)
+
+    status = cli.main(["train", *TINY_RUN, "--run-dir", str(run_dir), "--resume"])
+
+    assert status == 130
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        f"[keras-adp] nothing to resume in '{run_dir}' (no checkpoint); "
+        "starting a new run there"
+    ) in lines
+
+
+def test_resume_with_unreadable_start_options_exits_1_naming_the_file(
+    trained_run, tmp_path, capsys
+):
+    run_dir = copy_run(trained_run[0], tmp_path)
+    (run_dir / cli.OPTIONS_FILE).write_text("{truncated")
+
+    status = cli.main(["train", *TINY_RUN, "--run-dir", str(run_dir), "--resume"])
+
+    assert status == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: Could not read the options")
+    assert str(run_dir / cli.OPTIONS_FILE) in error
+    assert error.count("\n") == 1
+
+
+def test_run_dir_that_is_a_file_exits_1(tmp_path, capsys):
+    run_file = tmp_path / "run"
+    run_file.write_text("not a directory")
+
+    status = cli.main(["train", *TINY_RUN, "--run-dir", str(run_file)])
+
+    assert status == 1
+    assert "which is a file" in capsys.readouterr().err
 
 
 def test_dense_baseline_fills_the_dense_accuracy(tmp_path, capsys):
@@ -289,6 +335,40 @@ def test_export_of_a_missing_model_exits_1_with_message(tmp_path, capsys):
     assert error.count("\n") == 1
 
 
+def _write_zip_without_config(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "no model here")
+
+
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("notes.txt", lambda path: path.write_text("some notes")),
+        ("missing.txt", lambda path: None),
+        ("garbage.keras", lambda path: path.write_bytes(b"not a zip")),
+        ("empty.keras", lambda path: path.write_bytes(b"")),
+        ("no_config.keras", _write_zip_without_config),
+        ("folder.keras", lambda path: path.mkdir()),
+    ],
+)
+def test_export_of_a_file_that_is_not_a_saved_model_exits_1_with_one_line(
+    tmp_path, capsys, name, make
+):
+    path = tmp_path / name
+    make(path)
+
+    status = cli.main(["export", str(path)])
+
+    assert status == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ")
+    assert f"'{path}'" in error
+    assert "`.keras` file saved by `model.save(...)`" in error
+    assert "TFSMLayer" not in error
+    assert error.count("\n") == 1
+    assert not list(tmp_path.glob("*.tflite"))
+
+
 def test_int8_export_without_calibration_exits_1(trained_run, capsys):
     status = cli.main(
         ["export", str(trained_run[0] / "model.keras"), "--quantization", "int8"]
@@ -310,6 +390,58 @@ def test_npz_calibration_with_several_unnamed_arrays_exits_1(
 
     assert status == 1
     assert "named 'x'" in capsys.readouterr().err
+
+
+def _save_npy_with_nan(path):
+    inputs = np.zeros((4, 28, 28, 1), "float32")
+    inputs[2, 3, 4, 0] = np.nan
+    np.save(path, inputs)
+
+
+@pytest.mark.parametrize(
+    "name, make, message",
+    [
+        ("nan.npy", _save_npy_with_nan, "element [2, 3, 4, 0] is nan"),
+        ("garbage.npy", lambda path: path.write_bytes(b"garbage"),
+         "Could not read --calibration"),
+        ("garbage.npz", lambda path: path.write_bytes(b"PK\x03\x04garbage"),
+         "Could not read --calibration"),
+        ("strings.npy", lambda path: np.save(path, np.array(["a", "b"])),
+         "numeric model inputs"),
+    ],
+)
+def test_export_with_an_unusable_calibration_file_exits_1_naming_it(
+    trained_run, tmp_path, capsys, name, make, message
+):
+    path = tmp_path / name
+    make(path)
+
+    status = cli.main(
+        ["export", str(trained_run[0] / "model.keras"), "--quantization", "int8",
+         "--calibration", str(path), "--out", str(tmp_path / "m.tflite")]
+    )
+
+    assert status == 1
+    error = capsys.readouterr().err
+    assert message in error and f"'{path}'" in error
+    assert error.count("\n") == 1
+    assert not (tmp_path / "m.tflite").exists()
+
+
+def test_export_without_calibration_of_a_model_with_unknown_input_size_exits_1(
+    tmp_path, capsys
+):
+    inputs = keras.Input((None, None, 1))
+    outputs = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(2, 3)(inputs)
+    )
+    path = tmp_path / "any_size.keras"
+    keras.Model(inputs, outputs).save(path)
+
+    status = cli.main(["export", str(path)])
+
+    assert status == 1
+    assert "Pass --calibration" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------
@@ -353,6 +485,16 @@ def test_report_of_a_missing_directory_exits_1(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: Expected a run directory.")
 
 
+def test_report_of_a_file_says_it_is_not_a_directory(tmp_path, capsys):
+    path = tmp_path / "report.json"
+    path.write_text("{}")
+
+    status = cli.main(["report", str(path)])
+
+    assert status == 1
+    assert f"'{path}', which is a file" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------
 # Usage and help.
 
@@ -373,6 +515,38 @@ def test_report_of_a_missing_directory_exits_1(tmp_path, capsys):
 def test_usage_errors_exit_2(argv, capsys):
     assert cli.main(argv) == 2
     assert "usage: keras-adp" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["train", "--max-prune-steps", "abc"],
+         "argument --max-prune-steps: expected an integer >= 0 or 'none', "
+         "received 'abc'"),
+        (["train", "--warmup-epochs", "-1"],
+         "argument --warmup-epochs: expected an integer >= 0, received '-1'"),
+        (["train", "--epochs", "2.5"],
+         "argument --epochs: expected an integer >= 1, received '2.5'"),
+        (["train", "--lr", "fast"],
+         "argument --lr: expected a finite number > 0, received 'fast'"),
+        (["train", "--width", "inf"],
+         "argument --width: expected a finite number > 0, received 'inf'"),
+        (["train", "--seed", "-1"],
+         "argument --seed: expected an integer from 0 to 2147483647, "
+         "received '-1'"),
+        (["train", "--verbose", "loud"],
+         "argument --verbose: expected an integer, received 'loud'"),
+        (["export", "m.keras", "--runs", "many"],
+         "argument --runs: expected an integer >= 1, received 'many'"),
+    ],
+)
+def test_invalid_option_values_say_what_was_expected_and_received(
+    argv, expected, capsys
+):
+    assert cli.main(argv) == 2
+    error = capsys.readouterr().err
+    assert expected in error
+    assert "invalid" not in error and "_" not in error.splitlines()[-1]
 
 
 @pytest.mark.parametrize("command", [[], ["train"], ["export"], ["report"]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import types
 
 import keras
 import numpy as np
@@ -331,6 +332,155 @@ def test_export_tflite_replaces_existing_file(tmp_path, data):
     export.verify_tflite(path, model, data["x_test"][:10])
 
 
+class _FailingConverter:
+    """Stands in for `tf.lite.TFLiteConverter`: takes every setting, then
+    fails in `convert()` as a real conversion error would."""
+
+    def __init__(self, *args, **kwargs):
+        self.target_spec = types.SimpleNamespace(
+            supported_ops=None, supported_types=None
+        )
+        self.optimizations = None
+        self.representative_dataset = None
+        self.inference_input_type = None
+        self.inference_output_type = None
+        self.experimental_enable_resource_variables = None
+
+    def convert(self):
+        raise RuntimeError("converter failed")
+
+
+@pytest.mark.parametrize("keras_exporter", [True, False])
+@pytest.mark.parametrize("quantization", [None, "float16", "dynamic", "int8"])
+def test_export_tflite_leaves_no_temporary_file_when_the_converter_raises(
+    tmp_path, monkeypatch, data, quantization, keras_exporter
+):
+    monkeypatch.setattr(
+        export, "_keras_has_litert_export", lambda: keras_exporter
+    )
+    monkeypatch.setattr(
+        tf.lite.TFLiteConverter, "from_saved_model", _FailingConverter
+    )
+    monkeypatch.setattr(
+        tf.lite.TFLiteConverter, "from_keras_model", _FailingConverter
+    )
+
+    with pytest.raises(RuntimeError, match="converter failed"):
+        export.export_tflite(
+            conv_bn_relu_pool_model(filters=2),
+            tmp_path / "model.tflite",
+            quantization=quantization,
+            representative_data=(
+                data["x_train"][:4] if quantization == "int8" else None
+            ),
+        )
+
+    assert os.listdir(tmp_path) == []
+
+
+def _float32_options(mode, samples, int8_io):
+    return {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+
+
+def test_export_tflite_raises_when_int8_conversion_silently_gives_float32(
+    tmp_path, monkeypatch, data
+):
+    # The converter's silent fallback, reproduced by converting unquantized.
+    monkeypatch.setattr(export, "_converter_options", _float32_options)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(b"previous model")
+
+    with pytest.raises(
+        ValueError,
+        match=r"quantization='int8'\. Received: .* reads as 'float32'",
+    ) as info:
+        export.export_tflite(
+            conv_bn_relu_pool_model(filters=2),
+            path,
+            quantization="int8",
+            representative_data=data["x_train"][:4],
+        )
+
+    assert "representative_data" in str(info.value)
+    assert path.read_bytes() == b"previous model"
+    assert sorted(os.listdir(tmp_path)) == ["model.tflite"]
+
+
+def test_export_tflite_raises_when_the_written_file_does_not_load(
+    tmp_path, monkeypatch
+):
+    def garbage_convert(model, filename, options):
+        with open(filename, "wb") as file:
+            file.write(b"not a flatbuffer")
+
+    monkeypatch.setattr(export, "_convert", garbage_convert)
+
+    with pytest.raises(ValueError, match="cannot load .*No file was written"):
+        export.export_tflite(
+            conv_bn_relu_pool_model(filters=2), tmp_path / "model.tflite"
+        )
+
+    assert os.listdir(tmp_path) == []
+
+
+class _InterpreterWithInfiniteScale:
+    """A loaded interpreter whose first quantized tensor reports scale inf."""
+
+    def __init__(self, interpreter):
+        self._interpreter = interpreter
+
+    def __getattr__(self, name):
+        return getattr(self._interpreter, name)
+
+    def get_tensor_details(self):
+        details = self._interpreter.get_tensor_details()
+        for detail in details:
+            if detail["quantization_parameters"]["scales"].size:
+                detail["quantization_parameters"]["scales"] = np.array(
+                    [np.inf], dtype=np.float32
+                )
+                break
+        return details
+
+
+def test_export_tflite_raises_on_non_finite_quantization_scales(
+    tmp_path, monkeypatch, data
+):
+    open_interpreter = export._open_interpreter
+    monkeypatch.setattr(
+        export,
+        "_open_interpreter",
+        lambda *args: _InterpreterWithInfiniteScale(open_interpreter(*args)),
+    )
+
+    with pytest.raises(ValueError, match="non-finite quantization scales"):
+        export.export_tflite(
+            conv_bn_relu_pool_model(filters=2),
+            tmp_path / "model.tflite",
+            quantization="int8",
+            representative_data=data["x_train"][:4],
+        )
+
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_tflite_float16_of_a_model_without_weights_is_accepted(
+    tmp_path,
+):
+    inputs = keras.Input(IMAGE_SHAPE)
+    outputs = keras.layers.Softmax()(
+        keras.layers.GlobalAveragePooling2D()(inputs)
+    )
+
+    path = export.export_tflite(
+        keras.Model(inputs, outputs),
+        tmp_path / "model.tflite",
+        quantization="float16",
+    )
+
+    assert path.stat().st_size > 0
+
+
 @pytest.mark.parametrize("quantization", [None, "int8"])
 def test_converter_fallback_without_keras_litert_export_verifies(
     tmp_path, monkeypatch, data, trained_models, quantization
@@ -418,6 +568,72 @@ def test_calibration_samples_splits_batches_into_single_samples(data):
 
     assert len(samples) == 10
     np.testing.assert_array_equal(samples[3][0], data["x_train"][3])
+
+
+def _conversion_must_not_run(model, filename, options):
+    pytest.fail("the converter ran on non-finite calibration data")
+
+
+@pytest.mark.parametrize("bad_value", [np.inf, -np.inf, np.nan])
+def test_export_tflite_int8_rejects_non_finite_representative_data(
+    tmp_path, monkeypatch, data, bad_value
+):
+    # inf used to crash the process inside the converter: the check must
+    # come before it runs.
+    monkeypatch.setattr(export, "_convert", _conversion_must_not_run)
+    representative = data["x_train"][:8].copy()
+    representative[3, 0, 5, 0] = bad_value
+
+    with pytest.raises(
+        ValueError,
+        match=rf"representative_data\[3, 0, 5, 0\] is {bad_value}",
+    ):
+        export.export_tflite(
+            conv_bn_relu_pool_model(filters=2),
+            tmp_path / "model.tflite",
+            quantization="int8",
+            representative_data=representative,
+        )
+
+    assert os.listdir(tmp_path) == []
+
+
+def test_export_tflite_names_the_element_holding_nan_in_an_iterable(
+    tmp_path, monkeypatch, data
+):
+    monkeypatch.setattr(export, "_convert", _conversion_must_not_run)
+    samples = list(data["x_train"][:4].copy())
+    samples[2][1, 5, 0] = np.nan
+
+    with pytest.raises(
+        ValueError,
+        match=r"element 2 of representative_data, at index \[1, 5, 0\], "
+        r"is nan",
+    ):
+        export.export_tflite(
+            conv_bn_relu_pool_model(filters=2),
+            tmp_path / "model.tflite",
+            quantization="int8",
+            representative_data=samples,
+        )
+
+
+def test_calibration_samples_ignores_non_finite_values_beyond_the_limit(data):
+    representative = data["x_train"][:10].copy()
+    representative[5:] = np.inf
+
+    samples = export._calibration_samples(
+        representative, (None, *IMAGE_SHAPE), limit=5
+    )
+
+    assert len(samples) == 5
+
+
+def test_calibration_samples_rejects_non_numeric_elements():
+    with pytest.raises(ValueError, match="numeric input arrays"):
+        export._calibration_samples(
+            [np.array(["a"] * 3)], (None, 3), limit=5
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -631,6 +847,42 @@ def test_verify_tflite_rejects_path_without_tflite_suffix(tmp_path, data,
         export.verify_tflite(
             tmp_path / "model.h5", trained_models["full"], data["x_test"]
         )
+
+
+@pytest.mark.parametrize("content", [b"not a flatbuffer", b""])
+@pytest.mark.parametrize("function", ["verify_tflite", "benchmark_tflite"])
+def test_loading_a_file_that_is_not_a_tflite_model_names_the_path(
+    tmp_path, trained_models, data, function, content
+):
+    path = tmp_path / "x.tflite"
+    path.write_bytes(content)
+    arguments = {
+        "verify_tflite": (trained_models["full"], data["x_test"][:2]),
+        "benchmark_tflite": (),
+    }[function]
+
+    with pytest.raises(ValueError, match="not a valid TFLite model") as info:
+        getattr(export, function)(path, *arguments)
+
+    assert repr(str(path)) in str(info.value)
+
+
+def test_verify_tflite_rejects_a_directory(tmp_path, trained_models, data):
+    (tmp_path / "model.tflite").mkdir()
+
+    with pytest.raises(ValueError, match="directory"):
+        export.verify_tflite(
+            tmp_path / "model.tflite", trained_models["full"], data["x_test"]
+        )
+
+
+def test_verify_tflite_rejects_non_finite_inputs(float_file, data,
+                                                 trained_models):
+    x = data["x_test"][:4].copy()
+    x[1, 2, 3, 0] = np.nan
+
+    with pytest.raises(ValueError, match=r"x\[1, 2, 3, 0\] is nan"):
+        export.verify_tflite(float_file, trained_models["full"], x)
 
 
 # ---------------------------------------------------------------------------
