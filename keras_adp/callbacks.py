@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from keras_adp import density as density_lib
+from keras_adp import validation
 
 LOG_PREFIX = "density/"
 HISTOGRAM_BUCKETS = 20
@@ -131,7 +132,7 @@ class ActivationDensity(keras.callbacks.Callback):
         self.steps = steps
         self.num_samples = num_samples
         self.batch_size = int(batch_size)
-        self.threshold = density_lib._validate_threshold(threshold)
+        self.threshold = validation.check_threshold(threshold)
         self.log_dir = None if log_dir is None else str(log_dir)
         self.verbose = int(verbose)
         self.calibration_inputs = _calibration_inputs(data, num_samples)

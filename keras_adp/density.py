@@ -36,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_adp import graph as graph_lib
+from keras_adp import validation
 
 GATING_ACTIVATIONS = frozenset(
     {"relu", "relu6", "leaky_relu", "prelu", "elu", "selu", "gelu", "silu",
@@ -65,12 +66,15 @@ class Density:
 class FiredCount(keras.layers.Layer):
     """Counts, per sample and channel, activations above `threshold`.
 
-    Input `(batch, *positions, channels)`. Output `(batch, size + 1)` float32:
-    columns `0 .. size - 1` count the fired activations of channels
+    Called on `[activations, weight]`: activations `(batch, *positions,
+    channels)` and a per-sample weight `(batch,)` (1 for a real sample, 0
+    for padding). Output `(batch, size + 1)` float32: columns
+    `0 .. size - 1` count the fired activations of channels
     `[offset, offset + size)` over the positions of each sample; the last
     column is the number of positions counted per channel, so that inputs
     whose spatial shape is only known at run time are normalised exactly.
-    Counts are exact up to 2**24 positions per sample.
+    Both are multiplied by the sample's weight, so padded samples count for
+    nothing. Counts are exact up to 2**24 positions per sample.
     """
 
     def __init__(self, offset, size, threshold=0.0, **kwargs):
@@ -80,6 +84,7 @@ class FiredCount(keras.layers.Layer):
         self.threshold = threshold
 
     def call(self, inputs):
+        inputs, weight = inputs
         inputs = inputs[..., self.offset : self.offset + self.size]
         fired = keras.ops.cast(
             keras.ops.greater(inputs, self.threshold), "float32"
@@ -92,10 +97,11 @@ class FiredCount(keras.layers.Layer):
         positions = keras.ops.ones_like(counts[:, :1]) * keras.ops.cast(
             keras.ops.prod(keras.ops.shape(inputs)[1:-1]), "float32"
         )
-        return keras.ops.concatenate([counts, positions], axis=-1)
+        weight = keras.ops.expand_dims(keras.ops.cast(weight, "float32"), -1)
+        return keras.ops.concatenate([counts, positions], axis=-1) * weight
 
     def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.size + 1)
+        return (input_shape[0][0], self.size + 1)
 
     def get_config(self):
         return dict(
@@ -143,7 +149,7 @@ class DensityProbe:
 
     def __init__(self, model, *, threshold=0.0, groups=None):
         self.model = model
-        self.threshold = _validate_threshold(threshold)
+        self.threshold = validation.check_threshold(threshold)
         all_groups = graph_lib.channel_groups(model)
         if groups is None:
             groups = [group for group in all_groups if group.prunable]
@@ -151,6 +157,9 @@ class DensityProbe:
         self.sites: dict[str, graph_lib.ActivationSite] = {}
         self.skipped: dict[str, str] = {}
         outputs = []
+        # Per-sample weight: 1 for real samples, 0 for the padding that
+        # makes every batch whole (see `measure`).
+        self._weight = keras.Input((), name="keras_adp_sample_weight")
         for group in groups:
             site = group.measured_at
             if site is None:
@@ -176,7 +185,7 @@ class DensityProbe:
                     self.threshold,
                     dtype="float32",
                     name=f"fired_{len(outputs)}",
-                )(site.tensor)
+                )([site.tensor, self._weight])
             )
         if not outputs:
             not_prunable = {
@@ -196,9 +205,12 @@ class DensityProbe:
             )
         graph = graph_lib._graph_of(model)
         self.input_rank = len(graph.inputs[0].shape)
+        self.input_shapes = [tuple(tensor.shape) for tensor in graph.inputs]
         with model.distribute_strategy.scope():
             self.probe = keras.Model(
-                graph.inputs, outputs, name=f"{model.name}_density_probe"
+                [*graph.inputs, self._weight],
+                outputs,
+                name=f"{model.name}_density_probe",
             )
 
     def measure(
@@ -220,13 +232,26 @@ class DensityProbe:
         Raises:
             ValueError: empty data or invalid `steps`/`batch_size`.
         """
+        batch_size = 32 if batch_size is None else batch_size
+        validation.check_batch_size(batch_size)
         dataset = as_input_dataset(
             data, batch_size=batch_size, input_rank=self.input_rank
         )
         if steps is not None:
             dataset = dataset.take(_optional_count("steps", steps))
-        if int(dataset.cardinality()) == 0:
+        cardinality = int(dataset.cardinality())
+        if cardinality == 0:
             raise _empty_data_error()
+        if cardinality == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(
+                "Received an infinite dataset (e.g. after `.repeat()`) to "
+                "measure activation density on, without `steps`: the "
+                "measurement would never end. Fix: pass `steps=N` (batches "
+                "to measure), or a finite dataset."
+            )
+        self._check_input_shapes(dataset.element_spec)
+        replicas = self.model.distribute_strategy.num_replicas_in_sync
+        dataset = whole_batches(dataset, replicas)
         batches = _BatchCounter()
         try:
             with warnings.catch_warnings():
@@ -237,6 +262,15 @@ class DensityProbe:
                 counts = self.probe.predict(
                     dataset, verbose=0, callbacks=[batches]
                 )
+        except tf.errors.InvalidArgumentError as error:
+            if _NON_FINITE_MARKER in str(error):
+                raise ValueError(
+                    "Received non-finite data: the data to measure "
+                    "activation density on holds NaN or inf (found in batch "
+                    f"{batches.count + 1}). Expected only finite numbers. "
+                    "Fix: clean the data, e.g. with `np.nan_to_num`."
+                ) from None
+            raise
         except Exception as error:
             # Keras' predict fails obscurely on a dataset that yields nothing
             # (unknown cardinality, e.g. after `filter`).
@@ -245,12 +279,14 @@ class DensityProbe:
             raise
         if len(self.names) == 1:
             counts = [counts]
-        samples = int(np.shape(counts[0])[0])
+        # Padding rows are all zero, the position count included.
+        samples = int(np.count_nonzero(np.asarray(counts[0])[:, -1] > 0))
         if samples == 0:
             raise _empty_data_error()
         result = {}
         for name, count in zip(self.names, counts):
             count = np.asarray(count, np.float64)
+            count = count[count[:, -1] > 0]
             per_channel = count[:, :-1].sum(axis=0) / count[:, -1].sum()
             result[name] = Density(
                 layer=float(per_channel.mean()),
@@ -259,6 +295,91 @@ class DensityProbe:
                 samples=samples,
             )
         return result
+
+
+    def check_inputs(self, data, *, batch_size=None) -> None:
+        """Raise before any measurement unless `data` fits the model.
+
+        Args:
+            data: as for `measure`.
+            batch_size: as for `measure`. Defaults to `None`.
+
+        Raises:
+            ValueError: NaN/inf in arrays, or inputs of another number or
+                shape than the model's.
+        """
+        dataset = as_input_dataset(
+            data, batch_size=batch_size, input_rank=self.input_rank
+        )
+        self._check_input_shapes(dataset.element_spec)
+
+    def _check_input_shapes(self, element_spec) -> None:
+        """Raise unless the batches fit the model's inputs."""
+        specs = tf.nest.flatten(element_spec)
+        expected = self.input_shapes
+        name = self.model.name
+        if len(specs) != len(expected):
+            raise ValueError(
+                f"Model '{name}' has {len(expected)} input(s) of shapes "
+                f"{expected}. Received data with {len(specs)} input "
+                f"array(s) of shapes {[tuple(s.shape) for s in specs]}. Fix: "
+                "pass one array per model input (a list for a multi-input "
+                "model)."
+            )
+        for index, (spec, shape) in enumerate(zip(specs, expected)):
+            received = tuple(spec.shape)
+            if len(received) != len(shape) or any(
+                want is not None and got is not None and want != got
+                for want, got in zip(shape[1:], received[1:])
+            ):
+                raise ValueError(
+                    f"Model '{name}' expects input {index} of shape {shape} "
+                    f"(batch first). Received batches of shape {received}. "
+                    "Fix: pass data shaped like the model's input, e.g. "
+                    "the same preprocessing as the training data."
+                )
+
+
+_NON_FINITE_MARKER = "keras_adp: non-finite calibration input"
+
+
+def whole_batches(
+    dataset: tf.data.Dataset, replicas: int = 1
+) -> tf.data.Dataset:
+    """Pads each batch of model inputs to a whole number of replica batches.
+
+    Each batch is padded with zeros to a multiple of `replicas` samples and
+    each element becomes `((*inputs, weight),)`, with `weight` 1.0 for a
+    real sample and 0.0 for padding. A distribution strategy splits such a
+    batch evenly, so no replica ever receives an empty batch (which
+    TensorFlow's oneDNN CPU kernels mis-shape), and padded samples count
+    for nothing. Float inputs are checked for NaN/inf on the way.
+
+    Args:
+        dataset: batched dataset of inputs, as from `as_input_dataset`.
+        replicas: replicas in sync. Defaults to `1`.
+
+    Returns:
+        The padded, weighted dataset.
+    """
+
+    @tf.autograph.experimental.do_not_convert
+    def pad(*element):
+        parts = tf.nest.flatten(element)
+        count = tf.shape(parts[0])[0]
+        extra = (replicas - count % replicas) % replicas
+        padded = []
+        for part in parts:
+            if part.dtype.is_floating:
+                part = tf.debugging.check_numerics(part, _NON_FINITE_MARKER)
+            paddings = [[0, extra]] + [[0, 0]] * (len(part.shape) - 1)
+            padded.append(tf.pad(part, paddings))
+        weight = tf.concat(
+            [tf.ones([count], tf.float32), tf.zeros([extra], tf.float32)], 0
+        )
+        return ((*padded, weight),)
+
+    return dataset.map(pad)
 
 
 class _BatchCounter(keras.callbacks.Callback):
@@ -289,21 +410,8 @@ def _empty_data_error() -> ValueError:
     )
 
 
-def _validate_threshold(threshold) -> float:
-    try:
-        value = float(threshold)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if isinstance(threshold, bool) or not np.isfinite(value):
-        raise ValueError(
-            "Expected `threshold` to be a finite number. Received: "
-            f"threshold={threshold!r}"
-        )
-    return value
-
-
 def as_input_dataset(
-    data, *, batch_size=None, input_rank=None
+    data, *, batch_size=None, input_rank=None, name="data"
 ) -> tf.data.Dataset:
     """Batched `tf.data.Dataset` of model inputs only (labels dropped).
 
@@ -316,12 +424,14 @@ def as_input_dataset(
         input_rank: rank of the model input including the batch axis; a
             dataset whose elements have one axis less is batched. Defaults
             to `None` (datasets are assumed batched).
+        name: how errors name `data`. Defaults to `"data"`.
 
     Returns:
         A dataset of input batches.
 
     Raises:
-        ValueError: empty array, unsupported type or invalid `batch_size`.
+        ValueError: empty array, NaN/inf in an array, unsupported type or
+            invalid `batch_size`.
     """
     batch_size = 32 if batch_size is None else batch_size
     batch_size = _optional_count("batch_size", batch_size)
@@ -341,6 +451,8 @@ def as_input_dataset(
         arrays = tuple(np.asarray(item) for item in data)
         if arrays[0].shape[0] == 0:
             raise ValueError("Received empty data: the input arrays are empty.")
+        for index, array in enumerate(arrays):
+            validation.check_finite(array, f"{name}[{index}]")
         return _inputs_only(
             tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
         )
@@ -356,6 +468,7 @@ def as_input_dataset(
             "Received empty data: expected a non-empty array, an (x, y) "
             f"tuple or a tf.data.Dataset. Got an array of shape {array.shape}."
         )
+    validation.check_finite(array, name)
     return tf.data.Dataset.from_tensor_slices(array).batch(batch_size)
 
 

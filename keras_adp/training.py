@@ -69,6 +69,7 @@ from keras_adp import graph as graph_lib
 from keras_adp import metrics as metrics_lib
 from keras_adp import optimizers as optimizers_lib
 from keras_adp import rebuild as rebuild_lib
+from keras_adp import validation
 from keras_adp.policy import ADPPolicy
 
 STATE_FILE = "state.json"
@@ -79,7 +80,8 @@ KEPT_CHECKPOINTS = 2
 
 
 class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or a weight became NaN or infinite; the last good checkpoint
+    is kept."""
 
 
 @dataclasses.dataclass
@@ -137,6 +139,10 @@ class _RunState:
     # `model.stop_training` (e.g. EarlyStopping) ended the run: a resumed
     # run is finished too.
     training_stopped: bool = False
+    # Training samples per epoch (datasets: counted in the first epoch).
+    samples_per_epoch: int | None = None
+    # What the run was started with, checked on resume.
+    signature: dict = dataclasses.field(default_factory=dict)
 
 
 # Hooks passed straight to a user callback; `on_train_begin`/`on_train_end`
@@ -324,6 +330,7 @@ class ADPTrainer:
         callbacks: list | None = None,
         calibration_data: Any = None,
         resume: bool = False,
+        steps_per_epoch: int | None = None,
     ) -> ADPResult:
         """Train `model` for `epochs` epochs, pruning as the policy says.
 
@@ -338,19 +345,34 @@ class ADPTrainer:
             calibration_data: inputs to measure density on. Defaults to the
                 first `policy.calibration_samples` samples of `x`.
             resume: continue from the last checkpoint in `run_dir` if there
-                is one. Defaults to `False`: start a new run, which needs a
+                is one (a warning says when there is none and a new run
+                starts). Defaults to `False`: start a new run, which needs a
                 `run_dir` without checkpoints.
+            steps_per_epoch: batches per epoch, as for `model.fit`; needed
+                for an infinite dataset (e.g. after `.repeat()`). Defaults
+                to `None` (one pass over `x`).
 
         Returns:
             An `ADPResult`.
 
         Raises:
-            ValueError: invalid arguments, a `run_dir` that holds a previous
-                run while `resume=False`, or no readable checkpoint.
-            TrainingDivergedError: the loss became NaN or infinite.
+            ValueError: invalid arguments or data (NaN/inf in arrays, labels
+                outside the model's classes, an unbatched or infinite
+                dataset without `steps_per_epoch`), a `run_dir` that holds a
+                previous run while `resume=False`, a checkpoint of another
+                architecture or optimizer, or no readable checkpoint.
+            TypeError: `callbacks` is not a list of Keras callbacks.
+            TrainingDivergedError: the loss or a weight became NaN or
+                infinite.
         """
+        resume = validation.check_bool(resume, "resume")
         self._validate(model, epochs, resume)
         epochs = int(epochs)
+        callbacks = validation.check_callbacks(callbacks)
+        validation.check_batch_size(batch_size)
+        _check_steps("steps_per_epoch", steps_per_epoch)
+        _check_training_data(model, x, y, steps_per_epoch)
+        validation.check_validation_data(validation_data)
         if (
             self.seed is None
             and _is_multi_worker(model.distribute_strategy)
@@ -363,17 +385,30 @@ class ADPTrainer:
                 "`ADPTrainer(seed=...)`.",
                 stacklevel=2,
             )
-        state = _RunState()
+        signature = _signature(model)
+        state = _RunState(signature=signature)
         if resume:
-            loaded = self._load_checkpoint(model)
+            loaded = self._load_checkpoint(model, signature, epochs)
             if loaded is not None:
                 model, state = loaded
+            else:
+                warnings.warn(
+                    f"resume=True, but '{self.run_dir}' holds no checkpoint "
+                    "to resume: a new run starts.",
+                    stacklevel=2,
+                )
         calibration = _calibration_inputs(
             x if calibration_data is None else calibration_data,
             self.policy.calibration_samples,
         )
-        samples = _count_samples(x)
         probe = density_lib.DensityProbe(model, threshold=self.policy.threshold)
+        probe.check_inputs(calibration)
+        replicas = model.distribute_strategy.num_replicas_in_sync
+        inputs = _ReplicaSafeInputs(
+            x, y, batch_size, validation_data, steps_per_epoch, replicas
+        )
+        if state.samples_per_epoch is None:
+            state.samples_per_epoch = inputs.samples_per_epoch()
         if not state.dense:
             cost = metrics_lib.inference_cost(model)
             state.dense = dataclasses.asdict(cost)
@@ -388,22 +423,28 @@ class ADPTrainer:
             if self.seed is not None:
                 _seed_epoch(model, self.seed + epoch)
             measure = _Measure(probe, calibration)
+            count = state.samples_per_epoch is None
             with _multi_worker_fit_fixes(model):
                 model.fit(
-                    x,
-                    y,
+                    inputs.x(count=count),
+                    inputs.y,
                     batch_size=batch_size,
                     epochs=epoch + 1,
                     initial_epoch=epoch,
                     # A tf.data pipeline shuffles itself (Keras warns
                     # otherwise).
                     shuffle=not isinstance(x, tf.data.Dataset),
-                    validation_data=validation_data,
+                    validation_data=inputs.validation_data,
+                    validation_batch_size=inputs.validation_batch_size,
+                    steps_per_epoch=inputs.steps_per_epoch,
                     callbacks=[measure, *wrapped, *progress],
                     verbose=1 if self.verbose == 1 else 0,
                 )
+            if count:
+                state.samples_per_epoch = inputs.counted_samples()
             logs = measure.logs or {}
-            if not math.isfinite(float(logs.get("loss", float("nan")))):
+            problem = _divergence(logs, model)
+            if problem:
                 for callback in wrapped:
                     callback.callback.on_train_end(logs)
                 kept = (
@@ -412,14 +453,15 @@ class ADPTrainer:
                     else ""
                 )
                 raise TrainingDivergedError(
-                    f"Training loss is {logs.get('loss')} at epoch "
-                    f"{epoch + 1}; training stopped.{kept} Fix: lower the "
-                    "learning rate or check the inputs for NaN/inf."
+                    f"{problem} at epoch {epoch + 1}; training stopped."
+                    f"{kept} Fix: lower the learning rate or check the "
+                    "inputs for NaN/inf."
                 )
             stop = bool(model.stop_training)
             state.training_stopped = stop
             model, probe = self._end_of_epoch(
-                model, probe, state, epoch, logs, measure.densities, samples,
+                model, probe, state, epoch, logs, measure.densities,
+                state.samples_per_epoch,
                 _num_samples(calibration), wrapped,
                 final=(epoch + 1 == epochs or stop),
             )
@@ -623,11 +665,13 @@ class ADPTrainer:
             if old != name:
                 shutil.rmtree(os.path.join(run_dir, old), ignore_errors=True)
 
-    def _load_checkpoint(self, user_model):
+    def _load_checkpoint(self, user_model, signature, epochs):
         """The newest checkpoint that loads, or None when there is none.
 
         The model is compiled like `user_model` and its optimizer state is
-        restored from `optimizer.npz`.
+        restored from `optimizer.npz`. A checkpoint of a run started with
+        another architecture or optimizer, or that already trained more
+        than `epochs` epochs, is an error (not skipped for an older one).
         """
         names = _checkpoints(self.run_dir)
         latest_file = os.path.join(self.run_dir, LATEST_FILE)
@@ -646,7 +690,11 @@ class ADPTrainer:
         for name in reversed(names):
             path = os.path.join(self.run_dir, name)
             try:
-                model, state = self._read_checkpoint(path, user_model)
+                model, state = self._read_checkpoint(
+                    path, user_model, signature, epochs
+                )
+            except _ResumeMismatchError:
+                raise
             except Exception as error:  # noqa: BLE001 - report and fall back
                 if self.safe_mode and "safe_mode=False" in str(error):
                     raise ValueError(
@@ -678,12 +726,13 @@ class ADPTrainer:
             )
         return None
 
-    def _read_checkpoint(self, path, user_model):
+    def _read_checkpoint(self, path, user_model, signature, epochs):
         with open(os.path.join(path, STATE_FILE)) as handle:
             payload = json.load(handle)
         payload.pop("policy", None)
         payload.pop("seed", None)
         state = _RunState(**payload)
+        _check_resumable(state, signature, epochs, path)
         with user_model.distribute_strategy.scope():
             model = keras.saving.load_model(
                 os.path.join(path, MODEL_FILE),
@@ -810,17 +859,248 @@ def _calibration_inputs(data, num_samples: int):
     ]
     return inputs[0] if len(inputs) == 1 else inputs
 
-def _count_samples(x) -> int:
-    """Training samples per epoch (arrays: length; datasets: one pass)."""
-    dataset = density_lib.as_input_dataset(x, batch_size=1024)
-    return int(dataset.reduce(np.int64(0), _add_batch_size).numpy())
+class _ResumeMismatchError(ValueError):
+    """The checkpoint in `run_dir` belongs to another run."""
 
 
-@tf.autograph.experimental.do_not_convert
-def _add_batch_size(count, batch):
-    """`count` plus the number of samples in `batch` (a `reduce` step)."""
-    first = tf.nest.flatten(batch)[0]
-    return count + tf.cast(tf.shape(first)[0], tf.int64)
+def _signature(model) -> dict:
+    """What identifies the run a model starts: architecture and optimizer."""
+    return {
+        "model": model.name,
+        "inputs": [list(tensor.shape) for tensor in model.inputs],
+        "outputs": [list(tensor.shape) for tensor in model.outputs],
+        "layers": [[layer.name, type(layer).__name__] for layer in
+                   model.layers],
+        "params": int(model.count_params()),
+        "optimizer": type(model.optimizer).__name__,
+    }
+
+
+def _check_resumable(state, signature, epochs, path) -> None:
+    """Raise `_ResumeMismatchError` unless `state` continues this run."""
+    stored = state.signature
+    if stored:
+        if stored.get("optimizer") != signature["optimizer"]:
+            raise _ResumeMismatchError(
+                f"Checkpoint '{path}' was trained with the optimizer "
+                f"{stored.get('optimizer')}. Received a model compiled with "
+                f"{signature['optimizer']}. Expected the same optimizer as "
+                "the run being resumed. Fix: compile with "
+                f"{stored.get('optimizer')}, or start a new run in another "
+                "`run_dir`."
+            )
+        changed = [
+            key for key in ("inputs", "outputs", "layers", "params")
+            if stored.get(key) != signature[key]
+        ]
+        if changed:
+            raise _ResumeMismatchError(
+                f"Checkpoint '{path}' continues a run started from model "
+                f"'{stored.get('model')}' ({stored.get('params'):,} params, "
+                f"{len(stored.get('layers', []))} layers). Received model "
+                f"'{signature['model']}' ({signature['params']:,} params, "
+                f"{len(signature['layers'])} layers), whose "
+                f"{', '.join(changed)} differ. Expected the model the run "
+                "was started with (the dense one). Fix: build the same "
+                "model as the first `fit` call, or start a new run in "
+                "another `run_dir`."
+            )
+    if state.next_epoch > epochs:
+        raise _ResumeMismatchError(
+            f"Checkpoint '{path}' has already trained {state.next_epoch} "
+            f"epochs. Received epochs={epochs}. Expected epochs >= "
+            f"{state.next_epoch} to resume. Fix: pass "
+            f"epochs={state.next_epoch} (or more) to finish the run."
+        )
+
+
+def _check_steps(name: str, steps) -> None:
+    if steps is None:
+        return
+    if (
+        isinstance(steps, bool)
+        or not isinstance(steps, (numbers.Integral, np.integer))
+        or steps < 1
+    ):
+        raise ValueError(
+            f"Expected `{name}` to be None or an integer >= 1. "
+            f"Received: {name}={steps!r}"
+        )
+
+
+def _check_training_data(model, x, y, steps_per_epoch) -> None:
+    """Everything about `x`/`y` that can fail before training starts."""
+    if isinstance(x, tf.data.Dataset):
+        if y is not None:
+            raise ValueError(
+                "Received a tf.data.Dataset for `x` and also `y`. Expected "
+                "the dataset to yield (x, y) batches and `y=None`. Fix: "
+                "drop `y`."
+            )
+        if (
+            int(x.cardinality()) == tf.data.INFINITE_CARDINALITY
+            and steps_per_epoch is None
+        ):
+            raise ValueError(
+                "Received an infinite dataset (e.g. after `.repeat()`) "
+                "without `steps_per_epoch`: an epoch would never end. Fix: "
+                "pass `steps_per_epoch=N` (batches per epoch), or a finite "
+                "dataset."
+            )
+        spec = x.element_spec
+        if isinstance(spec, (tuple, list)):
+            spec = spec[0]
+        first = tf.nest.flatten(spec)[0]
+        expected = len(model.inputs[0].shape)
+        if getattr(first, "shape", None) is not None and (
+            first.shape.rank == expected - 1
+        ):
+            raise ValueError(
+                f"Received a dataset of single samples of shape "
+                f"{tuple(first.shape)}; model '{model.name}' takes batches "
+                f"of shape {tuple(model.inputs[0].shape)}. Expected a "
+                "batched dataset. Fix: call `dataset.batch(batch_size)`."
+            )
+        return
+    if x is None:
+        raise ValueError(
+            "Expected training data `x`. Received x=None. Fix: pass arrays "
+            "`x, y` or a tf.data.Dataset of (x, y) batches."
+        )
+    validation.check_arrays(x, "x")
+    validation.check_labels(model, y, "y")
+
+
+class _ReplicaSafeInputs:
+    """The training and validation inputs as handed to each `model.fit`.
+
+    Under a strategy with `replicas` > 1, no replica may receive an empty
+    batch (TensorFlow's oneDNN CPU kernels mis-shape one): a last training
+    batch of fewer samples than replicas is left out of the epoch (the
+    arrays are reshuffled every epoch, so other samples are left out each
+    time), validation arrays get a batch size whose last batch is whole or
+    has a sample per replica, and batches of datasets smaller than
+    `replicas` are filtered out. With one replica everything passes as it
+    is. Samples per epoch come from the arrays' length, or are counted
+    while Keras reads a dataset in the first epoch (never by an extra
+    pass).
+    """
+
+    def __init__(
+        self, x, y, batch_size, validation_data, steps_per_epoch, replicas
+    ):
+        self.y = y
+        self.replicas = replicas
+        self.batch_size = 32 if batch_size is None else int(batch_size)
+        self.steps_per_epoch = steps_per_epoch
+        self.validation_data = validation_data
+        self.validation_batch_size = None
+        self._counter = [0, 0]  # samples, batches
+        self._dataset = isinstance(x, tf.data.Dataset)
+        self._x = x
+        if replicas > 1:
+            self._make_replica_safe()
+
+    def _make_replica_safe(self) -> None:
+        replicas = self.replicas
+        if self._dataset:
+            self._x = self._x.filter(_at_least(replicas))
+        elif self.steps_per_epoch is None:
+            samples = _num_samples(self._x)
+            remainder = samples % self.batch_size
+            if 0 < remainder < replicas:
+                if samples < self.batch_size:
+                    raise ValueError(
+                        f"Received {samples} training samples for "
+                        f"{replicas} replicas. Expected at least one "
+                        "sample per replica. Fix: train on more samples."
+                    )
+                self.steps_per_epoch = samples // self.batch_size
+        data = self.validation_data
+        if isinstance(data, tf.data.Dataset):
+            self.validation_data = data.filter(_at_least(replicas))
+        elif data is not None:
+            samples = _num_samples(data[0])
+            if samples < replicas:
+                raise ValueError(
+                    f"Received {samples} validation samples for {replicas} "
+                    "replicas. Expected at least one sample per replica. "
+                    "Fix: validate on more samples."
+                )
+            size = self.batch_size
+            while samples % size and samples % size < replicas:
+                size += 1
+            self.validation_batch_size = min(size, samples)
+
+    def x(self, *, count: bool):
+        """`x` for this epoch's `fit`; counting its samples when asked."""
+        if not (count and self._dataset):
+            return self._x
+        self._counter = [0, 0]
+        counter = self._counter
+
+        def add(size):
+            counter[0] += int(size)
+            counter[1] += 1
+            return np.int64(size)
+
+        @tf.autograph.experimental.do_not_convert
+        def counted(*element):
+            first = tf.nest.flatten(element)[0]
+            done = tf.numpy_function(add, [tf.shape(first)[0]], tf.int64)
+            with tf.control_dependencies([done]):
+                element = tf.nest.map_structure(tf.identity, element)
+            return element if len(element) > 1 else element[0]
+
+        return self._x.map(counted)
+
+    def samples_per_epoch(self) -> int | None:
+        """Known before training for arrays; None for datasets."""
+        if self._dataset:
+            return None
+        samples = _num_samples(self._x)
+        if self.steps_per_epoch is not None:
+            samples = min(samples, self.steps_per_epoch * self.batch_size)
+        return samples
+
+    def counted_samples(self) -> int:
+        """Samples of one epoch, from the count of the first one.
+
+        With `steps_per_epoch`, Keras' prefetching may read a few batches
+        more than it trains on: the count is scaled to the steps taken.
+        """
+        samples, batches = self._counter
+        if self.steps_per_epoch is not None and batches > 0:
+            return int(round(samples / batches * self.steps_per_epoch))
+        return samples
+
+
+def _at_least(replicas: int):
+    @tf.autograph.experimental.do_not_convert
+    def keep(*element):
+        first = tf.nest.flatten(element)[0]
+        return tf.shape(first)[0] >= replicas
+
+    return keep
+
+
+def _divergence(logs, model) -> str | None:
+    """Why training diverged this epoch, or None.
+
+    The loss is checked, and every weight: some CPU kernels (oneDNN's ReLU
+    and max-pooling) swallow NaN, so a finite loss does not prove finite
+    weights.
+    """
+    loss = logs.get("loss")
+    if loss is None or not math.isfinite(float(loss)):
+        return f"Training loss is {loss}"
+    for weight in model.weights:
+        value = keras.ops.convert_to_numpy(weight.value)
+        if np.issubdtype(value.dtype, np.floating) and not np.all(
+            np.isfinite(value)
+        ):
+            return f"Weight '{weight.path}' holds NaN or inf"
+    return None
 
 
 def _is_chief(strategy) -> bool:

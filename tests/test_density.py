@@ -426,7 +426,9 @@ MIRRORED_SCRIPT = textwrap.dedent(
         model = build()
     mirrored = density.measure_density(model, x, batch_size=4)
     callback = callbacks.ActivationDensity(x, batch_size=4)
-    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0,
+    # Training on 12 samples: plain Keras `fit` hands a replica an empty
+    # batch when the last batch has fewer samples than replicas.
+    history = model.fit(x[:12], y[:12], batch_size=4, epochs=1, verbose=0,
                         callbacks=[callback])
     after_fit = density.measure_density(model, x, batch_size=4)
     print(json.dumps({
@@ -465,3 +467,75 @@ def test_measure_density_under_mirrored_strategy_matches_single_device():
         assert result["logged"][f"density/{name}"] == [
             pytest.approx(result["after_fit"][name], abs=1e-12)
         ]
+
+
+WHOLE_BATCHES_SCRIPT = textwrap.dedent(
+    """
+    import json, os
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 3
+    )
+    import keras
+    import numpy as np
+    from keras_adp import density
+
+    def build():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((6, 6, 2))
+        x = keras.layers.Conv2D(4, 3, padding="same", name="c1")(inputs)
+        x = keras.layers.BatchNormalization(name="bn")(x)
+        x = keras.layers.ReLU(name="relu")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+
+    strategy = tf.distribute.MirroredStrategy(
+        ["/cpu:0", "/cpu:1", "/cpu:2"])
+    with strategy.scope():
+        mirrored = build()
+    single = build()
+    cases = []
+    for samples in (1, 2, 4, 7):
+        for batch_size in (1, 2, 4, 32):
+            x = np.random.default_rng(samples).normal(
+                size=(samples, 6, 6, 2)).astype("float32")
+            dataset = tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
+            one = density.measure_density(single, x, batch_size=batch_size)
+            arrays = density.measure_density(
+                mirrored, x, batch_size=batch_size)
+            batches = density.measure_density(mirrored, dataset)
+            cases.append({
+                "samples": samples,
+                "batch_size": batch_size,
+                "one": one["c1"].channels.tolist(),
+                "arrays": arrays["c1"].channels.tolist(),
+                "dataset": batches["c1"].channels.tolist(),
+                "counted": [arrays["c1"].samples, batches["c1"].samples],
+            })
+    print(json.dumps(cases))
+    """
+)
+
+
+def test_measure_density_never_hands_a_replica_an_empty_batch():
+    # 3 replicas and last batches of 1, 2 or 3 samples: a strategy that
+    # split them as they are would leave replicas empty, which crashes
+    # oneDNN's CPU kernels. Densities must equal one device's exactly.
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(
+        [sys.executable, "-c", WHOLE_BATCHES_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    cases = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert len(cases) == 16
+    for case in cases:
+        assert case["arrays"] == case["one"], case
+        assert case["dataset"] == case["one"], case
+        assert case["counted"] == [case["samples"]] * 2, case

@@ -658,12 +658,66 @@ def test_nan_loss_raises_and_keeps_last_good_checkpoint(tmp_path):
     assert all(np.all(np.isfinite(w.numpy())) for w in saved.weights)
 
 
-def test_nan_inputs_raise_training_diverged_error():
+def test_nan_input_arrays_raise_before_training():
     x, y = _data()
     x[5, 2, 2, 0] = np.nan
+    recorder = Recorder()
     trainer = keras_adp.ADPTrainer(POLICY, verbose=0)
-    with pytest.raises(TrainingDivergedError, match="epoch 1"):
-        trainer.fit(_model(), x, y, epochs=3, batch_size=BATCH_SIZE)
+    with pytest.raises(ValueError, match=r"x\[5, 2, 2, 0\] is NaN"):
+        trainer.fit(_model(), x, y, epochs=3, batch_size=BATCH_SIZE,
+                    callbacks=[recorder])
+    assert recorder.calls == {}
+
+
+def _regression_model():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(4, 3, activation="relu", name="c1")(inputs)
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, L.Dense(1, name="out")(x))
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_nan_targets_in_a_dataset_raise_training_diverged_error():
+    # A NaN target reaches the loss through no ReLU or pooling kernel, so
+    # the loss is NaN on every kernel path (oneDNN's included).
+    x, _ = _data()
+    targets = np.ones((len(x), 1), "float32")
+    targets[40] = np.nan
+    dataset = tf.data.Dataset.from_tensor_slices((x, targets)).batch(32)
+    trainer = keras_adp.ADPTrainer(POLICY, verbose=0)
+    with pytest.raises(TrainingDivergedError, match="loss is nan at epoch 1"):
+        trainer.fit(_regression_model(), dataset, epochs=3)
+
+
+class _PoisonKernel(keras.callbacks.Callback):
+    """Sets one kernel entry to NaN at the end of `epoch`: the loss of that
+    epoch stays finite, only the weights show the divergence."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            kernel = self.model.get_layer("c2").kernel
+            value = kernel.numpy()
+            value[0, 0, 0, 0] = np.nan
+            kernel.assign(value)
+
+
+def test_non_finite_weights_with_a_finite_loss_raise(tmp_path):
+    run_dir = str(tmp_path / "run")
+    trainer = keras_adp.ADPTrainer(POLICY, run_dir=run_dir, verbose=0)
+    with pytest.raises(
+        TrainingDivergedError, match="Weight '.*c2/kernel' holds NaN or inf "
+        "at epoch 2"
+    ):
+        trainer.fit(_model(), *_data(), epochs=3, batch_size=BATCH_SIZE,
+                    callbacks=[_PoisonKernel(1)])
+    with open(os.path.join(run_dir, "LATEST")) as handle:
+        assert handle.read() == "checkpoint-0001"
 
 
 # ------------------------------------------------------------- bad inputs
