@@ -43,7 +43,7 @@ as TensorFlow advises, because saving may read variables synchronised on
 read, which takes every worker's part in an all-reduce. Keras 3's own `fit`
 fails under a multi-worker strategy (keras-team/keras#20585); the trainer
 works around its two bugs while its `fit` calls run
-(`_multi_worker_fit_fixes`).
+(`_distributed_fit_fixes`).
 """
 
 from __future__ import annotations
@@ -424,7 +424,7 @@ class ADPTrainer:
                 _seed_epoch(model, self.seed + epoch)
             measure = _Measure(probe, calibration)
             count = state.samples_per_epoch is None
-            with _multi_worker_fit_fixes(model):
+            with _distributed_fit_fixes(model):
                 model.fit(
                     inputs.x(count=count),
                     inputs.y,
@@ -869,8 +869,10 @@ def _signature(model) -> dict:
         "model": model.name,
         "inputs": [list(tensor.shape) for tensor in model.inputs],
         "outputs": [list(tensor.shape) for tensor in model.outputs],
-        "layers": [[layer.name, type(layer).__name__] for layer in
-                   model.layers],
+        # Classes and parameter counts, not names: Keras numbers the names
+        # of unnamed layers per process.
+        "layers": [[type(layer).__name__, int(layer.count_params())]
+                   for layer in model.layers],
         "params": int(model.count_params()),
         "optimizer": type(model.optimizer).__name__,
     }
@@ -1004,32 +1006,49 @@ class _ReplicaSafeInputs:
     def _make_replica_safe(self) -> None:
         replicas = self.replicas
         if self._dataset:
-            self._x = self._x.filter(_at_least(replicas))
-        elif self.steps_per_epoch is None:
+            self._x = self._x.filter(_fills_every_replica(replicas))
+        else:
+            if _leaves_a_replica_empty(self.batch_size, replicas):
+                raise ValueError(
+                    f"Received batch_size={self.batch_size} for {replicas} "
+                    "replicas: TensorFlow splits a batch in shares of "
+                    f"ceil({self.batch_size}/{replicas}) samples, which "
+                    "leaves a replica without any. Expected a batch size "
+                    "that gives every replica samples. Fix: use a multiple "
+                    f"of {replicas}, e.g. batch_size="
+                    f"{-(-self.batch_size // replicas) * replicas}."
+                )
             samples = _num_samples(self._x)
             remainder = samples % self.batch_size
-            if 0 < remainder < replicas:
+            if self.steps_per_epoch is None and _leaves_a_replica_empty(
+                remainder, replicas
+            ):
                 if samples < self.batch_size:
                     raise ValueError(
                         f"Received {samples} training samples for "
-                        f"{replicas} replicas. Expected at least one "
-                        "sample per replica. Fix: train on more samples."
+                        f"{replicas} replicas, too few to give each replica "
+                        "a share. Fix: train on more samples."
                     )
+                # The last batch is left out of each epoch (other samples
+                # each time, since the arrays are reshuffled).
                 self.steps_per_epoch = samples // self.batch_size
         data = self.validation_data
         if isinstance(data, tf.data.Dataset):
-            self.validation_data = data.filter(_at_least(replicas))
+            self.validation_data = data.filter(_fills_every_replica(replicas))
         elif data is not None:
             samples = _num_samples(data[0])
-            if samples < replicas:
+            size = self.batch_size
+            while size <= samples and (
+                _leaves_a_replica_empty(size, replicas)
+                or _leaves_a_replica_empty(samples % size, replicas)
+            ):
+                size += 1
+            if size > samples and _leaves_a_replica_empty(samples, replicas):
                 raise ValueError(
                     f"Received {samples} validation samples for {replicas} "
-                    "replicas. Expected at least one sample per replica. "
-                    "Fix: validate on more samples."
+                    "replicas, too few to give each replica a share. Fix: "
+                    "validate on more samples."
                 )
-            size = self.batch_size
-            while samples % size and samples % size < replicas:
-                size += 1
             self.validation_batch_size = min(size, samples)
 
     def x(self, *, count: bool):
@@ -1075,11 +1094,25 @@ class _ReplicaSafeInputs:
         return samples
 
 
-def _at_least(replicas: int):
+def _leaves_a_replica_empty(samples: int, replicas: int) -> bool:
+    """Whether a batch of `samples` leaves one of `replicas` with none.
+
+    TensorFlow splits a batch into shares of `ceil(samples / replicas)` in
+    replica order (e.g. 4 samples on 3 replicas: 2, 2, 0).
+    """
+    if samples == 0 or replicas == 1:
+        return False
+    return (replicas - 1) * -(-samples // replicas) >= samples
+
+
+def _fills_every_replica(replicas: int):
+    """A `Dataset.filter` predicate: the batch gives every replica samples."""
+
     @tf.autograph.experimental.do_not_convert
     def keep(*element):
-        first = tf.nest.flatten(element)[0]
-        return tf.shape(first)[0] >= replicas
+        count = tf.shape(tf.nest.flatten(element)[0])[0]
+        share = (count + replicas - 1) // replicas
+        return (replicas - 1) * share < count
 
     return keep
 
@@ -1158,29 +1191,31 @@ def _is_multi_worker(strategy) -> bool:
 
 
 @contextlib.contextmanager
-def _multi_worker_fit_fixes(model):
-    """Works around two Keras 3 bugs while `model.fit` runs multi-worker.
+def _distributed_fit_fixes(model):
+    """Works around two Keras 3 bugs while `model.fit` runs distributed.
 
-    Under a `MultiWorkerMirroredStrategy` with two or more workers, Keras
-    3.15's `fit` fails before its first step (keras-team/keras#20585,
-    tensorflow/tensorflow#72388):
-
-    1. `_maybe_symbolic_build` passes the whole `(x, y)` batch to
-       `strategy.reduce`, which takes a single distributed value: the
-       model's compile state is built from this worker's first replica
+    1. Under any strategy with two or more replicas, Keras 3.15's
+       `_maybe_symbolic_build` passes the first `(x, y)` batch to
+       `strategy.reduce`, which fails when the replicas' shares differ in
+       size (a batch of 13 on 2 replicas: "Inputs to operation AddN ...
+       must have the same size and shape") and, multi-worker, before the
+       first step (keras-team/keras#20585, tensorflow/tensorflow#72388):
+       the model's compile state is built from this worker's first replica
        batch instead (only its shapes and dtypes are used).
-    2. `reduce_per_replica` averages the logs over replicas along axis 0,
+    2. Under a `MultiWorkerMirroredStrategy` with two or more workers,
+       `reduce_per_replica` averages the logs over replicas along axis 0,
        which scalars (loss, metrics) do not have: scalars are averaged
        with `axis=None`.
 
-    Elsewhere (one worker, MirroredStrategy, no strategy), and on a Keras
-    without these functions, nothing is changed.
+    Elsewhere (one replica, no strategy), and on a Keras without these
+    functions, nothing is changed.
     """
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
     strategy = model.distribute_strategy
+    multi_worker = _is_multi_worker(strategy)
     if not (
-        _is_multi_worker(strategy)
+        (multi_worker or strategy.num_replicas_in_sync > 1)
         and hasattr(type(model), "_maybe_symbolic_build")
         and hasattr(tf_trainer, "reduce_per_replica")
     ):
@@ -1215,7 +1250,8 @@ def _multi_worker_fit_fixes(model):
         )
 
     model._maybe_symbolic_build = symbolic_build
-    tf_trainer.reduce_per_replica = reduce_per_replica
+    if multi_worker:
+        tf_trainer.reduce_per_replica = reduce_per_replica
     try:
         yield
     finally:

@@ -213,7 +213,8 @@ def check_labels(model: Any, y: Any, name: str = "y") -> None:
         index = np.unravel_index(int(np.argmin(valid.ravel())), labels.shape)
         shown = ", ".join(str(int(i)) for i in index)
         raise ValueError(
-            f"Received {name}[{shown}] = {labels[index]!r}, not a class index "
+            f"Received {name}[{shown}] = {labels[index].item():g}, not a class "
+            "index "
             f"of model '{model.name}', which has {num_classes} outputs. "
             f"Expected integer labels in [0, {num_classes}) for the loss "
             f"'{loss}'. Fix: remap the labels to 0 .. {num_classes - 1}, or "
