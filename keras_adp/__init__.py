@@ -5,7 +5,7 @@ Pipeline: graph analysis (`channel_groups`) -> density (`measure_density`,
 -> metrics (`keras_adp.metrics`) -> export (`export_tflite`).
 """
 
-from keras_adp import data, metrics, models
+from keras_adp import data, guard, metrics, models
 from keras_adp.callbacks import ActivationDensity
 from keras_adp.density import Density, measure_density
 from keras_adp.export import benchmark_tflite, export_tflite, verify_tflite

@@ -27,6 +27,27 @@ All knobs of the method live here, with their defaults:
 - `threshold` (0.0): an activation counts as non-zero when it is strictly
   greater.
 
+The accuracy guard (on by default, `max_accuracy_drop=0.01`). A pruning
+step is a trial. The trainer keeps the model as it was just before the step
+(architecture, weights, optimizer state: in memory, and in `run_dir` when
+there is one), trains the pruned model for `recovery_epochs` (1) epochs and
+then compares the monitored metric (`monitor`, `"auto"`: the first
+validation accuracy Keras logs, such as `val_accuracy`, else `val_loss`)
+with its *reference*: the best value the run has reached so far with an
+accepted model (the dense epochs and every accepted step; never a
+rolled-back one). A step that leaves the metric more than
+`max_accuracy_drop` (in the metric's own units: 0.01 is one point of
+accuracy; for a loss, how much higher it may be) worse than the reference is
+rolled back: the pre-step weights and optimizer slots come back exactly
+(the optimizer's iteration count goes on, so a learning-rate schedule keeps
+its place), and the step is retried with half the removal of each group,
+up to `max_retries` (1) times; after that, pruning stops. A step is only
+taken when `recovery_epochs` epochs remain to judge it. The metric is
+measured on `validation_data`; without it, the trainer holds out
+`validation_split` (10%) of the training arrays (a fixed random subset,
+never trained on) and validates on it. `max_accuracy_drop=None` turns the
+guard off (and nothing is held out).
+
 A property of the method worth knowing: where BatchNormalization directly
 precedes the ReLU, each channel's pre-activation is normalised to roughly
 zero mean, so activation density tends to stay near 0.5 however long the
@@ -75,6 +96,18 @@ class ADPPolicy:
         threshold: density threshold. Defaults to `0.0`.
         calibration_samples: samples in the density calibration set.
             Defaults to `512`.
+        max_accuracy_drop: how much worse than its reference the monitored
+            metric may be after a step's recovery epochs, in the metric's
+            units, or None to turn the guard off. Defaults to `0.01`.
+        monitor: the log key judged by the guard, or `"auto"` (a
+            validation accuracy if logged, else `"val_loss"`). Defaults to
+            `"auto"`.
+        recovery_epochs: epochs of training after a step before it is
+            judged. Defaults to `1`.
+        max_retries: gentler retries (half the removal) after a rollback
+            before pruning stops. Defaults to `1`.
+        validation_split: fraction of the training arrays held out for the
+            guard when `fit` gets no `validation_data`. Defaults to `0.1`.
     """
 
     warmup_epochs: int = 2
@@ -90,6 +123,11 @@ class ADPPolicy:
     reinitialize: bool = False
     threshold: float = 0.0
     calibration_samples: int = 512
+    max_accuracy_drop: float | None = 0.01
+    monitor: str = "auto"
+    recovery_epochs: int = 1
+    max_retries: int = 1
+    validation_split: float = 0.1
 
     def __post_init__(self):
         _validate_int("warmup_epochs", self.warmup_epochs, 0)
@@ -129,6 +167,31 @@ class ADPPolicy:
             raise ValueError(
                 "Expected `threshold` to be a finite number. "
                 f"Received: threshold={self.threshold!r}"
+            )
+        _validate_int("recovery_epochs", self.recovery_epochs, 1)
+        _validate_int("max_retries", self.max_retries, 0)
+        if self.max_accuracy_drop is not None and (
+            isinstance(self.max_accuracy_drop, bool)
+            or not isinstance(self.max_accuracy_drop, numbers.Real)
+            or not 0 <= self.max_accuracy_drop < math.inf
+        ):
+            raise ValueError(
+                "Expected `max_accuracy_drop` to be None or a finite number "
+                f">= 0. Received: max_accuracy_drop={self.max_accuracy_drop!r}"
+            )
+        if not isinstance(self.monitor, str) or not self.monitor:
+            raise ValueError(
+                "Expected `monitor` to be 'auto' or a log key such as "
+                f"'val_accuracy'. Received: monitor={self.monitor!r}"
+            )
+        if (
+            isinstance(self.validation_split, bool)
+            or not isinstance(self.validation_split, numbers.Real)
+            or not 0 < self.validation_split < 1
+        ):
+            raise ValueError(
+                "Expected `validation_split` to be a number in (0, 1). "
+                f"Received: validation_split={self.validation_split!r}"
             )
         if not isinstance(self.reinitialize, bool):
             raise ValueError(
@@ -241,6 +304,10 @@ class ADPPolicy:
 
     def select(self, width: int, channel_density, channel_score) -> np.ndarray:
         """Indices of the `width` channels to keep, sorted."""
+        return np.sort(self.rank(channel_density, channel_score)[:width])
+
+    def rank(self, channel_density, channel_score) -> np.ndarray:
+        """Channel indices, most worth keeping first (see `selection`)."""
         size = len(channel_density)
         if channel_score is None:
             score = np.zeros(size)
@@ -251,7 +318,7 @@ class ADPPolicy:
             order = np.lexsort((-score, -np.asarray(channel_density)))
         else:
             order = np.argsort(-score, kind="stable")
-        return np.sort(order[:width])
+        return order
 
 
 def _validate_int(name: str, value: Any, minimum: int) -> None:

@@ -66,6 +66,7 @@ import tensorflow as tf
 
 from keras_adp import density as density_lib
 from keras_adp import graph as graph_lib
+from keras_adp import guard as guard_lib
 from keras_adp import metrics as metrics_lib
 from keras_adp import optimizers as optimizers_lib
 from keras_adp import rebuild as rebuild_lib
@@ -76,6 +77,7 @@ STATE_FILE = "state.json"
 MODEL_FILE = "model.keras"
 OPTIMIZER_FILE = "optimizer.npz"
 LATEST_FILE = "LATEST"
+PRE_STEP_DIR = "pre-step"
 KEPT_CHECKPOINTS = 2
 
 
@@ -143,6 +145,12 @@ class _RunState:
     samples_per_epoch: int | None = None
     # What the run was started with, checked on resume.
     signature: dict = dataclasses.field(default_factory=dict)
+    # The accuracy guard: the monitored key, the best value reached with an
+    # accepted model, the step on trial (None when none) and every decision.
+    monitor: str | None = None
+    reference: float | None = None
+    pending: dict | None = None
+    guard: list = dataclasses.field(default_factory=list)
 
 
 # Hooks passed straight to a user callback; `on_train_begin`/`on_train_end`
@@ -373,6 +381,9 @@ class ADPTrainer:
         _check_steps("steps_per_epoch", steps_per_epoch)
         _check_training_data(model, x, y, steps_per_epoch)
         validation.check_validation_data(validation_data)
+        x, y, validation_data = self._guard_validation(
+            x, y, validation_data
+        )
         if (
             self.seed is None
             and _is_multi_worker(model.distribute_strategy)
@@ -385,6 +396,7 @@ class ADPTrainer:
                 "`ADPTrainer(seed=...)`.",
                 stacklevel=2,
             )
+        user_model = model
         signature = _signature(model)
         state = _RunState(signature=signature)
         if resume:
@@ -419,6 +431,10 @@ class ADPTrainer:
         progress = [_Progbar(epochs)] if self.verbose == 1 else []
         model.stop_training = False
         first_epoch = epochs if state.training_stopped else state.next_epoch
+        self._epochs = epochs
+        self._pre_step = None
+        self._user_model = user_model
+        self._strategy = model.distribute_strategy
         for epoch in range(first_epoch, epochs):
             if self.seed is not None:
                 _seed_epoch(model, self.seed + epoch)
@@ -553,14 +569,24 @@ class ADPTrainer:
             "measure_macs": measure_macs,
             "cumulative_macs": state.cumulative_macs,
             "pruning": None,
+            "guard": None,
         }
         state.history.append(record)
         state.next_epoch = epoch + 1
         if self.verbose == 2:
             print(_epoch_line(record), flush=True)
+        if self.policy.max_accuracy_drop is not None:
+            model, probe, retry = self._judge(
+                model, probe, state, epoch, record, wrapped, final
+            )
+            if retry is not None:
+                return self._take_step(model, state, epoch, record, wrapped,
+                                       **retry)
         if (
             final
             or state.pruning_stopped
+            or state.pending is not None
+            or not self._room_for_a_step(epoch)
             or not self.policy.should_prune(
                 epoch, state.density_history, state.steps_done,
                 state.last_prune_epoch,
@@ -580,20 +606,58 @@ class ADPTrainer:
                     flush=True,
                 )
             return model, probe
+        order = {
+            name: self.policy.rank(
+                densities[name].channels, scores.get(name)
+            ).tolist()
+            for name in keep
+        }
+        return self._take_step(
+            model, state, epoch, record, wrapped, keep=keep, order=order,
+            attempt=0,
+        )
+
+    def _room_for_a_step(self, epoch) -> bool:
+        """Whether a step now leaves the guard epochs to judge it."""
+        if self.policy.max_accuracy_drop is None:
+            return True
+        return epoch + 1 + self.policy.recovery_epochs <= self._epochs
+
+    def _take_step(
+        self, model, state, epoch, record, wrapped, *, keep, order, attempt
+    ):
+        """Rebuild `model` keeping `keep`; the guard puts it on trial."""
+        groups = {g.name: g for g in graph_lib.channel_groups(model)}
+        cost = metrics_lib.inference_cost(model)
         new_model, surgery = self._rebuild(model, keep)
         new_cost = metrics_lib.inference_cost(new_model)
         step = {
             "epoch": epoch,
-            "before": {g.name: g.size for g in groups if g.name in keep},
+            "before": {name: groups[name].size for name in keep},
             "after": {name: int(len(idx)) for name, idx in keep.items()},
             "params_before": cost.params,
             "params_after": new_cost.params,
             "macs_before": cost.macs,
             "macs_after": new_cost.macs,
+            "attempt": attempt,
+            "outcome": None,
         }
         record["pruning"] = step
         state.steps.append(step)
         state.steps_done += 1
+        if self.policy.max_accuracy_drop is not None:
+            state.pending = {
+                "epoch": epoch,
+                "attempt": attempt,
+                "epochs_trained": 0,
+                "order": order,
+                "before": step["before"],
+                "after": step["after"],
+                "last_prune_epoch": state.last_prune_epoch,
+            }
+            self._keep_pre_step(model, wrapped)
+        else:
+            step["outcome"] = "taken"
         state.last_prune_epoch = epoch
         if self.verbose:
             print(_step_line(step), flush=True)
@@ -605,6 +669,129 @@ class ADPTrainer:
             new_model, threshold=self.policy.threshold
         )
         return new_model, probe
+
+    def _judge(self, model, probe, state, epoch, record, wrapped, final):
+        """The guard at the end of an epoch.
+
+        Returns:
+            `(model, probe, retry)`: the model to train next (the pre-step
+            one after a rollback) and its probe, and the keyword arguments
+            of a gentler `_take_step`, or None.
+        """
+        logs = record["logs"]
+        if state.monitor is None:
+            state.monitor = guard_lib.resolve_monitor(
+                self.policy.monitor, logs
+            )
+        monitor = state.monitor
+        if monitor not in logs:
+            guard_lib.resolve_monitor(monitor, logs)  # Raises.
+        value = float(logs[monitor])
+        pending = state.pending
+        if pending is None:
+            state.reference = guard_lib.better(monitor, state.reference, value)
+            return model, probe, None
+        pending["epochs_trained"] += 1
+        if pending["epochs_trained"] < self.policy.recovery_epochs and not final:
+            return model, probe, None
+        budget = float(self.policy.max_accuracy_drop)
+        decision = {
+            "epoch": epoch,
+            "step_epoch": pending["epoch"],
+            "attempt": pending["attempt"],
+            "monitor": monitor,
+            "value": value,
+            "reference": state.reference,
+            "budget": budget,
+        }
+        record["guard"] = decision
+        state.guard.append(decision)
+        step = state.steps[-1]
+        worse = state.reference is not None and guard_lib.is_worse_than_budget(
+            monitor, value, state.reference, budget
+        )
+        if not worse:
+            decision["action"] = "accepted"
+            step["outcome"] = "accepted"
+            state.pending = None
+            state.reference = guard_lib.better(monitor, state.reference, value)
+            self._drop_pre_step()
+            if self.verbose:
+                print(_guard_line(decision), flush=True)
+            return model, probe, None
+        restored = self._restore_pre_step(model, state, wrapped)
+        step["outcome"] = "rolled back"
+        state.steps_done -= 1
+        state.last_prune_epoch = pending["last_prune_epoch"]
+        state.pending = None
+        probe = density_lib.DensityProbe(
+            restored, threshold=self.policy.threshold
+        )
+        retry = None
+        if (
+            pending["attempt"] < self.policy.max_retries
+            and not final
+            and self._room_for_a_step(epoch)
+        ):
+            keep = guard_lib.gentler_keep(
+                pending["order"], pending["before"], pending["after"]
+            )
+            if keep:
+                retry = {
+                    "keep": keep,
+                    "order": pending["order"],
+                    "attempt": pending["attempt"] + 1,
+                }
+        if retry is None:
+            decision["action"] = "rolled back; pruning stops"
+            state.pruning_stopped = True
+        else:
+            decision["action"] = "rolled back; retrying half the removal"
+        if self.verbose:
+            print(_guard_line(decision), flush=True)
+        return restored, probe, retry
+
+    # ----------------------------------------------------- pre-step model
+    def _keep_pre_step(self, model, wrapped) -> None:
+        """Keeps the model before a step (in memory and in `run_dir`)."""
+        saved = [
+            (callback.callback, list(callback.callback.best_weights))
+            for callback in wrapped
+            if isinstance(callback.callback, keras.callbacks.EarlyStopping)
+            and callback.callback.best_weights is not None
+        ]
+        self._pre_step = (model, saved)
+        if self.run_dir:
+            self._save_model_dir(PRE_STEP_DIR, model)
+
+    def _drop_pre_step(self) -> None:
+        self._pre_step = None
+        if self.run_dir and _is_chief(self._strategy):
+            shutil.rmtree(
+                os.path.join(self.run_dir, PRE_STEP_DIR), ignore_errors=True
+            )
+
+    def _restore_pre_step(self, model, state, wrapped):
+        """The pre-step model, its optimizer slots exactly as they were.
+
+        The optimizer's iteration count is set to the current one, so a
+        learning-rate schedule keeps its place.
+        """
+        if self._pre_step is not None:
+            restored, saved = self._pre_step
+        else:  # Resumed during the trial: read it from `run_dir`.
+            restored = self._read_model_dir(
+                os.path.join(self.run_dir, PRE_STEP_DIR), self._user_model
+            )
+            saved = []
+        restored.optimizer.iterations.assign(model.optimizer.iterations)
+        for callback, best_weights in saved:
+            callback.best_weights = best_weights
+        for callback in wrapped:
+            callback.set_model(restored)
+        restored.stop_training = False
+        self._drop_pre_step()
+        return restored
 
     def _rebuild(self, model, keep):
         """The compiled smaller model to train next, and its `Rebuild`."""
@@ -648,11 +835,7 @@ class ADPTrainer:
         partial = final + ".partial"
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
-        model.save(os.path.join(partial, MODEL_FILE))
-        np.savez(
-            os.path.join(partial, OPTIMIZER_FILE),
-            *optimizers_lib.optimizer_state(model.optimizer),
-        )
+        _write_model(partial, model)
         payload = dataclasses.asdict(state)
         payload["policy"] = self.policy.get_config()
         payload["seed"] = self.seed
@@ -733,6 +916,19 @@ class ADPTrainer:
         payload.pop("seed", None)
         state = _RunState(**payload)
         _check_resumable(state, signature, epochs, path)
+        if state.pending is not None and not os.path.isdir(
+            os.path.join(self.run_dir, PRE_STEP_DIR)
+        ):
+            raise ValueError(
+                f"Checkpoint '{path}' has a pruning step on trial, but its "
+                f"pre-step model '{PRE_STEP_DIR}' is missing from the run "
+                "directory."
+            )
+        return self._read_model_dir(path, user_model), state
+
+    def _read_model_dir(self, path, user_model):
+        """The model saved by `_write_model` in `path`, compiled like
+        `user_model`, with its optimizer state."""
         with user_model.distribute_strategy.scope():
             model = keras.saving.load_model(
                 os.path.join(path, MODEL_FILE),
@@ -748,10 +944,90 @@ class ADPTrainer:
         with np.load(os.path.join(path, OPTIMIZER_FILE)) as stored:
             values = [stored[f"arr_{i}"] for i in range(len(stored.files))]
         optimizers_lib.restore_optimizer_state(model.optimizer, values)
-        return model, state
+        return model
+
+    def _save_model_dir(self, name, model) -> None:
+        """Save `model` with its optimizer into `run_dir/name` atomically.
+
+        As for checkpoints, the non-chief workers of a multi-worker run save
+        into scratch space that is deleted at once.
+        """
+        if _is_chief(model.distribute_strategy):
+            final = os.path.join(self.run_dir, name)
+            partial = final + ".partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            os.makedirs(partial)
+            _write_model(partial, model)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial, final)
+            return
+        scratch = tempfile.mkdtemp(prefix="keras_adp_worker_")
+        try:
+            _write_model(scratch, model)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _guard_validation(self, x, y, validation_data):
+        """`x, y, validation_data`, with a held-out split when the guard
+        needs one and `validation_data` is None."""
+        if self.policy.max_accuracy_drop is None or validation_data is not None:
+            return x, y, validation_data
+        if isinstance(x, tf.data.Dataset):
+            raise ValueError(
+                "The accuracy guard (`ADPPolicy.max_accuracy_drop`) needs "
+                "validation data. Received a tf.data.Dataset for `x` and no "
+                "`validation_data`: a held-out part of a dataset that "
+                "reshuffles would overlap the training samples. Fix: pass "
+                "`validation_data`, or turn the guard off with "
+                "`ADPPolicy(max_accuracy_drop=None)`."
+            )
+        samples = _num_samples(x)
+        train, held = guard_lib.holdout_indices(
+            samples, self.policy.validation_split,
+            0 if self.seed is None else self.seed,
+        )
+        if self.verbose:
+            print(
+                f"[keras-adp] accuracy guard: holding out {len(held)} of "
+                f"{samples} training samples for validation "
+                "(pass `validation_data` to choose them).",
+                flush=True,
+            )
+        return (
+            _take(x, train), _take(y, train), (_take(x, held), _take(y, held))
+        )
 
 
 # -------------------------------------------------------------- helpers
+def _write_model(directory: str, model) -> None:
+    """`model.keras` and its optimizer's variables into `directory`."""
+    model.save(os.path.join(directory, MODEL_FILE))
+    np.savez(
+        os.path.join(directory, OPTIMIZER_FILE),
+        *optimizers_lib.optimizer_state(model.optimizer),
+    )
+
+
+def _take(data, indices):
+    """Rows `indices` of an array, or of each array of a list/dict."""
+    if data is None:
+        return None
+    if isinstance(data, dict):
+        return {key: _take(value, indices) for key, value in data.items()}
+    if isinstance(data, (list, tuple)) and data and hasattr(data[0], "shape"):
+        return [np.asarray(value)[indices] for value in data]
+    return np.asarray(data)[indices]
+
+
+def _guard_line(decision) -> str:
+    return (
+        f"[keras-adp] epoch {decision['epoch'] + 1}: step of epoch "
+        f"{decision['step_epoch'] + 1} {decision['action']} "
+        f"({decision['monitor']} {decision['value']:.4f}, reference "
+        f"{decision['reference']:.4f}, budget {decision['budget']:g})"
+    )
+
+
 _SEED_STATE = "seed_generator_state"  # The variable of a `SeedGenerator`.
 
 

@@ -20,7 +20,8 @@ import keras_adp
 
 L = keras.layers
 POLICY = keras_adp.ADPPolicy(
-    warmup_epochs=1, min_channels=2, calibration_samples=32
+    warmup_epochs=1, min_channels=2, calibration_samples=32,
+    max_accuracy_drop=None,
 )
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -307,7 +308,8 @@ PARTIAL_BATCHES_SCRIPT = textwrap.dedent(
     x = rng.normal(size=(13, 6, 6, 1)).astype("float32")
     y = np.arange(13) % 3
     policy = keras_adp.ADPPolicy(warmup_epochs=1, min_channels=2,
-                                 calibration_samples=13)
+                                 calibration_samples=13,
+                                 max_accuracy_drop=None)
     strategy = tf.distribute.MirroredStrategy(
         ["/cpu:0", "/cpu:1", "/cpu:2"])
     results = {}

@@ -295,6 +295,11 @@ def test_defaults_match_the_documented_method():
         "reinitialize": False,
         "threshold": 0.0,
         "calibration_samples": 512,
+        "max_accuracy_drop": 0.01,
+        "monitor": "auto",
+        "recovery_epochs": 1,
+        "max_retries": 1,
+        "validation_split": 0.1,
     }
 
 

@@ -25,10 +25,14 @@ L = keras.layers
 
 SAMPLES = 128
 BATCH_SIZE = 32
+# The accuracy guard is off here: these tests are about the loop's
+# mechanics (test_guard.py tests the guard).
 POLICY = keras_adp.ADPPolicy(
-    warmup_epochs=1, min_channels=2, calibration_samples=64
+    warmup_epochs=1, min_channels=2, calibration_samples=64,
+    max_accuracy_drop=None,
 )
 RECORD_KEYS = {
+    "guard",
     "epoch",
     "logs",
     "widths",
@@ -248,7 +252,10 @@ def test_steps_record_widths_params_and_macs_before_and_after(full_run):
             "params_after",
             "macs_before",
             "macs_after",
+            "attempt",
+            "outcome",
         }
+        assert step["attempt"] == 0 and step["outcome"] == "taken"
         assert step["before"] == {
             name: before["widths"][name] for name in step["after"]
         }
@@ -473,13 +480,20 @@ def test_fit_on_a_tf_data_pipeline_counts_its_samples_without_warnings():
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_result(tmp_path):
-    """SIGKILL a training process, rerun it, compare with an unkilled run."""
+@pytest.mark.parametrize("mode", ["default", "rollback"])
+def test_killed_run_resumes_to_the_same_result(tmp_path, mode):
+    """SIGKILL a training process, rerun it, compare with an unkilled run.
+
+    `rollback`: the kill lands while a pruning step is on trial (epochs 2-4)
+    and the step is rolled back after the resume, from the pre-step model
+    in the run directory (the unkilled run rolls back from memory).
+    """
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="3")
     epochs = "6"
 
     def command(run_dir, output):
-        return [sys.executable, SCRIPT, str(run_dir), epochs, str(output)]
+        return [sys.executable, SCRIPT, str(run_dir), epochs, str(output),
+                mode]
 
     killed_dir, reference_dir = tmp_path / "killed", tmp_path / "reference"
     process = subprocess.Popen(
@@ -515,6 +529,12 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         reference = json.load(handle)
     assert resumed["epochs"] == list(range(6)), killed_at
     assert resumed == reference
+    if mode == "rollback":
+        decisions = [entry for entry in resumed["guard"] if entry]
+        assert [entry["action"] for entry in decisions] == [
+            "rolled back; pruning stops"
+        ]
+        assert resumed["widths"][-1] == resumed["widths"][0]
     with np.load(tmp_path / "killed.npz") as a, np.load(
         tmp_path / "reference.npz"
     ) as b:
@@ -558,6 +578,7 @@ def test_reinitialize_rebuilds_with_fresh_weights_and_optimizer(tmp_path):
         min_channels=2,
         calibration_samples=64,
         reinitialize=True,
+        max_accuracy_drop=None,
     )
     trainer = keras_adp.ADPTrainer(
         policy, run_dir=str(tmp_path), seed=0, verbose=0

@@ -105,6 +105,7 @@ def main(argv):
         warmup_epochs=1,
         min_channels=2,
         calibration_samples=CALIBRATION_SAMPLES,
+        max_accuracy_drop=None,
     )
     trainer = keras_adp.ADPTrainer(policy, run_dir=run_dir, seed=0, verbose=0)
     result = trainer.fit(

@@ -4,7 +4,11 @@ Used by the kill-and-resume test: it is killed mid-run, started again with
 the same arguments, and its final model is compared with an uninterrupted
 run of the same script.
 
-Usage: python train_for_kill.py RUN_DIR EPOCHS OUTPUT_NPZ
+Usage: python train_for_kill.py RUN_DIR EPOCHS OUTPUT_NPZ [MODE]
+
+MODE `rollback`: the accuracy guard judges every step a failure after 3
+recovery epochs, so that a kill lands while a step is on trial and the
+resumed run must roll back from the pre-step model kept in RUN_DIR.
 """
 
 import json
@@ -51,8 +55,15 @@ def make_data(samples=192):
 
 def main(argv):
     run_dir, epochs, output = argv[0], int(argv[1]), argv[2]
+    mode = argv[3] if len(argv) > 3 else "default"
     x, y = make_data()
     policy = keras_adp.ADPPolicy(warmup_epochs=1, min_channels=2)
+    if mode == "rollback":
+        keras_adp.guard.is_worse_than_budget = lambda *args: True
+        policy = keras_adp.ADPPolicy(
+            warmup_epochs=1, min_channels=2, recovery_epochs=3,
+            max_retries=0,
+        )
     trainer = keras_adp.ADPTrainer(policy, run_dir=run_dir, seed=0, verbose=0)
     result = trainer.fit(
         build_model(), x, y, epochs=epochs, batch_size=32, resume=True
@@ -63,6 +74,7 @@ def main(argv):
             {
                 "epochs": [record["epoch"] for record in result.history],
                 "widths": [record["widths"] for record in result.history],
+                "guard": [record["guard"] for record in result.history],
             },
             handle,
         )

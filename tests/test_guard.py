@@ -1,0 +1,237 @@
+"""The accuracy guard: decisions on hand-made numbers, exact rollback, the
+budget on a constructed case where every step must fail, and the held-out
+split."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_adp
+from keras_adp import guard
+
+L = keras.layers
+
+
+# ------------------------------------------------------------- decisions
+def test_auto_monitor_prefers_validation_accuracy_then_loss():
+    logs = {"loss": 1.0, "val_loss": 2.0, "val_accuracy": 0.5}
+    assert guard.resolve_monitor("auto", logs) == "val_accuracy"
+    assert guard.resolve_monitor("auto", {"val_loss": 2.0}) == "val_loss"
+    assert (
+        guard.resolve_monitor("auto", {"val_sparse_categorical_accuracy": 1})
+        == "val_sparse_categorical_accuracy"
+    )
+    with pytest.raises(ValueError, match="'val_auc'.*Received log keys"):
+        guard.resolve_monitor("val_auc", logs)
+
+
+@pytest.mark.parametrize(
+    "monitor, value, reference, budget, worse",
+    [
+        ("val_accuracy", 0.900, 0.905, 0.01, False),
+        ("val_accuracy", 0.895, 0.905, 0.01, False),  # exactly at budget
+        ("val_accuracy", 0.894, 0.905, 0.01, True),
+        ("val_loss", 0.50, 0.45, 0.05, False),
+        ("val_loss", 0.51, 0.45, 0.05, True),
+        ("val_accuracy", float("nan"), 0.9, 0.5, True),
+    ],
+)
+def test_worse_than_budget(monitor, value, reference, budget, worse):
+    assert guard.is_worse_than_budget(monitor, value, reference, budget) is worse
+
+
+def test_better_keeps_the_best_value_in_the_metrics_direction():
+    assert guard.better("val_accuracy", None, 0.3) == 0.3
+    assert guard.better("val_accuracy", 0.5, 0.3) == 0.5
+    assert guard.better("val_loss", 0.5, 0.3) == 0.3
+
+
+def test_gentler_keep_halves_each_groups_removal_in_rank_order():
+    order = {"a": [3, 0, 2, 1, 5, 4, 7, 6], "b": [1, 0, 2], "c": [0, 1]}
+    keep = guard.gentler_keep(
+        order, before={"a": 8, "b": 3, "c": 2}, after={"a": 2, "b": 2, "c": 1}
+    )
+    # a: 6 removed -> 3 removed, keep the 5 best; b and c lost one channel:
+    # half of it rounds to none, so they stay whole.
+    assert set(keep) == {"a"}
+    np.testing.assert_array_equal(keep["a"], [0, 1, 2, 3, 5])
+
+
+@pytest.mark.parametrize("samples, fraction", [(2, 0.1), (10, 0.1), (97, 0.25)])
+def test_holdout_split_is_disjoint_and_covers_every_sample(samples, fraction):
+    train, held = guard.holdout_indices(samples, fraction, seed=3)
+    assert len(held) >= 1 and len(train) >= 1
+    assert not set(train) & set(held)
+    assert sorted([*train, *held]) == list(range(samples))
+    again = guard.holdout_indices(samples, fraction, seed=3)
+    np.testing.assert_array_equal(again[1], held)
+
+
+# ---------------------------------------------------- trainer behaviour
+def _classifier(filters=8):
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(filters, 3, padding="same", activation="relu", name="c1")(
+        inputs
+    )
+    x = L.Conv2D(filters, 3, padding="same", activation="relu", name="c2")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, L.Dense(3, name="logits")(x), name="guarded")
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _data(samples=96):
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, samples)
+    x = rng.normal(size=(samples, 8, 8, 1)) + y[:, None, None, None]
+    return x.astype("float32"), y
+
+
+class _Snapshot(keras.callbacks.Callback):
+    """Keeps the weights and optimizer slots at the end of one epoch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.weights = [w.numpy().copy() for w in self.model.weights]
+            self.slots = [
+                v.numpy().copy() for v in self.model.optimizer.variables
+                if v is not self.model.optimizer.iterations
+            ]
+
+
+def test_rolled_back_step_restores_weights_and_optimizer_state_exactly(
+    monkeypatch,
+):
+    monkeypatch.setattr(guard, "is_worse_than_budget", lambda *args: True)
+    x, y = _data()
+    policy = keras_adp.ADPPolicy(
+        warmup_epochs=1, min_channels=2, calibration_samples=32, max_retries=0
+    )
+    snapshot = _Snapshot(epoch=0)  # The step is taken after epoch 0.
+    result = keras_adp.ADPTrainer(policy, verbose=0).fit(
+        _classifier(), x, y, epochs=2, batch_size=16,
+        validation_data=(x[:24], y[:24]), callbacks=[snapshot],
+    )
+    step = result.steps[0]
+    assert step["outcome"] == "rolled back" and step["after"]["c1"] < 8
+    decision = result.history[1]["guard"]
+    assert decision["action"] == "rolled back; pruning stops"
+    assert decision["step_epoch"] == 0
+    model = result.model
+    assert [layer.filters for layer in model.layers if hasattr(layer, "filters")] == [8, 8]
+    for saved, weight in zip(snapshot.weights, model.weights):
+        np.testing.assert_array_equal(saved, weight.numpy())
+    slots = [v.numpy() for v in model.optimizer.variables
+             if v is not model.optimizer.iterations]
+    assert len(slots) == len(snapshot.slots) > 0
+    for saved, slot in zip(snapshot.slots, slots):
+        np.testing.assert_array_equal(saved, slot)
+    # The iteration count goes on: 2 epochs of 6 steps.
+    assert int(model.optimizer.iterations.numpy()) == 12
+
+
+def _teacher_regression():
+    """A model whose targets are its own initial outputs: val_loss is 0 at
+    the start, gradients are 0, so the dense model never changes, and any
+    cut of live channels makes the loss positive."""
+    keras.utils.set_random_seed(11)
+    inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inputs)
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, L.Dense(2, name="out")(x), name="teacher")
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x_data = np.random.default_rng(4).normal(size=(64, 8, 8, 1)).astype(
+        "float32"
+    )
+    return model, x_data, model.predict(x_data, verbose=0)
+
+
+def test_budget_holds_when_every_step_must_fail():
+    model, x, targets = _teacher_regression()
+    policy = keras_adp.ADPPolicy(
+        warmup_epochs=1, min_channels=1, calibration_samples=32,
+        monitor="val_loss", max_accuracy_drop=0.0,
+    )
+    result = keras_adp.ADPTrainer(policy, verbose=0).fit(
+        model, x, targets, epochs=5, batch_size=16,
+        validation_data=(x[:32], targets[:32]),
+    )
+    actions = [r["guard"]["action"] for r in result.history if r["guard"]]
+    assert actions == [
+        "rolled back; retrying half the removal",
+        "rolled back; pruning stops",
+    ]
+    assert [step["outcome"] for step in result.steps] == ["rolled back"] * 2
+    first, retry = result.steps
+    assert retry["attempt"] == 1
+    removed = first["before"]["c1"] - first["after"]["c1"]
+    assert retry["after"]["c1"] == first["before"]["c1"] - removed // 2
+    # Back to the dense model, whose validation loss is the reference.
+    assert result.history[-1]["widths"] == {"c1": 8}
+    final = result.history[-1]["logs"]["val_loss"]
+    assert final <= result.history[0]["logs"]["val_loss"] + 1e-9
+
+
+def test_steps_within_budget_are_accepted():
+    x, y = _data()
+    policy = keras_adp.ADPPolicy(
+        warmup_epochs=1, min_channels=2, calibration_samples=32,
+        max_accuracy_drop=1.0,  # Any accuracy passes.
+    )
+    result = keras_adp.ADPTrainer(policy, verbose=0).fit(
+        _classifier(), x, y, epochs=3, batch_size=16,
+        validation_data=(x[:24], y[:24]),
+    )
+    assert result.steps and all(
+        step["outcome"] == "accepted" for step in result.steps
+    )
+    decisions = [r["guard"] for r in result.history if r["guard"]]
+    assert [d["action"] for d in decisions] == ["accepted"] * len(result.steps)
+    assert result.history[-1]["widths"]["c1"] < 8
+    # No step in the last epoch: it could not be judged.
+    assert all(step["epoch"] < 2 for step in result.steps)
+
+
+def test_guard_holds_out_training_samples_it_never_trains_on():
+    samples = 60
+    x = np.arange(samples, dtype="float32")[:, None, None, None] * np.ones(
+        (1, 8, 8, 1), "float32"
+    )
+    y = np.arange(samples) % 3
+    trainer = keras_adp.ADPTrainer(keras_adp.ADPPolicy(), seed=7, verbose=0)
+    x_train, y_train, (x_held, y_held) = trainer._guard_validation(x, y, None)
+    trained = set(x_train[:, 0, 0, 0].astype(int))
+    held = set(x_held[:, 0, 0, 0].astype(int))
+    assert len(held) == 6 and not trained & held
+    assert trained | held == set(range(samples))
+    np.testing.assert_array_equal(y_held, x_held[:, 0, 0, 0].astype(int) % 3)
+
+
+def test_guard_without_validation_data_on_a_dataset_raises():
+    x, y = _data()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with pytest.raises(ValueError, match="needs validation data"):
+        keras_adp.ADPTrainer(verbose=0).fit(_classifier(), dataset, epochs=3)
+
+
+def test_guard_off_holds_nothing_out():
+    x, y = _data()
+    trainer = keras_adp.ADPTrainer(
+        keras_adp.ADPPolicy(max_accuracy_drop=None), verbose=0
+    )
+    x_train, y_train, validation = trainer._guard_validation(x, y, None)
+    assert x_train is x and validation is None
