@@ -26,6 +26,15 @@ All knobs of the method live here, with their defaults:
   weights.
 - `threshold` (0.0): an activation counts as non-zero when it is strictly
   greater.
+- `width_rule`: `"density"` (default) is the paper's rule above; `"live"`
+  keeps the channels that are live -- whose own density exceeds
+  `live_threshold` (0.01) and, behind a BatchNormalization, whose |gamma|
+  exceeds `gamma_threshold` (0.05) x the group's largest -- so each layer
+  keeps its own count of channels that carry signal.
+- `gamma_l1` (0.0): an L1 penalty on every BatchNormalization gamma
+  (network slimming's pressure), added by the trainer while pruning can
+  still happen and released when pruning stops; it drives the gammas of
+  unneeded channels to zero, which `"live"` then sees.
 
 The accuracy guard (on by default, `max_accuracy_drop=0.01`). A pruning
 step is a trial. The trainer keeps the model as it was just before the step
@@ -68,6 +77,7 @@ from typing import Any
 import numpy as np
 
 SELECTIONS = ("density", "l1", "bn_gamma")
+WIDTH_RULES = ("density", "live")
 TRIGGERS = ("interval", "converged")
 
 
@@ -128,6 +138,10 @@ class ADPPolicy:
     recovery_epochs: int = 1
     max_retries: int = 1
     validation_split: float = 0.1
+    width_rule: str = "density"
+    live_threshold: float = 0.01
+    gamma_threshold: float = 0.05
+    gamma_l1: float = 0.0
 
     def __post_init__(self):
         _validate_int("warmup_epochs", self.warmup_epochs, 0)
@@ -142,6 +156,31 @@ class ADPPolicy:
             raise ValueError(
                 f"Expected `selection` to be one of {SELECTIONS}. "
                 f"Received: selection={self.selection!r}"
+            )
+        if self.width_rule not in WIDTH_RULES:
+            raise ValueError(
+                f"Expected `width_rule` to be one of {WIDTH_RULES}. "
+                f"Received: width_rule={self.width_rule!r}"
+            )
+        for name in ("live_threshold", "gamma_threshold"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not 0 <= value < 1
+            ):
+                raise ValueError(
+                    f"Expected `{name}` to be a number in [0, 1). "
+                    f"Received: {name}={value!r}"
+                )
+        if (
+            isinstance(self.gamma_l1, bool)
+            or not isinstance(self.gamma_l1, numbers.Real)
+            or not 0 <= self.gamma_l1 < math.inf
+        ):
+            raise ValueError(
+                "Expected `gamma_l1` to be a finite number >= 0. "
+                f"Received: gamma_l1={self.gamma_l1!r}"
             )
         if self.trigger not in TRIGGERS:
             raise ValueError(
@@ -273,13 +312,46 @@ class ADPPolicy:
                     return False
         return True
 
-    def plan(self, groups, densities, scores) -> dict[str, np.ndarray]:
+    def live(self, channel_density, gamma=None) -> np.ndarray:
+        """Which channels are live: boolean mask of shape `(channels,)`.
+
+        A channel is live when its own density exceeds `live_threshold`
+        and, if the group has a BatchNormalization, its |gamma| exceeds
+        `gamma_threshold` x the group's largest |gamma| (a channel with
+        gamma near 0 outputs about the constant ReLU(beta): it may fire
+        always, yet carries nothing).
+        """
+        mask = np.asarray(channel_density, dtype=np.float64) > self.live_threshold
+        if gamma is not None:
+            magnitude = np.abs(np.asarray(gamma, dtype=np.float64))
+            largest = magnitude.max() if magnitude.size else 0.0
+            mask &= magnitude > self.gamma_threshold * largest
+        return mask
+
+    def group_width(self, width: int, density, gamma=None) -> int:
+        """The new width of a group of `width` channels (see `width_rule`).
+
+        Args:
+            width: the group's current width.
+            density: its `Density`.
+            gamma: per-channel gamma of its first BatchNormalization, or None.
+        """
+        if self.width_rule == "density":
+            return self.new_width(width, density.layer)
+        count = int(self.live(density.channels, gamma).sum())
+        return self.new_width(width, count / width)
+
+    def plan(
+        self, groups, densities, scores, gammas=None
+    ) -> dict[str, np.ndarray]:
         """Channels to keep in each group, or {} when pruning is not worth it.
 
         Args:
             groups: the model's `ChannelGroup`s.
             densities: group name -> `Density` (groups without one are kept).
             scores: group name -> per-channel L1 (or |gamma|) scores.
+            gammas: group name -> per-channel gamma (for `width_rule="live"`),
+                or None.
 
         Returns:
             group name -> sorted kept indices, for groups that shrink. Empty
@@ -292,33 +364,43 @@ class ADPPolicy:
             density = densities.get(group.name)
             if not group.prunable or density is None:
                 continue
-            width = self.new_width(group.size, density.layer)
+            gamma = (gammas or {}).get(group.name)
+            width = self.group_width(group.size, density, gamma)
             if width >= group.size:
                 continue
             if (group.size - width) / group.size >= self.min_reduction:
                 worthwhile = True
             keep[group.name] = self.select(
-                width, density.channels, scores.get(group.name)
+                width, density.channels, scores.get(group.name), gamma
             )
         return keep if worthwhile else {}
 
-    def select(self, width: int, channel_density, channel_score) -> np.ndarray:
+    def select(
+        self, width: int, channel_density, channel_score, gamma=None
+    ) -> np.ndarray:
         """Indices of the `width` channels to keep, sorted."""
-        return np.sort(self.rank(channel_density, channel_score)[:width])
+        return np.sort(
+            self.rank(channel_density, channel_score, gamma)[:width]
+        )
 
-    def rank(self, channel_density, channel_score) -> np.ndarray:
-        """Channel indices, most worth keeping first (see `selection`)."""
+    def rank(self, channel_density, channel_score, gamma=None) -> np.ndarray:
+        """Channel indices, most worth keeping first (see `selection`).
+
+        With `width_rule="live"`, live channels come before the others,
+        each part in `selection` order.
+        """
         size = len(channel_density)
         if channel_score is None:
             score = np.zeros(size)
         else:
             score = np.asarray(channel_score, dtype=np.float64)
+        keys = [-score]
         if self.selection == "density":
-            # lexsort: last key is primary.
-            order = np.lexsort((-score, -np.asarray(channel_density)))
-        else:
-            order = np.argsort(-score, kind="stable")
-        return order
+            keys = [-score, -np.asarray(channel_density)]
+        if self.width_rule == "live":
+            keys.append(~self.live(channel_density, gamma))
+        # lexsort: last key is primary; stable for ties.
+        return np.lexsort(tuple(keys))
 
 
 def _validate_int(name: str, value: Any, minimum: int) -> None:

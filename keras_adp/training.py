@@ -435,56 +435,67 @@ class ADPTrainer:
         self._pre_step = None
         self._user_model = user_model
         self._strategy = model.distribute_strategy
-        for epoch in range(first_epoch, epochs):
-            if self.seed is not None:
-                _seed_epoch(model, self.seed + epoch)
-            measure = _Measure(probe, calibration)
-            count = state.samples_per_epoch is None
-            with _distributed_fit_fixes(model):
-                model.fit(
-                    inputs.x(count=count),
-                    inputs.y,
-                    batch_size=batch_size,
-                    epochs=epoch + 1,
-                    initial_epoch=epoch,
-                    # A tf.data pipeline shuffles itself (Keras warns
-                    # otherwise).
-                    shuffle=not isinstance(x, tf.data.Dataset),
-                    validation_data=inputs.validation_data,
-                    validation_batch_size=inputs.validation_batch_size,
-                    steps_per_epoch=inputs.steps_per_epoch,
-                    callbacks=[measure, *wrapped, *progress],
-                    verbose=1 if self.verbose == 1 else 0,
+        try:
+            for epoch in range(first_epoch, epochs):
+                if self.seed is not None:
+                    _seed_epoch(model, self.seed + epoch)
+                measure = _Measure(probe, calibration)
+                _set_gamma_l1(
+                    model,
+                    self.policy.gamma_l1
+                    if _pruning_may_go_on(state, self.policy)
+                    else 0.0,
                 )
-            if count:
-                state.samples_per_epoch = inputs.counted_samples()
-            logs = measure.logs or {}
-            problem = _divergence(logs, model)
-            if problem:
-                for callback in wrapped:
-                    callback.callback.on_train_end(logs)
-                kept = (
-                    f" The last good checkpoint in '{self.run_dir}' is kept."
-                    if self.run_dir and _checkpoints(self.run_dir)
-                    else ""
+                count = state.samples_per_epoch is None
+                with _distributed_fit_fixes(model):
+                    model.fit(
+                        inputs.x(count=count),
+                        inputs.y,
+                        batch_size=batch_size,
+                        epochs=epoch + 1,
+                        initial_epoch=epoch,
+                        # A tf.data pipeline shuffles itself (Keras warns
+                        # otherwise).
+                        shuffle=not isinstance(x, tf.data.Dataset),
+                        validation_data=inputs.validation_data,
+                        validation_batch_size=inputs.validation_batch_size,
+                        steps_per_epoch=inputs.steps_per_epoch,
+                        callbacks=[measure, *wrapped, *progress],
+                        verbose=1 if self.verbose == 1 else 0,
+                    )
+                if count:
+                    state.samples_per_epoch = inputs.counted_samples()
+                logs = measure.logs or {}
+                problem = _divergence(logs, model)
+                if problem:
+                    for callback in wrapped:
+                        callback.callback.on_train_end(logs)
+                    kept = (
+                        f" The last good checkpoint in '{self.run_dir}' is kept."
+                        if self.run_dir and _checkpoints(self.run_dir)
+                        else ""
+                    )
+                    raise TrainingDivergedError(
+                        f"{problem} at epoch {epoch + 1}; training stopped."
+                        f"{kept} Fix: lower the learning rate or check the "
+                        "inputs for NaN/inf."
+                    )
+                stop = bool(model.stop_training)
+                state.training_stopped = stop
+                model, probe = self._end_of_epoch(
+                    model, probe, state, epoch, logs, measure.densities,
+                    state.samples_per_epoch,
+                    _num_samples(calibration), wrapped,
+                    final=(epoch + 1 == epochs or stop),
                 )
-                raise TrainingDivergedError(
-                    f"{problem} at epoch {epoch + 1}; training stopped."
-                    f"{kept} Fix: lower the learning rate or check the "
-                    "inputs for NaN/inf."
-                )
-            stop = bool(model.stop_training)
-            state.training_stopped = stop
-            model, probe = self._end_of_epoch(
-                model, probe, state, epoch, logs, measure.densities,
-                state.samples_per_epoch,
-                _num_samples(calibration), wrapped,
-                final=(epoch + 1 == epochs or stop),
-            )
-            if self.run_dir:
-                self._save_checkpoint(model, state)
-            if stop:
-                break
+                if self.run_dir:
+                    self._save_checkpoint(model, state)
+                if stop:
+                    break
+        finally:
+            # The penalty is the trainer's: no model leaves with it.
+            _set_gamma_l1(model, 0.0)
+            _set_gamma_l1(user_model, 0.0)
         for callback in wrapped:
             callback.callback.on_train_end()
         return ADPResult(model, state.history, state.steps, state.dense)
@@ -594,7 +605,11 @@ class ADPTrainer:
         ):
             return model, probe
         scores = channel_scores(model, groups, self.policy.selection)
-        keep = self.policy.plan(groups, densities, scores)
+        gammas = {
+            group.name: _first_gamma(model, group)
+            for group in groups if group.prunable
+        }
+        keep = self.policy.plan(groups, densities, scores, gammas)
         if not keep:
             # No group would lose `min_reduction` of its channels: stop.
             state.pruning_stopped = True
@@ -608,7 +623,7 @@ class ADPTrainer:
             return model, probe
         order = {
             name: self.policy.rank(
-                densities[name].channels, scores.get(name)
+                densities[name].channels, scores.get(name), gammas.get(name)
             ).tolist()
             for name in keep
         }
@@ -627,6 +642,7 @@ class ADPTrainer:
         self, model, state, epoch, record, wrapped, *, keep, order, attempt
     ):
         """Rebuild `model` keeping `keep`; the guard puts it on trial."""
+        _set_gamma_l1(model, 0.0)  # The next epoch sets it on the new model.
         groups = {g.name: g for g in graph_lib.channel_groups(model)}
         cost = metrics_lib.inference_cost(model)
         new_model, surgery = self._rebuild(model, keep)
@@ -1094,6 +1110,58 @@ _OUTPUT_AXIS = {
     "SeparableConv1D": ("pointwise_kernel", -1),
     "SeparableConv2D": ("pointwise_kernel", -1),
 }
+
+
+def _pruning_may_go_on(state, policy) -> bool:
+    """Whether another pruning step may still be taken."""
+    return not state.pruning_stopped and (
+        policy.max_prune_steps is None
+        or state.steps_done < policy.max_prune_steps
+    )
+
+
+_GAMMA_L1 = "_keras_adp_gamma_l1"  # Marks a regularizer the trainer set.
+
+
+def _set_gamma_l1(model, strength: float) -> None:
+    """Adds (or removes, at 0) an L1 penalty on every BatchNormalization
+    gamma of `model`, as a regularizer of the gamma variable.
+
+    A regularizer the user configured (`gamma_regularizer=`) is left alone.
+    Keras reads variable regularizers when it traces the train function, so
+    the function is re-made when anything changes.
+    """
+    changed = False
+    for layer in _all_layers(model):
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        if not layer.scale:
+            continue
+        current = layer.gamma.regularizer
+        ours = current is not None and getattr(current, _GAMMA_L1, False)
+        if current is not None and not ours:
+            continue
+        if strength > 0:
+            if ours and current.l1 == strength:
+                continue
+            regularizer = keras.regularizers.L1(strength)
+            setattr(regularizer, _GAMMA_L1, True)
+            layer.gamma.regularizer = regularizer
+            changed = True
+        elif ours:
+            layer.gamma.regularizer = None
+            changed = True
+    if changed:
+        model.train_function = None
+
+
+def _all_layers(model):
+    """Every layer of `model`, nested models' layers included."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
 
 
 def _first_gamma(model, group):

@@ -1,0 +1,147 @@
+"""Width rules on hand-built densities, and the gamma L1 pressure."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import pytest
+
+import keras_adp
+from keras_adp.density import Density
+
+L = keras.layers
+
+
+def _density(channels):
+    channels = np.asarray(channels, dtype=np.float64)
+    return Density(float(channels.mean()), channels, "relu", 10)
+
+
+class _Group:
+    def __init__(self, name, size):
+        self.name, self.size, self.prunable = name, size, True
+
+
+def test_live_channels_fire_and_have_a_gamma():
+    policy = keras_adp.ADPPolicy(width_rule="live")
+    channels = [0.0, 0.005, 0.5, 1.0, 0.3, 0.02]
+    gamma = [1.0, 1.0, 0.01, 1.0, -2.0, 0.2]
+    # Dead (<= 0.01): 0, 1. |gamma| <= 0.05 * 2 = 0.1: channel 2.
+    np.testing.assert_array_equal(
+        policy.live(channels, gamma), [False, False, False, True, True, True]
+    )
+    # Without a BatchNormalization only firing counts.
+    np.testing.assert_array_equal(
+        policy.live(channels), [False, False, True, True, True, True]
+    )
+
+
+@pytest.mark.parametrize(
+    "rule, expected",
+    [("density", 4), ("live", 3)],  # ceil(0.3033 * 6) = 2 -> min 4; 3 live
+)
+def test_group_width_by_rule(rule, expected):
+    policy = keras_adp.ADPPolicy(width_rule=rule, min_channels=2)
+    density = _density([0.0, 0.0, 0.9, 0.9, 0.02, 0.0])
+    # AD = 1.82 / 6 = 0.3033: ceil(1.82) = 2, raised to min_channels only
+    # when below it.
+    assert policy.group_width(6, density) == (2 if rule == "density" else 3)
+    assert keras_adp.ADPPolicy(
+        width_rule=rule, min_channels=4
+    ).group_width(6, density) == 4
+    del expected
+
+
+def test_live_rule_keeps_exactly_the_live_channels_in_each_group():
+    policy = keras_adp.ADPPolicy(width_rule="live", min_channels=1)
+    groups = [_Group("a", 6), _Group("b", 4)]
+    densities = {
+        "a": _density([0.5, 0.0, 0.5, 0.5, 0.0, 0.5]),
+        "b": _density([0.5, 0.5, 0.5, 0.5]),
+    }
+    gammas = {"a": np.ones(6), "b": np.array([1.0, 0.0, 1.0, 1.0])}
+    keep = policy.plan(groups, densities, {}, gammas)
+    np.testing.assert_array_equal(keep["a"], [0, 2, 3, 5])
+    np.testing.assert_array_equal(keep["b"], [0, 2, 3])
+    # The paper's rule halves both whatever is live.
+    paper = keras_adp.ADPPolicy(min_channels=1).plan(
+        groups, densities, {}, gammas
+    )
+    assert {name: len(idx) for name, idx in paper.items()} == {"a": 2, "b": 2}
+
+
+def test_live_ranking_puts_live_channels_first():
+    policy = keras_adp.ADPPolicy(width_rule="live")
+    order = policy.rank([0.9, 0.0, 0.4, 0.7], None, [0.0, 1.0, 1.0, 1.0])
+    # Channel 0 fires most but its gamma is 0: it ranks after live ones.
+    np.testing.assert_array_equal(order, [3, 2, 0, 1])
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("width_rule", "median"), ("live_threshold", 1.0),
+     ("gamma_threshold", -0.1), ("gamma_l1", -1e-4), ("gamma_l1", True)],
+)
+def test_bad_width_rule_fields_raise(field, value):
+    with pytest.raises(ValueError, match=field):
+        keras_adp.ADPPolicy(**{field: value})
+
+
+def _bn_model():
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(6, 3, padding="same", name="c1")(inputs)
+    x = L.BatchNormalization(name="bn1")(x)
+    x = L.ReLU()(x)
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, L.Dense(3)(x))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    return model
+
+
+class _Penalties(keras.callbacks.Callback):
+    """Records, per epoch, the regularization losses the model holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.counts.append(len(self.model.losses))
+
+
+def test_gamma_l1_applies_while_pruning_may_happen_and_is_released():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
+    y = np.arange(64) % 3
+    model = _bn_model()
+    penalties = _Penalties()
+    policy = keras_adp.ADPPolicy(
+        warmup_epochs=1, min_channels=2, max_prune_steps=1,
+        max_accuracy_drop=None, gamma_l1=1e-2,
+    )
+    result = keras_adp.ADPTrainer(policy, verbose=0).fit(
+        model, x, y, epochs=3, batch_size=16, callbacks=[penalties]
+    )
+    # Epoch 1: dense, penalised. The one allowed step follows it; pruning
+    # cannot go on after it, so epochs 2 and 3 train without the penalty.
+    assert penalties.counts == [1, 0, 0]
+    assert len(result.steps) == 1
+    # The model passed in is left as it was given.
+    assert model.get_layer("bn1").gamma.regularizer is None
+    assert result.model.get_layer("bn1").gamma.regularizer is None
+
+
+def test_gamma_l1_leaves_a_users_own_regularizer_alone():
+    from keras_adp import training
+
+    model = _bn_model()
+    own = keras.regularizers.L2(0.5)
+    model.get_layer("bn1").gamma.regularizer = own
+    training._set_gamma_l1(model, 1e-3)
+    assert model.get_layer("bn1").gamma.regularizer is own
+    training._set_gamma_l1(model, 0.0)
+    assert model.get_layer("bn1").gamma.regularizer is own
