@@ -112,18 +112,28 @@ class ADPResult:
     dense: dict
 
     def summary(self) -> dict:
-        """Dense vs final params/MACs and total training compute."""
+        """Dense vs final params/MACs and total training compute.
+
+        The final figures are those of `model`, the model returned (after a
+        rollback in the last epoch it is not the one trained last).
+        """
         last = self.history[-1]
+        final = metrics_lib.inference_cost(self.model)
         return {
             "epochs": len(self.history),
             "dense_params": self.dense["params"],
-            "final_params": last["params"],
-            "param_reduction": self.dense["params"] / max(1, last["params"]),
+            "final_params": final.params,
+            "param_reduction": self.dense["params"] / max(1, final.params),
             "dense_macs": self.dense["macs"],
-            "final_macs": last["macs"],
-            "mac_reduction": self.dense["macs"] / max(1, last["macs"]),
+            "final_macs": final.macs,
+            "mac_reduction": self.dense["macs"] / max(1, final.macs),
             "training_macs": last["cumulative_macs"],
-            "prune_steps": len(self.steps),
+            "prune_steps": sum(
+                step.get("outcome") != "rolled back" for step in self.steps
+            ),
+            "rolled_back_steps": sum(
+                step.get("outcome") == "rolled back" for step in self.steps
+            ),
         }
 
 

@@ -184,6 +184,9 @@ def test_budget_holds_when_every_step_must_fail():
     assert result.history[-1]["widths"] == {"c1": 8}
     final = result.history[-1]["logs"]["val_loss"]
     assert final <= result.history[0]["logs"]["val_loss"] + 1e-9
+    summary = result.summary()
+    assert summary["final_params"] == summary["dense_params"]
+    assert summary["prune_steps"] == 0 and summary["rolled_back_steps"] == 2
 
 
 def test_steps_within_budget_are_accepted():
