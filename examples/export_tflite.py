@@ -75,9 +75,10 @@ else:
 """
 ## Data
 
-The bundled Fashion-MNIST subset (6,000 training and 1,000 test images),
-standardized. `calibration_images` are fixed training images, used both to
-measure activation density and to calibrate int8 quantization.
+The bundled Fashion-MNIST subset (6,000 training images, 10% of which are
+held out for validation, and 1,000 test images), standardized.
+`calibration_images` are fixed training images, used both to measure
+activation density and to calibrate int8 quantization.
 """
 
 splits = keras_adp.data.load_dataset(
@@ -133,7 +134,7 @@ result = keras_adp.ADPTrainer(policy, seed=0, verbose=2).fit(
     model,
     splits.train,
     epochs=epochs,
-    validation_data=splits.test,
+    validation_data=splits.validation,
     calibration_data=calibration_images,
 )
 models = {"dense": model, "pruned": result.model}

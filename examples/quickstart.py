@@ -70,17 +70,20 @@ warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
 `keras_adp.data.load_dataset("embedded")` returns ready-to-train `tf.data`
 pipelines over the bundled subset (600 training and 100 test images per
 class), standardized with the training mean and standard deviation. Besides
-the shuffled `train` and the `test` pipelines, it provides
-`train_unaugmented`, the training images in a fixed order: a good source of
-calibration images for density measurements.
+the shuffled `train` and the `test` pipelines, it provides `validation`, 10%
+of the training images held out (never trained on) to validate on while
+training, so that the test images are only used for the final evaluation,
+and `train_unaugmented`, the training images in a fixed order: a good source
+of calibration images for density measurements.
 """
 
 splits = keras_adp.data.load_dataset(
     "embedded", batch_size=64, limit=256 if args.smoke else None
 )
 print(
-    f"{splits.num_train} training and {splits.num_test} test images of shape "
-    f"{splits.input_shape}, {splits.num_classes} classes"
+    f"{splits.num_train} training, {splits.num_validation} validation and "
+    f"{splits.num_test} test images of shape {splits.input_shape}, "
+    f"{splits.num_classes} classes"
 )
 calibration_images = keras_adp.data.calibration_batch(splits, num_samples=512)
 
@@ -160,7 +163,7 @@ callback listed after it (`CSVLogger`, `TensorBoard`, `EarlyStopping`...).
 density_callback = adp_callbacks.ActivationDensity(calibration_images)
 history = dense_model.fit(
     splits.train,
-    validation_data=splits.test,
+    validation_data=splits.validation,
     epochs=epochs,
     callbacks=[density_callback],
     verbose=2,
@@ -197,6 +200,12 @@ The policy below waits for `warmup_epochs` dense epochs, then prunes whenever
 each group's density has changed by less than `tolerance` over the last
 `patience` epochs (the paper prunes once the density has converged), and
 stops pruning once no group would lose at least 5% of its channels.
+
+Each pruning step is a trial judged by the accuracy guard (on by default):
+after a recovery epoch, a step that left the validation accuracy more than
+one point below the best so far is rolled back, and retried once with half
+the removal. The guard judges on `validation_data`, here the held-out
+validation split.
 """
 
 policy = keras_adp.ADPPolicy(
@@ -210,7 +219,7 @@ result = trainer.fit(
     make_model(width),
     splits.train,
     epochs=epochs,
-    validation_data=splits.test,
+    validation_data=splits.validation,
     calibration_data=calibration_images,
 )
 
@@ -235,20 +244,24 @@ print(
     f"{'ADP':<8}{pruned_cost.params:>10,}{pruned_cost.macs:>14,}"
     f"{pruned_accuracy:>15.4f}"
 )
+summary = result.summary()
 print(
     f"ADP: {dense_cost.params / pruned_cost.params:.1f}x fewer parameters, "
     f"{dense_cost.macs / pruned_cost.macs:.1f}x fewer MACs, "
-    f"{len(result.steps)} pruning step(s)"
+    f"{summary['prune_steps']} pruning step(s) kept, "
+    f"{summary['rolled_back_steps']} rolled back"
 )
 for step in result.steps:
-    print(f"  after epoch {step['epoch'] + 1}: {step['after']}")
+    print(
+        f"  after epoch {step['epoch'] + 1} (attempt {step['attempt'] + 1}): "
+        f"{step['outcome']}, widths {step['after']}"
+    )
 
 """
 `result.summary()` also reports the training compute, which shrinks with the
 model: every epoch after a pruning step is cheaper than a dense one.
 """
 
-summary = result.summary()
 dense_training_macs = keras_adp.metrics.training_macs(
     dense_cost.macs, splits.num_train * epochs
 )

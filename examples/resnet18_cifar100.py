@@ -94,13 +94,17 @@ warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
 ## Data
 
 CIFAR-100 through `keras_adp.data.load_dataset("cifar100", augment=True)`
-(the 100 fine labels), and a fixed calibration set of 512 un-augmented
-training images for the density measurements. With `--smoke`, synthetic
+(the 100 fine labels; 10% of the training images are held out as the
+validation split that the accuracy guard judges pruning steps on, the test
+split is only used for the final evaluation), and a fixed calibration set of
+512 un-augmented training images for the density measurements. With `--smoke`, synthetic
 CIFAR-shaped images (a random pattern per class plus noise) stand in for it.
 """
 
 
-def synthetic_cifar(num_classes, num_train, num_test, batch_size, seed=0):
+def synthetic_cifar(
+    num_classes, num_train, num_validation, num_test, batch_size, seed=0
+):
     """Standardized CIFAR-shaped images: a random pattern per class plus noise."""
     rng = np.random.default_rng(seed)
     patterns = rng.normal(size=(num_classes, 32, 32, 3)).astype("float32")
@@ -111,27 +115,30 @@ def synthetic_cifar(num_classes, num_train, num_test, batch_size, seed=0):
         return patterns[labels] + noise, labels.astype("int64")
 
     x_train, y_train = split(num_train)
-    x_test, y_test = split(num_test)
     train = (
         tf.data.Dataset.from_tensor_slices((x_train, y_train))
         .shuffle(num_train, seed=seed)
         .batch(batch_size)
     )
-    test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(batch_size)
-    return train, test, x_train[:512], num_train
+    validation, test = (
+        tf.data.Dataset.from_tensor_slices(split(count)).batch(batch_size)
+        for count in (num_validation, num_test)
+    )
+    return train, validation, test, x_train[:512], num_train
 
 
 num_classes = 100
 input_shape = (32, 32, 3)
 if args.smoke:
-    train_ds, test_ds, calibration_images, num_train = synthetic_cifar(
-        num_classes, 256, 128, batch_size=batch_size
+    train_ds, validation_ds, test_ds, calibration_images, num_train = (
+        synthetic_cifar(num_classes, 256, 64, 128, batch_size=batch_size)
     )
 else:
     splits = keras_adp.data.load_dataset(
         "cifar100", batch_size=batch_size, augment=True, data_dir=args.data_dir
     )
-    train_ds, test_ds, num_train = splits.train, splits.test, splits.num_train
+    train_ds, validation_ds, test_ds = splits.train, splits.validation, splits.test
+    num_train = splits.num_train
     calibration_images = keras_adp.data.calibration_batch(splits, num_samples=512)
 print(f"{num_train} training images, calibration set {calibration_images.shape}")
 
@@ -192,7 +199,7 @@ result = trainer.fit(
     model,
     train_ds,
     epochs=epochs,
-    validation_data=test_ds,
+    validation_data=validation_ds,
     calibration_data=calibration_images,
     resume=args.run_dir is not None,
 )
@@ -227,7 +234,11 @@ Widths per channel group, before and after. A residual group keeps one width
 for its whole stage:
 """
 
-final_widths = result.history[-1]["widths"]
+final_widths = {
+    group.name: group.size
+    for group in keras_adp.channel_groups(result.model)
+    if group.prunable
+}
 for name, width in result.history[0]["widths"].items():
     print(f"{name:<28} {width:>4} -> {final_widths.get(name, width):>4}")
 

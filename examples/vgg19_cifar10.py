@@ -95,7 +95,9 @@ warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
 
 `keras_adp.data.load_dataset("cifar10", augment=True)` reads CIFAR-10 through
 `tensorflow_datasets` and returns a shuffled, augmented training pipeline, a
-test pipeline, and `train_unaugmented`, from which
+validation pipeline (10% of the training images, held out: the accuracy
+guard judges each pruning step on it), a test pipeline, used only for the
+final evaluation, and `train_unaugmented`, from which
 `keras_adp.data.calibration_batch` draws a fixed set of 512 training images:
 the density is measured on exactly these images after every epoch.
 
@@ -104,7 +106,9 @@ class is a fixed random pattern plus noise, so it is learnable).
 """
 
 
-def synthetic_cifar(num_classes, num_train, num_test, batch_size, seed=0):
+def synthetic_cifar(
+    num_classes, num_train, num_validation, num_test, batch_size, seed=0
+):
     """Standardized CIFAR-shaped images: a random pattern per class plus noise."""
     rng = np.random.default_rng(seed)
     patterns = rng.normal(size=(num_classes, 32, 32, 3)).astype("float32")
@@ -115,27 +119,30 @@ def synthetic_cifar(num_classes, num_train, num_test, batch_size, seed=0):
         return patterns[labels] + noise, labels.astype("int64")
 
     x_train, y_train = split(num_train)
-    x_test, y_test = split(num_test)
     train = (
         tf.data.Dataset.from_tensor_slices((x_train, y_train))
         .shuffle(num_train, seed=seed)
         .batch(batch_size)
     )
-    test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(batch_size)
-    return train, test, x_train[:512], num_train
+    validation, test = (
+        tf.data.Dataset.from_tensor_slices(split(count)).batch(batch_size)
+        for count in (num_validation, num_test)
+    )
+    return train, validation, test, x_train[:512], num_train
 
 
 num_classes = 10
 input_shape = (32, 32, 3)
 if args.smoke:
-    train_ds, test_ds, calibration_images, num_train = synthetic_cifar(
-        num_classes, 256, 128, batch_size=batch_size
+    train_ds, validation_ds, test_ds, calibration_images, num_train = (
+        synthetic_cifar(num_classes, 256, 64, 128, batch_size=batch_size)
     )
 else:
     splits = keras_adp.data.load_dataset(
         "cifar10", batch_size=batch_size, augment=True, data_dir=args.data_dir
     )
-    train_ds, test_ds, num_train = splits.train, splits.test, splits.num_train
+    train_ds, validation_ds, test_ds = splits.train, splits.validation, splits.test
+    num_train = splits.num_train
     calibration_images = keras_adp.data.calibration_batch(splits, num_samples=512)
 print(f"{num_train} training images, calibration set {calibration_images.shape}")
 
@@ -194,7 +201,7 @@ result = trainer.fit(
     model,
     train_ds,
     epochs=epochs,
-    validation_data=test_ds,
+    validation_data=validation_ds,
     calibration_data=calibration_images,
     resume=args.run_dir is not None,
 )
@@ -227,14 +234,19 @@ print(
 The width of every layer, before and after:
 """
 
-final_widths = result.history[-1]["widths"]
+final_widths = {
+    group.name: group.size
+    for group in keras_adp.channel_groups(result.model)
+    if group.prunable
+}
 dense_widths = result.history[0]["widths"]
 for name, width in dense_widths.items():
     print(f"{name:<14} {width:>4} -> {final_widths.get(name, width):>4}")
 for step in result.steps:
     print(
         f"pruning step after epoch {step['epoch'] + 1}: params "
-        f"{step['params_before']:,} -> {step['params_after']:,}"
+        f"{step['params_before']:,} -> {step['params_after']:,} "
+        f"(attempt {step['attempt'] + 1}, {step['outcome']})"
     )
 
 """

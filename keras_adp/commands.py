@@ -1,20 +1,16 @@
-"""The `keras-adp` command line: train with ADP, export to TFLite, report.
+"""The `keras-adp` subcommands: their argument parsers and handlers.
 
-Three subcommands, each a thin layer over the library:
+`keras_adp.cli.main(argv)` (the console script) hides TensorFlow's log
+lines, then calls `run(argv)` here. Each handler is a thin layer over the
+library:
 
-- `keras-adp train`: build a reference model (`keras_adp.models`), train it
-  from scratch with activation-density driven pruning (`ADPTrainer`) on a
-  dataset (`keras_adp.data`), evaluate it, export it to TFLite in float32
-  and int8 (`keras_adp.export`), and write the run report
-  (`keras_adp.report`). With no options it runs the whole job on the
-  bundled Fashion-MNIST subset in a few minutes on a laptop CPU.
-- `keras-adp export MODEL.keras`: convert a saved model to TFLite and print
-  its size, its parity with the Keras model and its latency.
-- `keras-adp report RUN_DIR`: redraw a run's report.md and plots.
-
-`main(argv)` returns the exit status: 0 on success, 2 for usage errors, 1
-for errors the library explains (the message is printed as one
-`error: ...` line), 130 when interrupted.
+- `train`: `keras_adp.models` builds the model, `keras_adp.data` loads the
+  training, validation and test splits, `ADPTrainer` trains and prunes it
+  (validating on the validation split), a dense baseline is trained the
+  same way without pruning, both are evaluated on the test split and
+  exported (`keras_adp.export`), and `keras_adp.report` writes the report.
+- `export`: `keras_adp.export` converts, checks parity and times a model.
+- `report`: `keras_adp.report.regenerate_report`.
 """
 
 from __future__ import annotations
@@ -35,6 +31,7 @@ import zipfile
 import keras
 import numpy as np
 
+from keras_adp import cli
 from keras_adp import data
 from keras_adp import export
 from keras_adp import metrics
@@ -54,8 +51,8 @@ _MAX_SEED = 2**31 - 1
 # `train` options that define the model and the data; resuming a run with
 # other values would silently train something else.
 _RUN_DEFINING_OPTIONS = (
-    "model", "dataset", "data_dir", "width", "limit", "augment", "batch_size",
-    "seed",
+    "model", "dataset", "data_dir", "width", "limit", "validation_split",
+    "augment", "batch_size", "seed",
 )
 
 # Exceptions whose message says what went wrong and how to fix it: printed
@@ -78,8 +75,18 @@ _TRAIN_DESCRIPTION = """\
 Train a reference model from scratch with activation-density driven pruning:
 after a few dense warm-up epochs, each pruning step measures every layer's
 activation density (the fraction of its ReLU outputs that are non-zero) and
-rebuilds the model with that fraction of the layer's channels. Then evaluate
-on the test split, export to TFLite (float32 and int8), and write the report.
+rebuilds the model with that fraction of the layer's channels. Each step is
+a trial: after a recovery epoch the accuracy guard compares the validation
+accuracy with the best one so far and rolls the step back if it dropped by
+more than --max-accuracy-drop (then retries half the removal once, then
+stops pruning).
+
+Validation uses --validation-split of the training data, held out and never
+trained on; the test split is only used at the end. The same model is also
+trained without pruning, with the same data, seed and epochs (the dense
+baseline; --no-dense-baseline skips it), and the summary puts the two side
+by side: test accuracy, parameters, MACs, TFLite size and latency. Then both
+are exported to TFLite (float32 and int8) and the report is written.
 
 The defaults are a quick demo on the bundled data; they differ from
 ADPPolicy's (--interval 2 and --max-prune-steps 2 here) so that the run
@@ -95,9 +102,10 @@ _TRAIN_EPILOG = """\
 examples:
   keras-adp train
       the default job: vgg_small (width 0.5) on the bundled Fashion-MNIST
-      subset, 8 epochs, pruned after epochs 2 and 4; a few minutes on CPU
-  keras-adp train --epochs 3 --limit 512 --run-dir runs/smoke
-      a quick smoke run on the first 512 samples
+      subset, 8 epochs, pruned after epochs 2 and 4 (as the accuracy guard
+      allows), then the dense baseline; a few minutes on CPU
+  keras-adp train --epochs 3 --limit 512 --no-dense-baseline --run-dir runs/smoke
+      a quick smoke run on the first 512 samples, without the baseline
   keras-adp train --model vgg19 --dataset cifar10 --width 1 --epochs 60 \\
       --batch-size 128 --lr 1e-3 --trigger converged --max-prune-steps none \\
       --round-to 8 --augment
@@ -113,9 +121,9 @@ files in the run directory:
   model_float32.tflite, model_int8.tflite
                              the pruned model in TFLite (unless --no-export)
   dense_float32.tflite, dense_int8.tflite
-                             the dense model in TFLite (the --dense-baseline
-                             model, else the dense architecture), for the
-                             size and latency comparison
+                             the dense baseline in TFLite (with
+                             --no-dense-baseline, the dense architecture),
+                             for the size and latency comparison
   report.json, report.md     every number of the run; summary tables
   widths.png, density.png, accuracy_params.png, final_widths.png
                              per-layer width and density over epochs,
@@ -123,6 +131,8 @@ files in the run directory:
 
 A failed TFLite parity check is a warning here (it is recorded in the
 report); `keras-adp export` treats it as an error.
+
+TensorFlow's own log lines (C++ and Python) are hidden; --tf-logs shows them.
 """
 
 _EXPORT_EPILOG = """\
@@ -148,14 +158,20 @@ checkpoint's state.json, and rewrites report.md and the four PNG plots.
 """
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the `keras-adp` command line; return the exit status."""
+def run(argv: list[str]) -> int:
+    """Parse `argv` and run the command; return the exit status.
+
+    Returns:
+        0 on success, 2 for usage errors (argparse prints them), 1 for
+        errors the library explains (printed as one `error: ...` line), 130
+        when interrupted.
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_request:  # --help, or a usage error.
         return exit_request.code if isinstance(exit_request.code, int) else 2
-    args.command_line = list(sys.argv[1:] if argv is None else argv)
+    args.command_line = list(argv)
     try:
         return args.handler(args)
     except KeyboardInterrupt:
@@ -177,9 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND"
     )
-    _add_train_parser(commands)
-    _add_export_parser(commands)
-    _add_report_parser(commands)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        cli.TF_LOGS_OPTION, action="store_true",
+        help="show TensorFlow's own log lines (C++ and Python), hidden by "
+        "default",
+    )
+    _add_train_parser(commands, common)
+    _add_export_parser(commands, common)
+    _add_report_parser(commands, common)
     return parser
 
 
@@ -187,9 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
 # keras-adp train
 
 
-def _add_train_parser(commands) -> None:
+def _add_train_parser(commands, common) -> None:
     parser = commands.add_parser(
         "train",
+        parents=[common],
         help="train from scratch with ADP, evaluate, export, report",
         description=_TRAIN_DESCRIPTION,
         epilog=_TRAIN_EPILOG,
@@ -218,6 +241,12 @@ def _add_train_parser(commands) -> None:
         help="use only the first N samples of each split",
     )
     setup.add_argument(
+        "--validation-split", type=_fraction, default=0.1, metavar="F",
+        help="fraction of the training samples held out for validation (a "
+        "fixed subset, never trained on); the test split is only used for "
+        "the final evaluation",
+    )
+    setup.add_argument(
         "--augment", action="store_true",
         help="random crop and flip of the training images",
     )
@@ -240,9 +269,11 @@ def _add_train_parser(commands) -> None:
         help="seed of weights, shuffling and each epoch's randomness",
     )
     fitting.add_argument(
-        "--dense-baseline", action="store_true",
-        help="also train the dense model, unpruned, for the same epochs, to "
-        "compare accuracy (doubles the training time; not checkpointed)",
+        "--dense-baseline", action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also train the dense model without pruning (same data, seed "
+        "and epochs) to compare with; --no-dense-baseline skips it (it "
+        "about doubles the training time and is not checkpointed)",
     )
     fitting.add_argument(
         "--verbose", type=_integer, choices=(0, 1, 2), default=1,
@@ -264,6 +295,13 @@ def _add_train_parser(commands) -> None:
     pruning.add_argument(
         "--max-prune-steps", type=_optional_count, default=2, metavar="N",
         help="most pruning steps, or 'none'",
+    )
+    pruning.add_argument(
+        "--max-accuracy-drop", type=_optional_fraction,
+        default=ADPPolicy.max_accuracy_drop, metavar="D",
+        help="accuracy guard: roll a pruning step back when the validation "
+        "accuracy after its recovery epoch is more than D below the best so "
+        "far (0.01: one point); 'none' turns the guard off",
     )
     pruning.add_argument(
         "--min-channels", type=_positive_int, default=4, metavar="N",
@@ -307,20 +345,20 @@ def _train(args: argparse.Namespace) -> int:
     run_dir = pathlib.Path(args.run_dir or f"runs/adp-{args.model}-{args.dataset}")
     _prepare_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
     _record_or_check_options(run_dir, args)
-    splits = data.load_dataset(
-        args.dataset,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        limit=args.limit,
-        augment=args.augment,
-        **_dataset_location(args.dataset, args.data_dir),
-    )
+    splits = _load_splits(args)
     _say(
-        f"data: {splits.name}, {splits.num_train:,} train / {splits.num_test:,} "
-        f"test samples, input {'x'.join(map(str, splits.input_shape))}, "
-        f"{splits.num_classes} classes"
+        f"data: {splits.name}, {splits.num_train:,} train / "
+        f"{splits.num_validation:,} validation (held out from the training "
+        f"data) / {splits.num_test:,} test samples, input "
+        f"{'x'.join(map(str, splits.input_shape))}, {splits.num_classes} "
+        "classes"
     )
     model = _compiled_model(args, splits)
+    cost = metrics.inference_cost(model)
+    _say(
+        f"model: {args.model} at width {args.width:g}, {cost.params:,} "
+        f"params, {cost.macs:,} MACs per sample"
+    )
     policy = _policy(args)
     calibration = data.calibration_batch(
         splits, num_samples=args.calibration_samples, seed=args.seed
@@ -335,7 +373,7 @@ def _train(args: argparse.Namespace) -> int:
                 model,
                 splits.train,
                 epochs=args.epochs,
-                validation_data=splits.test,
+                validation_data=splits.validation,
                 calibration_data=calibration,
                 resume=args.resume,
             )
@@ -346,27 +384,30 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         raise
-    train_seconds = time.perf_counter() - started
+    timing = {"train_seconds": time.perf_counter() - started}
 
     result.model.save(run_dir / MODEL_FILE)
-    evaluation = result.model.evaluate(splits.test, return_dict=True, verbose=0)
-    evaluation = {key: float(value) for key, value in evaluation.items()}
+    evaluation = _evaluate(result.model, splits.test)
     _say(
-        f"test split: accuracy {evaluation.get('accuracy', float('nan')):.4f}, "
-        f"loss {evaluation.get('loss', float('nan')):.4f}"
+        f"test split: accuracy {evaluation.get('accuracy', math.nan):.4f}, "
+        f"loss {evaluation.get('loss', math.nan):.4f}"
     )
 
+    # Without a baseline, the model passed to `fit` (trained until the first
+    # pruning step) stands for the dense architecture: TFLite size and
+    # latency do not depend on the weights.
     dense_model, dense_baseline = model, {"accuracy": None}
     if args.dense_baseline:
-        dense_model, dense_baseline = _train_dense_baseline(args, splits)
+        started = time.perf_counter()
+        dense_model, dense_baseline = _train_dense_baseline(
+            args, policy, calibration
+        )
+        timing["dense_baseline_seconds"] = time.perf_counter() - started
 
     tflite = {}
     if not args.no_export:
         parity_inputs = _first_inputs(splits.test, PARITY_SAMPLES)
         tflite = _export_all(result.model, run_dir, "model", calibration, parity_inputs)
-        # TFLite size and latency do not depend on the weights: without a
-        # baseline, the dense model (trained until the first pruning step)
-        # stands for the dense architecture.
         dense_baseline["tflite"] = _export_all(
             dense_model, run_dir, "dense", calibration, None
         )
@@ -379,7 +420,7 @@ def _train(args: argparse.Namespace) -> int:
         extra={
             "config": _run_config(args, splits, policy),
             "evaluation": evaluation,
-            "timing": {"train_seconds": train_seconds},
+            "timing": timing,
             "model_file": MODEL_FILE,
         },
     )
@@ -391,6 +432,21 @@ def _train(args: argparse.Namespace) -> int:
     print(f"Pruned model: {run_dir / MODEL_FILE}\n")
     print(report_lib.summary_table(report))
     return 0
+
+
+def _load_splits(args: argparse.Namespace) -> data.DatasetSplits:
+    """The dataset, its pipelines created in the same random state every
+    time, so that the dense baseline sees the batches the ADP run saw."""
+    keras.utils.set_random_seed(args.seed)
+    return data.load_dataset(
+        args.dataset,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        limit=args.limit,
+        augment=args.augment,
+        validation_split=args.validation_split,
+        **_dataset_location(args.dataset, args.data_dir),
+    )
 
 
 def _compiled_model(
@@ -406,34 +462,52 @@ def _compiled_model(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    cost = metrics.inference_cost(model)
-    _say(
-        f"model: {args.model} at width {args.width:g}, {cost.params:,} "
-        f"params, {cost.macs:,} MACs per sample"
-    )
     return model
 
 
-def _train_dense_baseline(args, splits) -> tuple[keras.Model, dict]:
-    """The same model, trained for the same epochs without pruning."""
-    _say("dense baseline: the same model and epochs, without pruning")
+def _evaluate(model: keras.Model, dataset) -> dict:
+    evaluation = model.evaluate(dataset, return_dict=True, verbose=0)
+    return {key: float(value) for key, value in evaluation.items()}
+
+
+def _train_dense_baseline(
+    args: argparse.Namespace, policy: ADPPolicy, calibration: np.ndarray
+) -> tuple[keras.Model, dict]:
+    """The same model, trained the same way without pruning.
+
+    Same initial weights, batches, per-epoch seeds, epochs and validation
+    split as the ADP run: `ADPTrainer` with a policy that never prunes.
+    """
+    _say("dense baseline: the same model, data, seed and epochs, without pruning")
+    splits = _load_splits(args)
     model = _compiled_model(args, splits)
+    never_prune = dataclasses.replace(
+        policy, max_prune_steps=0, max_accuracy_drop=None
+    )
+    trainer = training.ADPTrainer(never_prune, seed=args.seed, verbose=args.verbose)
     with _no_shuffle_warning():
-        model.fit(
+        result = trainer.fit(
+            model,
             splits.train,
             epochs=args.epochs,
-            validation_data=splits.test,
-            verbose=args.verbose,
+            validation_data=splits.validation,
+            calibration_data=calibration,
         )
-    evaluation = model.evaluate(splits.test, return_dict=True, verbose=0)
-    _say(f"dense baseline on the test split: accuracy {evaluation['accuracy']:.4f}")
-    cost = metrics.inference_cost(model)
-    return model, {
+    evaluation = _evaluate(result.model, splits.test)
+    _say(
+        "dense baseline on the test split: accuracy "
+        f"{evaluation.get('accuracy', math.nan):.4f}, loss "
+        f"{evaluation.get('loss', math.nan):.4f}"
+    )
+    return result.model, {
         "trained": True,
-        "accuracy": float(evaluation["accuracy"]),
-        "loss": float(evaluation["loss"]),
-        "training_macs": metrics.training_macs(cost.macs, splits.num_train)
-        * args.epochs,
+        "accuracy": evaluation.get("accuracy"),
+        "loss": evaluation.get("loss"),
+        "training_macs": result.summary()["training_macs"],
+        "history": [
+            {"epoch": record["epoch"], "logs": record["logs"]}
+            for record in result.history
+        ],
     }
 
 
@@ -458,6 +532,7 @@ def _policy(args: argparse.Namespace) -> ADPPolicy:
         interval=args.interval,
         max_prune_steps=args.max_prune_steps,
         calibration_samples=args.calibration_samples,
+        max_accuracy_drop=args.max_accuracy_drop,
     )
 
 
@@ -474,7 +549,9 @@ def _run_config(args, splits: data.DatasetSplits, policy: ADPPolicy) -> dict:
         "seed": args.seed,
         "limit": args.limit,
         "augment": args.augment,
+        "validation_split": args.validation_split,
         "num_train": splits.num_train,
+        "num_validation": splits.num_validation,
         "num_test": splits.num_test,
         "input_shape": list(splits.input_shape),
         "num_classes": splits.num_classes,
@@ -693,9 +770,10 @@ def _resume_command(args: argparse.Namespace) -> str:
 # keras-adp export
 
 
-def _add_export_parser(commands) -> None:
+def _add_export_parser(commands, common) -> None:
     parser = commands.add_parser(
         "export",
+        parents=[common],
         help="convert a saved .keras model to TFLite; print size, parity, latency",
         description=_EXPORT_DESCRIPTION,
         epilog=_EXPORT_EPILOG,
@@ -934,9 +1012,10 @@ def _load_array(path: pathlib.Path) -> np.ndarray:
 # keras-adp report
 
 
-def _add_report_parser(commands) -> None:
+def _add_report_parser(commands, common) -> None:
     parser = commands.add_parser(
         "report",
+        parents=[common],
         help="rewrite a run's report.md and plots",
         description="Rewrite report.md and the plots of a training run.",
         epilog=_REPORT_EPILOG,
@@ -1040,6 +1119,33 @@ def _seed(text: str) -> int:
     )
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number between 0 and 1 (exclusive), received {text!r}"
+        )
+    return value
+
+
+def _optional_fraction(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number from 0 to 1 (exclusive) or 'none', received "
+            f"{text!r}"
+        )
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -1058,7 +1164,3 @@ def _say(text: str) -> None:
 
 def _one_line(error) -> str:
     return " ".join(str(error).split())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

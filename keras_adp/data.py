@@ -1,7 +1,8 @@
 """Image-classification datasets as ready-to-train `tf.data` pipelines.
 
 Every loader returns a `DatasetSplits`: a batched, shuffled (and optionally
-augmented) training pipeline, a batched test pipeline in a fixed order, an
+augmented) training pipeline, a batched validation pipeline held out from the
+training data, a batched test pipeline, both in a fixed order, an
 un-augmented training pipeline in a fixed order (for calibration and for
 measuring activation density on the same samples every time), and the facts a
 model builder needs (`input_shape`, `num_classes`).
@@ -46,6 +47,18 @@ Preprocessing shared by every loader:
   included.
 - `limit=N` keeps the first N samples of each split (before shuffling), for
   quick runs.
+- Validation split (`validation_split=0.1`): a fixed random
+  `validation_split` fraction of the training samples (after `limit`; at
+  least one sample, and at least one left to train on) is held out as
+  `DatasetSplits.validation`, never trained on, never shuffled nor
+  augmented. Which samples are held out depends only on their number and
+  `validation_split` (`validation_indices()`), not on `seed`, so runs with
+  different seeds validate on the same samples. Normalization statistics,
+  `train`, `train_unaugmented` and `num_train` cover the remaining training
+  samples only. Validate on it (for example to judge pruning steps, which
+  `keras_adp.ADPTrainer`'s accuracy guard does with `validation_data`) and
+  keep the test split for the final evaluation. `validation_split=0` holds
+  out nothing (`validation` is then None).
 
 Example:
 
@@ -53,7 +66,8 @@ Example:
 from keras_adp import data
 
 splits = data.load_dataset("embedded", batch_size=64, augment=True)
-model.fit(splits.train, validation_data=splits.test, epochs=2)
+model.fit(splits.train, validation_data=splits.validation, epochs=2)
+model.evaluate(splits.test)
 calibration_images = data.calibration_batch(splits, num_samples=128)
 ```
 """
@@ -117,10 +131,14 @@ _IDX_DTYPES = {
 
 _STATS_CHUNK = 4096
 
+# Seed of the permutation that picks the validation samples: fixed, so that
+# every run holds out the same samples whatever its `seed`.
+_VALIDATION_SEED = 0
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSplits:
-    """A dataset split into ready-to-use training and test pipelines.
+    """A dataset split into ready-to-use training, validation and test pipelines.
 
     Every pipeline yields batches `(images, labels)`: `images` is float32 of
     shape `(batch, height, width, channels)` already normalized as
@@ -131,13 +149,19 @@ class DatasetSplits:
         name: The dataset name as accepted by `load_dataset`.
         train: Training pipeline: reshuffled every epoch, augmented when the
             loader was called with `augment=True`.
+        validation: Validation pipeline: the training samples held out by
+            `validation_split`, in their original order, never augmented;
+            None when `validation_split=0`.
         test: Test pipeline in a fixed order, never augmented.
-        train_unaugmented: The training samples in their fixed original order,
-            never shuffled nor augmented. Used by `calibration_batch` and
-            useful for measuring training accuracy.
+        train_unaugmented: The training samples (without the validation
+            samples) in their fixed original order, never shuffled nor
+            augmented. Used by `calibration_batch` and useful for measuring
+            training accuracy.
         num_classes: Number of classes.
         input_shape: `(height, width, channels)` of one image.
-        num_train: Number of training samples (after `limit`).
+        num_train: Number of samples trained on (after `limit`, without the
+            validation samples).
+        num_validation: Number of validation samples.
         num_test: Number of test samples (after `limit`).
         mean: Per-channel value subtracted from raw [0, 255] pixels.
         std: Per-channel value the centred pixels are divided by.
@@ -147,11 +171,13 @@ class DatasetSplits:
 
     name: str
     train: tf.data.Dataset
+    validation: tf.data.Dataset | None
     test: tf.data.Dataset
     train_unaugmented: tf.data.Dataset
     num_classes: int
     input_shape: tuple[int, int, int]
     num_train: int
+    num_validation: int
     num_test: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -175,7 +201,7 @@ def load_dataset(name: str = "embedded", **kwargs) -> DatasetSplits:
         **kwargs: Passed to the matching loader (`load_embedded`,
             `load_fashion_mnist_idx`, `load_tiny_imagenet` or `load_tfds`),
             for example `batch_size`, `augment`, `normalization`, `seed`,
-            `limit`, `directory` or `data_dir`.
+            `limit`, `validation_split`, `directory` or `data_dir`.
 
     Returns:
         A `DatasetSplits`.
@@ -211,6 +237,7 @@ def load_embedded(
     normalization: str = "standardize",
     seed: int | None = 0,
     limit: int | None = None,
+    validation_split: float = 0.1,
 ) -> DatasetSplits:
     """Loads the Fashion-MNIST subset bundled with the package.
 
@@ -236,6 +263,9 @@ def load_embedded(
             Defaults to `0`.
         limit: If set, keep only the first `limit` samples of each split.
             Defaults to `None`.
+        validation_split: Fraction of the training samples held out as the
+            validation split (see the module docstring), in `[0, 1)`.
+            Defaults to `0.1`.
 
     Returns:
         A `DatasetSplits` named "embedded".
@@ -256,6 +286,7 @@ def load_embedded(
         normalization=normalization,
         seed=seed,
         limit=limit,
+        validation_split=validation_split,
     )
 
 
@@ -286,6 +317,7 @@ def load_fashion_mnist_idx(
     normalization: str = "standardize",
     seed: int | None = 0,
     limit: int | None = None,
+    validation_split: float = 0.1,
 ) -> DatasetSplits:
     """Loads the full Fashion-MNIST from local IDX files.
 
@@ -314,6 +346,9 @@ def load_fashion_mnist_idx(
         seed: Seed of shuffling and augmentation. Defaults to `0`.
         limit: If set, keep only the first `limit` samples of each split.
             Defaults to `None`.
+        validation_split: Fraction of the training samples held out as the
+            validation split (see the module docstring), in `[0, 1)`.
+            Defaults to `0.1`.
 
     Returns:
         A `DatasetSplits` named "fashion_mnist_idx" with 28x28x1 images.
@@ -339,6 +374,7 @@ def load_fashion_mnist_idx(
         normalization=normalization,
         seed=seed,
         limit=limit,
+        validation_split=validation_split,
     )
 
 
@@ -482,6 +518,7 @@ def load_tiny_imagenet(
     normalization: str = "standardize",
     seed: int | None = 0,
     limit: int | None = None,
+    validation_split: float = 0.1,
 ) -> DatasetSplits:
     """Loads Tiny ImageNet from a local `tiny-imagenet-200` folder.
 
@@ -511,6 +548,9 @@ def load_tiny_imagenet(
         seed: Seed of shuffling and augmentation. Defaults to `0`.
         limit: If set, keep only the first `limit` samples of each split.
             Defaults to `None`.
+        validation_split: Fraction of the training samples held out as the
+            validation split (see the module docstring), in `[0, 1)`.
+            Defaults to `0.1`.
 
     Returns:
         A `DatasetSplits` named "tiny_imagenet"; `class_names` are the wnids.
@@ -519,7 +559,9 @@ def load_tiny_imagenet(
         FileNotFoundError: If the folder or a required file is missing.
         ValueError: If an annotation names an unknown wnid.
     """
-    _validate_common(batch_size, normalization, limit, crop_padding)
+    _validate_common(
+        batch_size, normalization, limit, crop_padding, validation_split
+    )
     directory = os.fspath(directory)
     wnids_path = os.path.join(directory, "wnids.txt")
     annotations_path = os.path.join(directory, "val", "val_annotations.txt")
@@ -594,6 +636,7 @@ def load_tiny_imagenet(
         normalization=normalization,
         seed=seed,
         limit=limit,
+        validation_split=validation_split,
     )
 
 
@@ -609,6 +652,7 @@ def load_tfds(
     normalization: str = "standardize",
     seed: int | None = 0,
     limit: int | None = None,
+    validation_split: float = 0.1,
 ) -> DatasetSplits:
     """Loads CIFAR-10, CIFAR-100, MNIST or Fashion-MNIST with `tensorflow_datasets`.
 
@@ -634,6 +678,9 @@ def load_tfds(
         seed: Seed of shuffling and augmentation. Defaults to `0`.
         limit: If set, keep only the first `limit` samples of each split.
             Defaults to `None`.
+        validation_split: Fraction of the training samples held out as the
+            validation split (see the module docstring), in `[0, 1)`.
+            Defaults to `0.1`.
 
     Returns:
         A `DatasetSplits` named `name`.
@@ -644,7 +691,9 @@ def load_tfds(
             f"Received: name={name!r}. Other datasets are loaded with "
             "`load_dataset()`."
         )
-    _validate_common(batch_size, normalization, limit, crop_padding)
+    _validate_common(
+        batch_size, normalization, limit, crop_padding, validation_split
+    )
     import tensorflow_datasets as tfds
 
     (train_ds, test_ds), info = tfds.load(
@@ -673,7 +722,47 @@ def load_tfds(
         normalization=normalization,
         seed=seed,
         limit=limit,
+        validation_split=validation_split,
     )
+
+
+def validation_indices(
+    num_samples: int, validation_split: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Which training samples the loaders train on and which they hold out.
+
+    `round(num_samples * validation_split)` samples (at least 1, and at most
+    `num_samples - 1`) are chosen by a permutation drawn from
+    `numpy.random.default_rng(0)`: a fixed choice that depends only on the
+    two arguments.
+
+    Args:
+        num_samples: Number of training samples (after `limit`).
+        validation_split: Fraction held out, in `[0, 1)`; 0 holds out
+            nothing.
+
+    Returns:
+        `(train_indices, validation_indices)`: sorted int64 positions,
+        disjoint, together covering `range(num_samples)`.
+
+    Raises:
+        ValueError: If `validation_split` is outside `[0, 1)`, or it is
+            positive and there are fewer than 2 samples.
+    """
+    _validate_validation_split(validation_split)
+    everything = np.arange(num_samples, dtype=np.int64)
+    if validation_split == 0:
+        return everything, everything[:0]
+    if num_samples < 2:
+        raise ValueError(
+            "Expected at least 2 training samples to hold out a validation "
+            f"split. Received: {num_samples} training sample(s) with "
+            f"validation_split={validation_split!r}. Pass a larger `limit`, "
+            "or `validation_split=0` to hold out nothing."
+        )
+    held = min(num_samples - 1, max(1, round(num_samples * validation_split)))
+    permutation = np.random.default_rng(_VALIDATION_SEED).permutation(num_samples)
+    return np.sort(permutation[held:]), np.sort(permutation[:held])
 
 
 def calibration_batch(
@@ -759,6 +848,9 @@ class _Source:
             return self
         return _Source(self.items[:limit], self.labels[:limit], self.decode)
 
+    def take(self, indices: np.ndarray) -> _Source:
+        return _Source(self.items[indices], self.labels[indices], self.decode)
+
     def dataset(self) -> tf.data.Dataset:
         return tf.data.Dataset.from_tensor_slices((self.items, self.labels))
 
@@ -807,16 +899,25 @@ def _build_splits(
     normalization: str,
     seed: int | None,
     limit: int | None,
+    validation_split: float,
 ) -> DatasetSplits:
-    _validate_common(batch_size, normalization, limit, crop_padding)
+    _validate_common(
+        batch_size, normalization, limit, crop_padding, validation_split
+    )
     train_source = train_source.head(limit)
     test_source = test_source.head(limit)
-    num_train, num_test = len(train_source.items), len(test_source.items)
-    if num_train == 0 or num_test == 0:
+    if len(train_source.items) == 0 or len(test_source.items) == 0:
         raise ValueError(
             "Expected at least one training and one test sample. Received: "
-            f"{num_train} training and {num_test} test samples for {name!r}."
+            f"{len(train_source.items)} training and {len(test_source.items)} "
+            f"test samples for {name!r}."
         )
+    train_indices, held_indices = validation_indices(
+        len(train_source.items), validation_split
+    )
+    validation_source = train_source.take(held_indices)
+    train_source = train_source.take(train_indices)
+    num_train, num_test = len(train_source.items), len(test_source.items)
     channels = input_shape[-1]
     if normalization == "rescale":
         mean, std = (0.0,) * channels, (255.0,) * channels
@@ -832,6 +933,9 @@ def _build_splits(
         dataset = dataset.map(normalize, num_parallel_calls=tf.data.AUTOTUNE)
         return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
+    def in_order(source):
+        return finish(source.decoded(source.dataset()))
+
     train = train_source.dataset().shuffle(
         num_train, seed=seed, reshuffle_each_iteration=True
     )
@@ -846,11 +950,13 @@ def _build_splits(
     return DatasetSplits(
         name=name,
         train=finish(train),
-        test=finish(test_source.decoded(test_source.dataset())),
-        train_unaugmented=finish(train_source.decoded(train_source.dataset())),
+        validation=in_order(validation_source) if len(held_indices) else None,
+        test=in_order(test_source),
+        train_unaugmented=in_order(train_source),
         num_classes=int(num_classes),
         input_shape=tuple(int(dim) for dim in input_shape),
         num_train=num_train,
+        num_validation=len(held_indices),
         num_test=num_test,
         mean=tuple(float(value) for value in mean),
         std=tuple(float(value) for value in std),
@@ -1001,7 +1107,9 @@ def _describe_folder(directory: str) -> str:
     return "exists but lacks " + ", ".join(missing)
 
 
-def _validate_common(batch_size, normalization, limit, crop_padding) -> None:
+def _validate_common(
+    batch_size, normalization, limit, crop_padding, validation_split
+) -> None:
     if (
         isinstance(batch_size, bool)
         or not isinstance(batch_size, (int, np.integer))
@@ -1031,6 +1139,21 @@ def _validate_common(batch_size, normalization, limit, crop_padding) -> None:
         raise ValueError(
             "Expected `crop_padding` to be None or an integer >= 0. "
             f"Received: crop_padding={crop_padding!r}"
+        )
+    _validate_validation_split(validation_split)
+
+
+def _validate_validation_split(validation_split) -> None:
+    if (
+        isinstance(validation_split, bool)
+        or not isinstance(validation_split, (int, float, np.integer, np.floating))
+        or not 0 <= validation_split < 1
+    ):
+        raise ValueError(
+            "Expected `validation_split` to be a number in [0, 1), the "
+            "fraction of the training samples held out for validation. "
+            f"Received: validation_split={validation_split!r}. Pass e.g. "
+            "0.1, or 0 to hold out nothing."
         )
 
 

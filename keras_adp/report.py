@@ -4,15 +4,24 @@
 
 - `report.json`: every number of the run: a summary (dense vs final params,
   MACs, accuracy, training compute), the per-epoch history (logs, per-group
-  widths and activation densities, cost), the pruning steps, TFLite size,
-  latency and parity when given, and the environment (package versions,
-  CPU count).
-- `report.md`: a summary table (dense vs pruned), the pruning steps, the
-  final per-layer widths, the per-epoch history, the TFLite files and the
-  environment, with the plots embedded.
+  widths and activation densities, cost, accuracy-guard decisions), the
+  pruning steps, each with the accuracy guard's decision on it (`"guard"`:
+  the monitored value, its reference and budget, and the action; None when
+  the step was not judged), TFLite size, latency and parity when given, and
+  the environment (package versions, CPU count).
+- `report.md`: a summary table (dense vs pruned, with the difference), the
+  pruning steps with their outcome (accepted, rolled back and retried,
+  rolled back and pruning stopped), attempt and the values that decided it,
+  the final per-layer widths, the per-epoch history, the TFLite files and
+  the environment, with the plots embedded.
 - Four PNG plots (`PLOT_FILES`): per-layer width over epochs, per-layer
   activation density over epochs, accuracy and cost over epochs, and final
-  vs original width per layer.
+  vs original width per layer. The first three mark each pruning step: a
+  dotted grey line for a step that was kept, a dashed red line and a red
+  band over its trial epochs for a step that was rolled back.
+
+Histories written before the accuracy guard existed (no `"guard"`,
+`"attempt"` or `"outcome"` keys) are read as steps that were taken.
 
 `load_report(run_dir)` reads `report.json` back, `render_markdown(report)`
 turns it into the Markdown text and `write_plots(report, directory)` redraws
@@ -53,6 +62,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
+from keras_adp import metrics
 from keras_adp import training
 
 PathLike = Union[str, os.PathLike]
@@ -102,9 +112,11 @@ def write_report(
         dense_baseline: the dense model to compare with, as a dict with any
             of `accuracy` (None: not trained), `params`, `macs`, `flops`
             (default: `result.dense`, the dense architecture),
-            `training_macs` and `tflite` (same layout as `tflite`). Defaults
-            to `None`: the dense column shows the dense architecture's
-            params and MACs, accuracy "not trained".
+            `training_macs`, `tflite` (same layout as `tflite`) and
+            `history` (`[{"epoch": int, "logs": dict}, ...]`, drawn beside
+            the pruned run's accuracy). Defaults to `None`: the dense column
+            shows the dense architecture's params and MACs, accuracy "not
+            trained".
         tflite: the pruned model's TFLite files, as
             `{mode: {"path": str, "size_bytes": int, "latency":
             LatencyResult | dict, "parity": VerifyResult | dict}}` (each
@@ -148,7 +160,9 @@ def build_report(
             "Received: an empty history. Train for at least one epoch first."
         )
     extra = _jsonable(dict(extra or {}))
-    summary = _jsonable(result.summary())
+    dense = _jsonable(dict(result.dense))
+    steps = _steps_with_decisions(_jsonable(list(result.steps)), history)
+    summary = _jsonable(_summary(result, history, steps, dense))
     accuracy_key = _accuracy_key(history[-1]["logs"])
     evaluation = extra.get("evaluation") or {}
     if evaluation.get("accuracy") is not None:
@@ -161,7 +175,6 @@ def build_report(
         summary["accuracy_source"] = (
             f"last epoch's {accuracy_key}" if accuracy_key else None
         )
-    dense = _jsonable(dict(result.dense))
     return {
         "format_version": REPORT_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
@@ -171,7 +184,7 @@ def build_report(
         "dense": dense,
         "dense_baseline": _dense_column(dense, dense_baseline, history),
         "history": history,
-        "steps": _jsonable(list(result.steps)),
+        "steps": steps,
         "tflite": _jsonable(tflite or {}),
         "environment": environment(),
         "extra": extra,
@@ -274,8 +287,8 @@ def render_markdown(report: dict) -> str:
     lines += ["", "## Summary", "", summary_table(report), ""]
     if (report.get("dense_baseline") or {}).get("trained"):
         lines += [
-            "Dense: the same model trained for the same epochs without "
-            "pruning.",
+            "Dense: the same model trained without pruning, with the same "
+            "data, seed and epochs. Change: pruned relative to dense.",
             "",
         ]
     else:
@@ -291,7 +304,11 @@ def render_markdown(report: dict) -> str:
         lines += [f"Pruned accuracy: {accuracy_source}.", ""]
     if config:
         lines += ["## Settings", "", _config_table(config), ""]
-    lines += ["## Pruning steps", "", _steps_table(report), ""]
+    lines += ["## Pruning steps", ""]
+    guard_note = _guard_note(report)
+    if guard_note:
+        lines += [guard_note, ""]
+    lines += [_steps_table(report), ""]
     lines += ["## Per-layer widths", "", _widths_table(report), ""]
     lines += ["## Per-epoch history", "", _history_table(report), ""]
     if report.get("tflite") or (report.get("dense_baseline") or {}).get("tflite"):
@@ -315,12 +332,20 @@ def summary_table(report: dict) -> str:
         report["dense"], None, report["history"]
     )
     last = report["history"][-1]
+    final = {
+        "params": summary.get("final_params", last["params"]),
+        "macs": summary.get("final_macs", last["macs"]),
+        "flops": summary.get("final_flops", last["flops"]),
+    }
     rows = [("", "Dense", "Pruned (ADP)", "Change")]
     accuracy = summary.get("accuracy")
     dense_accuracy = dense.get("accuracy")
+    source = summary.get("accuracy_source")
     rows.append(
         (
-            "Test accuracy",
+            "Test accuracy"
+            if source in (None, "evaluation on the test split")
+            else f"Accuracy ({source})",
             _percent(dense_accuracy) if dense_accuracy is not None else "not trained",
             _percent(accuracy),
             _points(accuracy, dense_accuracy),
@@ -329,25 +354,25 @@ def summary_table(report: dict) -> str:
     rows.append(
         (
             "Parameters",
-            f"{dense['params']:,}",
-            f"{last['params']:,}",
-            _ratio(dense["params"], last["params"]),
+            _count(dense["params"]),
+            _count(final["params"]),
+            _reduction(dense["params"], final["params"]),
         )
     )
     rows.append(
         (
             "MACs / inference",
             _si(dense["macs"]),
-            _si(last["macs"]),
-            _ratio(dense["macs"], last["macs"]),
+            _si(final["macs"]),
+            _reduction(dense["macs"], final["macs"]),
         )
     )
     rows.append(
         (
             "FLOPs / inference",
             _si(dense["flops"]),
-            _si(last["flops"]),
-            _ratio(dense["flops"], last["flops"]),
+            _si(final["flops"]),
+            _reduction(dense["flops"], final["flops"]),
         )
     )
     training_macs = summary.get("training_macs")
@@ -360,7 +385,7 @@ def summary_table(report: dict) -> str:
             f"Training MACs ({len(report['history'])} epochs)",
             dense_training,
             _si(training_macs),
-            _ratio(dense.get("training_macs"), training_macs),
+            _reduction(dense.get("training_macs"), training_macs),
         )
     )
     pruned_files = report.get("tflite") or {}
@@ -373,7 +398,7 @@ def summary_table(report: dict) -> str:
                 f"TFLite {mode} size",
                 _bytes(_size(dense_file)),
                 _bytes(_size(pruned_file)),
-                _ratio(_size(dense_file), _size(pruned_file)),
+                _reduction(_size(dense_file), _size(pruned_file)),
             )
         )
         rows.append(
@@ -388,7 +413,7 @@ def summary_table(report: dict) -> str:
             rows.append(
                 (f"TFLite {mode} parity", "-", _parity(pruned_file["parity"]), "")
             )
-    rows.append(("Pruning steps", "-", str(len(report.get("steps") or [])), ""))
+    rows.append(("Pruning steps", "-", _steps_count(report), ""))
     return _table(rows)
 
 
@@ -437,6 +462,102 @@ def environment() -> dict:
 
 # ---------------------------------------------------------------------------
 # Report content.
+
+
+def _summary(result: Any, history: list, steps: list, dense: dict) -> dict:
+    """`result.summary()` plus the final FLOPs; for a result without a model
+    (a checkpoint's), the same figures from the history."""
+    model = getattr(result, "model", None)
+    if model is not None:
+        summary = dict(result.summary())
+        summary["final_flops"] = metrics.inference_cost(model).flops
+        return summary
+    final = _final_cost(history, steps)
+    outcomes = [_outcome(step) for step in steps]
+    return {
+        "epochs": len(history),
+        "dense_params": dense.get("params"),
+        "final_params": final["params"],
+        "param_reduction": _quotient(dense.get("params"), final["params"]),
+        "dense_macs": dense.get("macs"),
+        "final_macs": final["macs"],
+        "mac_reduction": _quotient(dense.get("macs"), final["macs"]),
+        "final_flops": final["flops"],
+        "training_macs": history[-1].get("cumulative_macs"),
+        "prune_steps": sum(outcome != "rolled back" for outcome in outcomes),
+        "rolled_back_steps": outcomes.count("rolled back"),
+    }
+
+
+def _final_cost(history: list, steps: list) -> dict:
+    """Params, MACs and FLOPs of the model after the last epoch.
+
+    That is the model trained in the last epoch, unless the accuracy guard
+    rolled a step back at its end (then it is the model from before that
+    step), or a step was taken at its end (a run that has not finished).
+    """
+    last = history[-1]
+    cost = {key: last.get(key) for key in ("params", "macs", "flops")}
+    step = _rolled_back_at_the_end(history, steps)
+    if step is not None:
+        cost = _cost_before(history, step)
+    pruning = last.get("pruning") or {}
+    if pruning.get("params_after") is not None and _outcome(pruning) != (
+        "rolled back"
+    ):
+        cost = {
+            "params": pruning["params_after"],
+            "macs": pruning["macs_after"],
+            "flops": None,  # Not trained yet, so not in the history.
+        }
+    return cost
+
+
+def _final_widths(report: dict) -> dict:
+    """Group widths of the model after the last epoch (see `_final_cost`)."""
+    history = report["history"]
+    last = history[-1]
+    widths = dict(last.get("widths") or {})
+    step = _rolled_back_at_the_end(history, report.get("steps") or [])
+    if step is not None:
+        widths.update(step["before"])
+    pruning = last.get("pruning") or {}
+    if pruning.get("after") and _outcome(pruning) != "rolled back":
+        widths.update(pruning["after"])
+    return widths
+
+
+def _rolled_back_at_the_end(history: list, steps: list) -> dict | None:
+    """The step the guard rolled back at the end of the last epoch, if any."""
+    decision = history[-1].get("guard") or {}
+    if not str(decision.get("action", "")).startswith("rolled back"):
+        return None
+    for step in steps:
+        if (step["epoch"], step.get("attempt", 0)) == (
+            decision["step_epoch"], decision.get("attempt", 0)
+        ):
+            return step
+    return None
+
+
+def _cost_before(history: list, step: dict) -> dict:
+    """The cost of the model a step started from: the latest epoch that
+    trained an architecture of its params and MACs."""
+    for record in reversed(history):
+        if (record.get("params"), record.get("macs")) == (
+            step["params_before"], step["macs_before"]
+        ):
+            return {key: record.get(key) for key in ("params", "macs", "flops")}
+    return {
+        "params": step["params_before"], "macs": step["macs_before"],
+        "flops": None,
+    }
+
+
+def _quotient(numerator, denominator) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return numerator / denominator
 
 
 def _dense_column(dense: dict, dense_baseline: dict | None, history: list) -> dict:
@@ -516,19 +637,33 @@ def _config_table(config: dict) -> str:
 
 
 def _steps_table(report: dict) -> str:
-    steps = report.get("steps") or []
+    steps = _steps_with_decisions(report.get("steps") or [], report["history"])
     if not steps:
         return "No pruning step was taken."
-    rows = [("Step", "After epoch", "Params", "MACs", "Widths (before -> after)")]
+    rows = [
+        (
+            "Step", "After epoch", "Attempt", "Outcome", "Judged after epoch",
+            "Monitored value", "Reference", "Budget", "Params", "MACs",
+            "Widths (before -> after)",
+        )
+    ]
     for number, step in enumerate(steps, start=1):
+        decision = step.get("guard") or {}
         changes = ", ".join(
             f"{name} {step['before'][name]}->{width}"
             for name, width in step["after"].items()
         )
+        judged = decision.get("epoch")
         rows.append(
             (
                 str(number),
                 str(step["epoch"] + 1),
+                str(step.get("attempt", 0) + 1),
+                decision.get("action") or _outcome(step),
+                "-" if judged is None else str(judged + 1),
+                _monitored(decision.get("monitor"), decision.get("value")),
+                _decimal(decision.get("reference")),
+                "-" if decision.get("budget") is None else f"{decision['budget']:g}",
                 f"{step['params_before']:,} -> {step['params_after']:,}",
                 f"{_si(step['macs_before'])} -> {_si(step['macs_after'])}",
                 changes,
@@ -537,12 +672,77 @@ def _steps_table(report: dict) -> str:
     return _table(rows)
 
 
+def _guard_note(report: dict) -> str | None:
+    """How the guard judged the steps, when it judged any."""
+    steps = _steps_with_decisions(report.get("steps") or [], report["history"])
+    if not any(step.get("guard") for step in steps):
+        return None
+    return (
+        "Each step is a trial: after its recovery epochs, the accuracy guard "
+        "compares the monitored value with its reference (the best value "
+        "reached so far with a model it accepted) and rolls the step back, "
+        "restoring the model from before it, when the value is worse by "
+        "more than the budget. A rolled-back step is retried once with half "
+        "the removal (attempt 2); if that is rolled back too, pruning stops."
+    )
+
+
+def _steps_with_decisions(steps: list, history: list) -> list:
+    """`steps`, each with `"guard"`: the accuracy guard's decision on it,
+    from the history (None when it was not judged, or the run predates the
+    guard)."""
+    decisions = {}
+    for record in history:
+        decision = record.get("guard")
+        if decision:
+            decisions[(decision["step_epoch"], decision.get("attempt", 0))] = decision
+    return [
+        step
+        if "guard" in step
+        else {
+            **step,
+            "guard": decisions.get((step["epoch"], step.get("attempt", 0))),
+        }
+        for step in steps
+    ]
+
+
+def _outcome(step: dict) -> str:
+    """"accepted", "rolled back", "taken" (no guard, or a run from before
+    the guard) or "on trial" (not judged yet)."""
+    if "outcome" not in step:
+        return "taken"
+    return step["outcome"] or "on trial"
+
+
+def _steps_count(report: dict) -> str:
+    """'2 kept, 1 rolled back': the pruning steps by outcome."""
+    outcomes = [_outcome(step) for step in report.get("steps") or []]
+    kept = sum(outcome in ("accepted", "taken") for outcome in outcomes)
+    parts = [f"{kept} kept"]
+    for outcome in ("rolled back", "on trial"):
+        if outcome in outcomes:
+            parts.append(f"{outcomes.count(outcome)} {outcome}")
+    return ", ".join(parts)
+
+
+def _monitored(monitor, value) -> str:
+    if monitor is None:
+        return "-"
+    return f"{monitor} {_decimal(value)}"
+
+
+def _decimal(value) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _widths_table(report: dict) -> str:
     history = report["history"]
     rows = [("Group", "Original", "Final", "Kept", "Final density")]
+    final_widths = _final_widths(report)
     for name in _group_names(history):
         original = _series(history, "widths", name)[0]
-        final = _series(history, "widths", name)[-1]
+        final = _as_float(final_widths.get(name))
         density = _series(history, "density", name)[-1]
         rows.append(
             (
@@ -559,6 +759,7 @@ def _widths_table(report: dict) -> str:
 def _history_table(report: dict) -> str:
     history = report["history"]
     log_keys = _plain_log_keys(history)
+    with_guard = any(record.get("guard") for record in history)
     rows = [
         (
             "Epoch",
@@ -567,6 +768,7 @@ def _history_table(report: dict) -> str:
             "MACs",
             "Training MACs (cumulative)",
             "Pruned after",
+            *(("Accuracy guard",) if with_guard else ()),
         )
     ]
     for record in history:
@@ -575,9 +777,25 @@ def _history_table(report: dict) -> str:
             pruned = "stopped"
         elif pruning:
             pruned = f"{pruning['params_before']:,} -> {pruning['params_after']:,}"
+            notes = []
+            if pruning.get("attempt"):
+                notes.append(f"attempt {pruning['attempt'] + 1}")
+            if _outcome(pruning) in ("rolled back", "on trial"):
+                notes.append(_outcome(pruning))
+            if notes:
+                pruned += f" ({', '.join(notes)})"
         else:
             pruned = ""
         logs = record.get("logs") or {}
+        decision = record.get("guard")
+        guard_cell = ()
+        if with_guard:
+            guard_cell = (
+                f"step of epoch {decision['step_epoch'] + 1}: "
+                f"{decision.get('action', '-')}"
+                if decision
+                else "",
+            )
         rows.append(
             (
                 str(record["epoch"] + 1),
@@ -586,6 +804,7 @@ def _history_table(report: dict) -> str:
                 _si(record["macs"]),
                 _si(record.get("cumulative_macs")),
                 pruned,
+                *guard_cell,
             )
         )
     return _table(rows)
@@ -704,6 +923,10 @@ def _si(value) -> str:
     return f"{value:.3g}"
 
 
+def _count(value) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
 def _bytes(value) -> str:
     if value is None:
         return "-"
@@ -726,6 +949,13 @@ def _points(value, reference) -> str:
     if value is None or reference is None:
         return ""
     return f"{100 * (value - reference):+.2f} pts"
+
+
+def _reduction(before, after) -> str:
+    """'-75.0% (4.00x smaller)': the change from `before` to `after`."""
+    if not before or not after:
+        return ""
+    return f"{100 * (after / before - 1):+.1f}% ({before / after:.2f}x smaller)"
 
 
 def _ratio(before, after, word: str = "smaller") -> str:
@@ -812,10 +1042,23 @@ def _plot_accuracy_params(report: dict) -> Figure:
     top, bottom = figure.subplots(2, 1, sharex=True)
     log_keys = _plain_log_keys(history)
     quantity = "accuracy" if any(key.endswith("accuracy") for key in log_keys) else "loss"
+    dense_history = (report.get("dense_baseline") or {}).get("history") or []
     for key in log_keys:
         if key.endswith(quantity):
             values = [_as_float(record["logs"].get(key)) for record in history]
-            top.plot(epochs, values, marker="o", markersize=3, label=key)
+            (line,) = top.plot(epochs, values, marker="o", markersize=3, label=key)
+            if any(key in (record.get("logs") or {}) for record in dense_history):
+                top.plot(
+                    _epochs(dense_history),
+                    [
+                        _as_float((record.get("logs") or {}).get(key))
+                        for record in dense_history
+                    ],
+                    color=line.get_color(),
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"{key}, dense baseline",
+                )
     _mark_pruning_steps(top, report)
     top.set_ylabel(quantity)
     top.set_title("Accuracy and model size over epochs")
@@ -844,7 +1087,8 @@ def _plot_final_widths(report: dict) -> Figure:
     history = report["history"]
     names = _group_names(history)
     original = np.array([_series(history, "widths", name)[0] for name in names])
-    final = np.array([_series(history, "widths", name)[-1] for name in names])
+    final_widths = _final_widths(report)
+    final = np.array([_as_float(final_widths.get(name)) for name in names])
     height = max(3.0, 0.32 * len(names) + 1.5)
     figure = Figure(figsize=(7, height), layout="constrained")
     axes = figure.subplots()
@@ -912,16 +1156,38 @@ def _legend(axes, count: int) -> None:
 
 
 def _mark_pruning_steps(axes, report: dict) -> None:
-    """A dotted line after each epoch that ended with a pruning step."""
-    for number, step in enumerate(report.get("steps") or []):
+    """A line after each epoch that ended with a pruning step: dotted grey
+    for a step that was kept (or is still on trial), dashed red for one
+    that was rolled back, with a red band over the epochs it was on trial
+    (trained pruned, then undone)."""
+    labelled = set()
+
+    def label(text):
+        if text in labelled:
+            return None
+        labelled.add(text)
+        return text
+
+    steps = _steps_with_decisions(report.get("steps") or [], report["history"])
+    for step in steps:
+        position = step["epoch"] + 1.5
+        if _outcome(step) != "rolled back":
+            axes.axvline(
+                position, color="grey", linestyle=":", linewidth=1,
+                label=label("pruning step"), zorder=0,
+            )
+            continue
         axes.axvline(
-            step["epoch"] + 1.5,
-            color="grey",
-            linestyle=":",
-            linewidth=1,
-            label="pruning step" if number == 0 else None,
-            zorder=0,
+            position, color="tab:red", linestyle="--", linewidth=1.2,
+            label=label("pruning step, rolled back"), zorder=0,
         )
+        judged = (step.get("guard") or {}).get("epoch")
+        if judged is not None:
+            axes.axvspan(
+                position, judged + 1.5, color="tab:red", alpha=0.08,
+                linewidth=0, zorder=0,
+                label=label("epochs on trial before the rollback"),
+            )
 
 
 def _epoch_ticks(axes) -> None:

@@ -1,15 +1,19 @@
-"""Tests for keras_adp.cli: the `keras-adp` command line, end to end.
+"""Tests for keras_adp.cli and keras_adp.commands: the `keras-adp` command
+line, end to end.
 
-One tiny training run (256 samples, 3 epochs, vgg_small at width 0.25) is
-shared by the tests that need a finished run; tests that change a run work
-on a copy.
+One tiny training run (256 samples, 3 epochs, vgg_small at width 0.25, with
+its dense baseline) is shared by the tests that need a finished run; tests
+that change a run work on a copy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,7 +23,9 @@ import keras
 import numpy as np
 import pytest
 
+import keras_adp
 from keras_adp import cli
+from keras_adp import commands
 from keras_adp import data
 from keras_adp import export
 from keras_adp import report
@@ -47,14 +53,44 @@ RUN_FILES = [
 ]
 
 
+# What TensorFlow, absl and the TFLite converter and runtime print on their
+# own, seen on TF 2.21 (the first line of each kind).
+TENSORFLOW_LOG_LINE = re.compile(
+    r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]"  # absl/TF C++
+    r"|absl::InitializeLog|cudart_stub|cpu_feature_guard|oneDNN"
+    r"|To enable the following instructions"
+    r"|XNNPACK|fully_quantize|^WARNING:tensorflow|^INFO: ",
+    re.MULTILINE,
+)
+
+
+def environment_without_tf_settings():
+    """This process's environment without TensorFlow's log settings."""
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("TF_CPP_MIN_LOG_LEVEL", "TF_CPP_MAX_VLOG_LEVEL")
+    }
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    """(run directory, exit status, stdout) of one tiny `keras-adp train`."""
+    """(run directory, exit status, stdout, the `validation_data` of every
+    `ADPTrainer.fit` call) of one tiny `keras-adp train`."""
     run_dir = tmp_path_factory.mktemp("run") / "adp"
     stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        status = cli.main(["train", *TINY_RUN, "--run-dir", str(run_dir)])
-    return run_dir, status, stdout.getvalue()
+    validation_data = []
+    fit = training.ADPTrainer.fit
+
+    def recording_fit(self, *args, **kwargs):
+        validation_data.append(kwargs.get("validation_data"))
+        return fit(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training.ADPTrainer, "fit", recording_fit)
+        with contextlib.redirect_stdout(stdout):
+            status = cli.main(["train", *TINY_RUN, "--run-dir", str(run_dir)])
+    return run_dir, status, stdout.getvalue(), validation_data
 
 
 def copy_run(run_dir, tmp_path):
@@ -68,7 +104,7 @@ def copy_run(run_dir, tmp_path):
 
 
 def test_train_writes_model_tflite_files_report_and_plots(trained_run):
-    run_dir, status, _ = trained_run
+    run_dir, status, _, _ = trained_run
 
     assert status == 0
     for name in RUN_FILES:
@@ -77,14 +113,14 @@ def test_train_writes_model_tflite_files_report_and_plots(trained_run):
 
 
 def test_train_report_holds_evaluation_tflite_parity_and_settings(trained_run):
-    run_dir, _, _ = trained_run
+    run_dir = trained_run[0]
 
     written = report.load_report(run_dir)
 
     assert len(written["history"]) == 3
     assert written["summary"]["accuracy_source"] == "evaluation on the test split"
     assert 0.0 <= written["summary"]["accuracy"] <= 1.0
-    assert written["summary"]["final_params"] < written["summary"]["dense_params"]
+    assert written["summary"]["final_params"] <= written["summary"]["dense_params"]
     for mode in ("float32", "int8"):
         entry = written["tflite"][mode]
         assert entry["path"] == f"model_{mode}.tflite"
@@ -92,16 +128,71 @@ def test_train_report_holds_evaluation_tflite_parity_and_settings(trained_run):
         assert entry["parity"]["quantization"] == mode
         assert entry["latency"]["median_ms"] > 0
         dense_entry = written["dense_baseline"]["tflite"][mode]
-        assert dense_entry["size_bytes"] > entry["size_bytes"]
+        assert dense_entry["size_bytes"] >= entry["size_bytes"]
     config = written["extra"]["config"]
     assert config["model"] == "vgg_small"
     assert config["dataset"] == "embedded"
-    assert config["num_train"] == 256
+    assert (config["num_train"], config["num_validation"]) == (230, 26)
+    assert config["num_test"] == 256
     assert config["policy"]["warmup_epochs"] == 1
+    assert config["policy"]["max_accuracy_drop"] == 0.01
+
+
+def test_train_records_the_guard_decision_on_every_pruning_step(trained_run):
+    written = report.load_report(trained_run[0])
+
+    assert written["steps"]
+    for step in written["steps"]:
+        assert step["outcome"] in ("accepted", "rolled back")
+        assert step["guard"]["monitor"] == "val_accuracy"
+        assert step["guard"]["action"].startswith(step["outcome"])
+    markdown = (trained_run[0] / report.REPORT_MD).read_text()
+    assert "| Step | After epoch | Attempt | Outcome |" in markdown
+
+
+def test_train_and_dense_baseline_validate_on_held_out_training_samples(
+    trained_run,
+):
+    splits = data.load_dataset("embedded", limit=256, batch_size=64)
+    expected = np.concatenate([images for images, _ in splits.validation])
+    test_images = np.concatenate([images for images, _ in splits.test])
+
+    validation_data = trained_run[3]
+
+    assert len(validation_data) == 2  # The ADP run, then the dense baseline.
+    for dataset in validation_data:
+        images = np.concatenate([np.asarray(x) for x, _ in dataset])
+        np.testing.assert_array_equal(images, expected)
+        assert len(images) == 26 != len(test_images)
+
+
+def test_train_compares_the_pruned_model_with_the_trained_dense_baseline(
+    trained_run,
+):
+    run_dir, _, stdout, _ = trained_run
+
+    dense = report.load_report(run_dir)["dense_baseline"]
+
+    assert dense["trained"] is True
+    assert 0.0 <= dense["accuracy"] <= 1.0
+    assert [record["epoch"] for record in dense["history"]] == [0, 1, 2]
+    rows = {
+        line.split(" | ")[0]: line for line in stdout.splitlines()
+        if line.startswith("| ")
+    }
+    assert re.fullmatch(
+        r"\| Test accuracy \| \d+\.\d\d% \| \d+\.\d\d% \| [+-]\d+\.\d\d pts \|",
+        rows["| Test accuracy"],
+    )
+    assert re.fullmatch(
+        r"\| Parameters \| [\d,]+ \| [\d,]+ \| [+-]\d+\.\d% \([\d.]+x smaller\) \|",
+        rows["| Parameters"],
+    )
+    assert rows["| MACs / inference"].count("x smaller") == 1
 
 
 def test_train_prints_where_the_report_is_and_a_summary_table(trained_run):
-    run_dir, _, stdout = trained_run
+    run_dir, _, stdout, _ = trained_run
 
     assert f"Report: {run_dir / report.REPORT_MD}" in stdout
     assert "| Parameters |" in stdout
@@ -114,7 +205,7 @@ def test_resume_continues_a_run_for_more_epochs(trained_run, tmp_path, capsys):
 
     status = cli.main(
         ["train", *TINY_RUN, "--epochs", "4", "--run-dir", str(run_dir),
-         "--resume", "--no-export"]
+         "--resume", "--no-export", "--no-dense-baseline"]
     )
 
     assert status == 0
@@ -159,14 +250,14 @@ def test_resume_with_unreadable_start_options_exits_1_naming_the_file(
     trained_run, tmp_path, capsys
 ):
     run_dir = copy_run(trained_run[0], tmp_path)
-    (run_dir / cli.OPTIONS_FILE).write_text("{truncated")
+    (run_dir / commands.OPTIONS_FILE).write_text("{truncated")
 
     status = cli.main(["train", *TINY_RUN, "--run-dir", str(run_dir), "--resume"])
 
     assert status == 1
     error = capsys.readouterr().err
     assert error.startswith("error: Could not read the options")
-    assert str(run_dir / cli.OPTIONS_FILE) in error
+    assert str(run_dir / commands.OPTIONS_FILE) in error
     assert error.count("\n") == 1
 
 
@@ -180,23 +271,25 @@ def test_run_dir_that_is_a_file_exits_1(tmp_path, capsys):
     assert "which is a file" in capsys.readouterr().err
 
 
-def test_dense_baseline_fills_the_dense_accuracy(tmp_path, capsys):
+def test_no_dense_baseline_shows_the_dense_architecture_untrained(
+    tmp_path, capsys
+):
     run_dir = tmp_path / "run"
 
     status = cli.main(
         ["train", *TINY_RUN, "--epochs", "2", "--run-dir", str(run_dir),
-         "--dense-baseline", "--no-export"]
+         "--no-dense-baseline", "--no-export"]
     )
 
     assert status == 0
-    dense = report.load_report(run_dir)["dense_baseline"]
-    assert dense["trained"] is True
-    assert 0.0 <= dense["accuracy"] <= 1.0
-    assert "| Test accuracy | not trained |" not in capsys.readouterr().out
+    written = report.load_report(run_dir)
+    assert written["dense_baseline"]["trained"] is False
+    assert written["extra"]["config"]["dense_baseline"] is False
+    assert "| Test accuracy | not trained |" in capsys.readouterr().out
 
 
 def test_train_refuses_a_run_directory_that_holds_a_run(trained_run, capsys):
-    run_dir, _, _ = trained_run
+    run_dir = trained_run[0]
 
     status = cli.main(["train", *TINY_RUN, "--run-dir", str(run_dir)])
 
@@ -271,7 +364,7 @@ def test_failed_parity_is_recorded_with_the_measured_errors(monkeypatch):
 
     monkeypatch.setattr(export, "verify_tflite", verify)
 
-    parity = cli._parity("m.tflite", None, None)
+    parity = commands._parity("m.tflite", None, None)
 
     assert parity["passed"] is False
     assert parity["top1_agreement"] == 0.6
@@ -538,6 +631,12 @@ def test_usage_errors_exit_2(argv, capsys):
          "argument --verbose: expected an integer, received 'loud'"),
         (["export", "m.keras", "--runs", "many"],
          "argument --runs: expected an integer >= 1, received 'many'"),
+        (["train", "--validation-split", "1"],
+         "argument --validation-split: expected a number between 0 and 1 "
+         "(exclusive), received '1'"),
+        (["train", "--max-accuracy-drop", "lots"],
+         "argument --max-accuracy-drop: expected a number from 0 to 1 "
+         "(exclusive) or 'none', received 'lots'"),
     ],
 )
 def test_invalid_option_values_say_what_was_expected_and_received(
@@ -556,6 +655,7 @@ def test_help_describes_each_command(command, capsys):
     assert help_text.startswith("usage: keras-adp")
     if command:
         assert "examples:" in help_text
+        assert "--tf-logs" in help_text
 
 
 def test_train_help_lists_the_files_of_a_run(capsys):
@@ -592,3 +692,98 @@ def test_export_refuses_lambda_model_unless_unsafe_is_passed(tmp_path, capsys):
                      "--out", str(tmp_path / "m.tflite"), "--runs", "2",
                      "--unsafe-deserialization"])
     assert code == 0
+
+
+# ---------------------------------------------------------------------------
+# TensorFlow's own output.
+
+
+def test_train_prints_no_tensorflow_log_lines_by_default(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, "-m", "keras_adp.cli", "train", "--limit", "64",
+         "--epochs", "2", "--warmup-epochs", "1", "--width", "0.25",
+         "--verbose", "0", "--no-dense-baseline",
+         "--run-dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment_without_tf_settings(),
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "model_int8.tflite" in completed.stdout  # Converter and runtime ran.
+    assert not TENSORFLOW_LOG_LINE.search(completed.stderr), completed.stderr
+
+
+@pytest.mark.slow
+def test_tf_logs_option_shows_what_tensorflow_prints(trained_run):
+    environment = environment_without_tf_settings()
+    plain = subprocess.run(
+        [sys.executable, "-c", "import tensorflow"],
+        capture_output=True, text=True, timeout=300, env=environment,
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "keras_adp.cli", "report", "--tf-logs",
+         str(trained_run[0])],
+        capture_output=True, text=True, timeout=300, env=environment,
+    )
+
+    assert shown.returncode == 0, shown.stderr[-3000:]
+    # The same lines as a plain import, timestamps and thread ids aside.
+    for line in plain.stderr.splitlines():
+        assert line.split("] ")[-1] in shown.stderr
+
+
+def test_hidden_tensorflow_output_keeps_python_messages_and_restores_settings(
+    capfd,
+):
+    logger = logging.getLogger("tensorflow")
+    before = (os.environ.get("TF_CPP_MIN_LOG_LEVEL"), logger.level)
+
+    with cli.hidden_tensorflow_output():
+        os.write(2, b"native log line\n")
+        print("python message", file=sys.stderr, flush=True)
+        inside = (os.environ.get("TF_CPP_MIN_LOG_LEVEL"), logger.level)
+
+    err = capfd.readouterr().err
+    assert "python message" in err
+    assert "native log line" not in err
+    assert inside == ("3", logging.ERROR)
+    assert (os.environ.get("TF_CPP_MIN_LOG_LEVEL"), logger.level) == before
+
+
+def test_hidden_tensorflow_output_is_printed_when_the_command_crashes(capfd):
+    with pytest.raises(RuntimeError, match="crash"):
+        with cli.hidden_tensorflow_output():
+            os.write(2, b"native detail before the crash\n")
+            raise RuntimeError("crash")
+
+    assert "native detail before the crash" in capfd.readouterr().err
+
+
+def test_importing_the_package_and_the_cli_loads_no_tensorflow():
+    completed = subprocess.run(
+        [sys.executable, "-c",
+         "import logging, os, sys, keras_adp, keras_adp.cli; "
+         "print('tensorflow' in sys.modules, "
+         "os.environ.get('TF_CPP_MIN_LOG_LEVEL'), "
+         "logging.getLogger('tensorflow').level)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment_without_tf_settings(),
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == ["False", "None", "0"]
+
+
+def test_package_exports_resolve_on_first_use():
+    for name in keras_adp.__all__:
+        assert getattr(keras_adp, name) is not None, name
+    assert keras_adp.ADPTrainer is training.ADPTrainer
+    assert keras_adp.report is report
+    assert set(keras_adp.__all__) <= set(dir(keras_adp))
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        keras_adp.nothing  # noqa: B018
+

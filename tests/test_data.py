@@ -124,7 +124,9 @@ def test_embedded_file_is_small_enough_to_bundle():
 def test_load_embedded_returns_standardized_28x28x1_batches():
     splits = data.load_embedded(batch_size=500)
     assert splits.name == "embedded"
-    assert (splits.num_train, splits.num_test) == (6000, 1000)
+    assert (splits.num_train, splits.num_validation, splits.num_test) == (
+        5400, 600, 1000,
+    )
     assert splits.input_shape == (28, 28, 1)
     assert splits.num_classes == 10
     assert splits.class_names[9] == "Ankle boot"
@@ -155,15 +157,23 @@ def test_rescale_normalization_maps_pixels_to_unit_range(embedded_small):
 
 def test_limit_keeps_first_samples_of_each_split(embedded_small):
     arrays = data.load_embedded_arrays()
-    assert (embedded_small.num_train, embedded_small.num_test) == (64, 64)
+    train_indices, validation_indices = data.validation_indices(64, 0.1)
+    assert (embedded_small.num_train, embedded_small.num_validation) == (58, 6)
+    assert embedded_small.num_test == 64
     np.testing.assert_array_equal(
-        all_labels(embedded_small.train_unaugmented), arrays["y_train"][:64]
+        all_labels(embedded_small.train_unaugmented),
+        arrays["y_train"][:64][train_indices],
+    )
+    np.testing.assert_array_equal(
+        all_labels(embedded_small.validation),
+        arrays["y_train"][:64][validation_indices],
     )
     np.testing.assert_array_equal(
         all_labels(embedded_small.test), arrays["y_test"][:64]
     )
     np.testing.assert_array_equal(
-        np.sort(all_labels(embedded_small.train)), np.sort(arrays["y_train"][:64])
+        np.sort(all_labels(embedded_small.train)),
+        np.sort(arrays["y_train"][:64][train_indices]),
     )
 
 
@@ -250,6 +260,113 @@ def test_training_pipeline_reshuffles_every_epoch(embedded_small):
 
 
 # ---------------------------------------------------------------------------
+# Validation split
+# ---------------------------------------------------------------------------
+
+
+def load_with_idx_files(tmp_path, **kwargs):
+    write_fashion_mnist_idx(tmp_path / "idx", num_train=30, num_test=10)
+    return data.load_fashion_mnist_idx(tmp_path / "idx", **kwargs)
+
+
+def load_with_tiny_imagenet(tmp_path, **kwargs):
+    root, _ = write_tiny_imagenet(tmp_path, images_per_class=5)
+    return data.load_tiny_imagenet(root, **kwargs)
+
+
+def load_with_mocked_tfds(tmp_path, **kwargs):
+    with tfds.testing.mock_data(num_examples=20):
+        return data.load_tfds("cifar10", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "load",
+    [
+        lambda tmp_path, **kwargs: data.load_embedded(limit=200, **kwargs),
+        load_with_idx_files,
+        load_with_tiny_imagenet,
+        load_with_mocked_tfds,
+    ],
+    ids=["embedded", "fashion_mnist_idx", "tiny_imagenet", "tfds"],
+)
+def test_validation_samples_are_held_out_of_every_training_pipeline(
+    tmp_path, load
+):
+    everything = load(tmp_path / "all", normalization="rescale", validation_split=0)
+    splits = load(
+        tmp_path / "split", normalization="rescale", validation_split=0.3,
+        batch_size=7,
+    )
+
+    all_rows = [image.tobytes() for image in all_images(everything.train_unaugmented)]
+    assert len(set(all_rows)) == len(all_rows)  # Samples are told apart by content.
+    train_rows = {image.tobytes() for image in all_images(splits.train_unaugmented)}
+    shuffled_rows = [image.tobytes() for image in all_images(splits.train)]
+    validation_rows = [image.tobytes() for image in all_images(splits.validation)]
+    assert not train_rows & set(validation_rows)
+    assert sorted(shuffled_rows) == sorted(train_rows)  # One epoch, no overlap.
+    assert sorted(train_rows | set(validation_rows)) == sorted(all_rows)
+    assert splits.num_validation == len(validation_rows) == round(0.3 * len(all_rows))
+    assert splits.num_train == len(train_rows) == len(all_rows) - len(validation_rows)
+    # Which samples: `validation_indices`, in their original order.
+    _, held = data.validation_indices(len(all_rows), 0.3)
+    assert validation_rows == [all_rows[index] for index in held]
+
+
+def test_validation_split_is_fixed_unaugmented_and_the_same_for_every_seed():
+    plain = data.load_embedded(limit=100, batch_size=8)
+    validation = all_images(plain.validation)
+
+    for seed in (0, 1, None):
+        augmented = data.load_embedded(
+            limit=100, batch_size=8, augment=True, seed=seed
+        )
+        np.testing.assert_array_equal(all_images(augmented.validation), validation)
+    np.testing.assert_array_equal(all_images(plain.validation), validation)
+
+
+def test_validation_split_zero_holds_out_nothing():
+    splits = data.load_embedded(limit=50, validation_split=0)
+
+    assert splits.validation is None
+    assert (splits.num_train, splits.num_validation) == (50, 0)
+
+
+def test_standardization_uses_the_training_samples_only():
+    splits = data.load_embedded(limit=300, validation_split=0.5)
+    arrays = data.load_embedded_arrays()
+    train_indices, _ = data.validation_indices(300, 0.5)
+
+    pixels = arrays["x_train"][:300][train_indices].astype(np.float64)
+    np.testing.assert_allclose(splits.mean, [pixels.mean()], rtol=1e-9)
+    np.testing.assert_allclose(splits.std, [pixels.std()], rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "num_samples, validation_split, held_out",
+    [(100, 0.1, 10), (7, 0.1, 1), (2, 0.9, 1), (5, 0.0, 0), (6000, 0.25, 1500)],
+)
+def test_validation_indices_are_disjoint_sorted_and_cover_every_sample(
+    num_samples, validation_split, held_out
+):
+    train, held = data.validation_indices(num_samples, validation_split)
+
+    assert len(held) == held_out
+    assert np.all(np.diff(train) > 0) and np.all(np.diff(held) > 0)
+    np.testing.assert_array_equal(
+        np.sort(np.concatenate([train, held])), np.arange(num_samples)
+    )
+    again_train, again_held = data.validation_indices(num_samples, validation_split)
+    np.testing.assert_array_equal(again_held, held)
+
+
+def test_validation_split_of_a_single_sample_is_refused():
+    with pytest.raises(ValueError, match="at least 2 training samples"):
+        data.load_embedded(limit=1)
+    assert data.load_embedded(limit=1, validation_split=0).num_train == 1
+
+
+# ---------------------------------------------------------------------------
 # tensorflow_datasets
 # ---------------------------------------------------------------------------
 
@@ -264,9 +381,9 @@ def test_load_tfds_reads_mocked_dataset(name, input_shape, num_classes):
     assert splits.name == name
     assert splits.input_shape == input_shape
     assert splits.num_classes == num_classes
-    assert (splits.num_train, splits.num_test) == (12, 12)
+    assert (splits.num_train, splits.num_validation, splits.num_test) == (11, 1, 12)
     batch_shapes = [images.shape[0] for images, _ in splits.train]
-    assert batch_shapes == [5, 5, 2]
+    assert batch_shapes == [5, 5, 1]
     images, labels = next(iter(splits.test))
     assert images.shape == (5, *input_shape)
     assert np.all((labels.numpy() >= 0) & (labels.numpy() < num_classes))
@@ -277,7 +394,7 @@ def test_load_dataset_dispatches_tfds_names_and_limits_samples():
     with tfds.testing.mock_data(num_examples=12):
         splits = data.load_dataset("fashion_mnist", batch_size=4, limit=8)
     assert splits.input_shape == (28, 28, 1)
-    assert (splits.num_train, splits.num_test) == (8, 8)
+    assert (splits.num_train, splits.num_validation, splits.num_test) == (7, 1, 8)
 
 
 def test_mnist_augmentation_does_not_flip_digits_by_default():
@@ -309,11 +426,17 @@ def test_load_fashion_mnist_idx_reads_compressed_and_plain_files(tmp_path, compr
         tmp_path, batch_size=8, normalization="rescale"
     )
     assert splits.name == "fashion_mnist_idx"
-    assert (splits.num_train, splits.num_test) == (30, 10)
+    assert (splits.num_train, splits.num_validation, splits.num_test) == (27, 3, 10)
     assert splits.input_shape == (28, 28, 1)
+    train_indices, validation_indices = data.validation_indices(30, 0.1)
     np.testing.assert_allclose(
         all_images(splits.train_unaugmented)[..., 0],
-        arrays["train_images"] / 255.0,
+        arrays["train_images"][train_indices] / 255.0,
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        all_images(splits.validation)[..., 0],
+        arrays["train_images"][validation_indices] / 255.0,
         rtol=1e-6,
     )
     np.testing.assert_array_equal(all_labels(splits.test), arrays["test_labels"])
@@ -356,7 +479,7 @@ def test_default_search_finds_files_under_keras_adp_data(tmp_path, monkeypatch):
     write_fashion_mnist_idx(tmp_path / "fashion-mnist", num_train=20, num_test=10)
     monkeypatch.setenv("KERAS_ADP_DATA", str(tmp_path))
     splits = data.load_fashion_mnist_idx(batch_size=10)
-    assert (splits.num_train, splits.num_test) == (20, 10)
+    assert (splits.num_train, splits.num_validation, splits.num_test) == (18, 2, 10)
 
 
 def test_missing_idx_files_error_lists_every_searched_path(tmp_path, monkeypatch):
@@ -394,12 +517,17 @@ def test_load_tiny_imagenet_reads_official_layout(tmp_path):
     assert splits.class_names == ("n01000001", "n02000002")
     assert splits.num_classes == 2
     assert splits.input_shape == (8, 8, 3)
-    assert (splits.num_train, splits.num_test) == (6, 3)
+    assert (splits.num_train, splits.num_validation, splits.num_test) == (5, 1, 3)
     np.testing.assert_array_equal(
         all_labels(splits.test), [splits.class_names.index(w) for w in val_wnids]
     )
+    train_indices, validation_indices = data.validation_indices(6, 0.1)
+    labels = np.array([0, 0, 0, 1, 1, 1])
     np.testing.assert_array_equal(
-        all_labels(splits.train_unaugmented), [0, 0, 0, 1, 1, 1]
+        all_labels(splits.train_unaugmented), labels[train_indices]
+    )
+    np.testing.assert_array_equal(
+        all_labels(splits.validation), labels[validation_indices]
     )
     images, _ = next(iter(splits.train))
     assert images.shape == (4, 8, 8, 3)
@@ -446,6 +574,10 @@ def test_load_dataset_unknown_name_lists_valid_names():
         ({"normalization": "zscore"}, "normalization"),
         ({"limit": 0}, "limit"),
         ({"crop_padding": -1}, "crop_padding"),
+        ({"validation_split": 1.0}, "validation_split"),
+        ({"validation_split": -0.1}, "validation_split"),
+        ({"validation_split": float("nan")}, "validation_split"),
+        ({"validation_split": True}, "validation_split"),
     ],
 )
 def test_invalid_loader_arguments_raise_value_error(kwargs, argument):
@@ -464,8 +596,9 @@ def test_calibration_batch_is_deterministic_and_unaugmented():
     second = data.calibration_batch(splits, num_samples=20, seed=1)
     assert first.shape == (20, 28, 28, 1) and first.dtype == np.float32
     np.testing.assert_array_equal(first, second)
+    assert splits.num_train == 90
     expected_indices = np.sort(
-        np.random.default_rng(1).choice(100, size=20, replace=False)
+        np.random.default_rng(1).choice(90, size=20, replace=False)
     )
     np.testing.assert_array_equal(
         first, all_images(splits.train_unaugmented)[expected_indices]
