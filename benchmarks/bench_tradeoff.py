@@ -216,7 +216,7 @@ def plot(rows, path):
         axes.annotate(run.replace("uniform@", "x"), (params, 100 * acc),
                       textcoords="offset points", xytext=(4, -10),
                       fontsize=8)
-    markers = {"adp-paper": "s", "adp": "D"}
+    markers = {"adp-paper": "s", "adp": "D", "adp-2pt": "^"}
     for run, entry in table.items():
         if run.startswith("adp"):
             axes.errorbar(
@@ -251,6 +251,8 @@ def main(argv=None):
     parser.add_argument("--data", choices=["idx", "embedded"], default="idx")
     parser.add_argument("--adp-policy", default="{}",
                         help="JSON of ADPPolicy fields for the `adp` run")
+    parser.add_argument("--adp-name", default="adp",
+                        help="name of the `adp` run in the table")
     parser.add_argument("--out", help="write per-seed results as JSON")
     parser.add_argument("--plot", help="write the Pareto plot (PNG)")
     parser.add_argument("--table-from", nargs="*",
@@ -289,6 +291,7 @@ def main(argv=None):
         elif run == "adp-paper":
             row = run_adp(args, data, paper_policy, seed)
         elif run == "adp":
+            run = args.adp_name
             row = run_adp(args, data, adp_policy, seed)
         else:
             raise SystemExit(f"unknown run {run!r}")

@@ -66,8 +66,9 @@ def run(args, gamma_l1, data):
     groups = {g.name: g for g in keras_adp.channel_groups(model)}
     print(f"\ngamma L1 {gamma_l1:g}: test accuracy {accuracy * 100:.2f} %, "
           f"{seconds:.0f} s")
-    print(f"{'group':10} {'width':>5} {'AD':>6} {'dead':>5} {'γ≈0':>5} "
-          f"{'paper':>6} {'live':>5}")
+    print(f"{'group':12} {'width':>5} {'AD':>6} {'dead':>5} {'γ≈0':>5} "
+          f"{'paper':>6} {'live':>5}  |γ| min/median/max   channel density "
+          "min/median/max")
     for name, density in densities.items():
         group = groups[name]
         gamma = next(
@@ -80,9 +81,12 @@ def run(args, gamma_l1, data):
         flat = gamma <= args.gamma_tau * gamma.max()
         paper = math.ceil(density.layer * group.size)
         live = int(np.sum(~dead & ~flat))
-        print(f"{name:10} {group.size:5d} {density.layer:6.3f} "
+        print(f"{name:12} {group.size:5d} {density.layer:6.3f} "
               f"{int(dead.sum()):5d} {int(flat.sum()):5d} {paper:6d} "
-              f"{live:5d}")
+              f"{live:5d}  {gamma.min():.3f}/{np.median(gamma):.3f}/"
+              f"{gamma.max():.3f}   {density.channels.min():.3f}/"
+              f"{np.median(density.channels):.3f}/"
+              f"{density.channels.max():.3f}")
 
 
 def main(argv=None):
