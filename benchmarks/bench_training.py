@@ -126,6 +126,7 @@ def run_adp(args, name, width, data, reinitialize):
         min_channels=args.min_channels,
         max_prune_steps=args.max_prune_steps,
         reinitialize=reinitialize,
+        max_accuracy_drop=args.max_accuracy_drop,
     )
     trainer = keras_adp.ADPTrainer(policy, seed=args.seed, verbose=0)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -193,6 +194,10 @@ def print_table(name, rows):
                   f"widths {row['widths']}")
 
 
+def _drop(text):
+    return None if text.lower() == "none" else float(text)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=["vgg_small", "resnet18"])
@@ -210,6 +215,10 @@ def main(argv=None):
     parser.add_argument("--min-channels", type=int, default=4)
     parser.add_argument("--max-prune-steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--max-accuracy-drop", type=_drop, default=0.01,
+        help="the accuracy guard's budget, or 'none' (no guard, as the "
+        "results measured before the guard existed)")
     parser.add_argument("--no-batch-norm", action="store_true",
                         help="VGG models without BatchNormalization")
     parser.add_argument("--weight-decay", type=float, default=0.0,
