@@ -152,52 +152,15 @@ class ADPPolicy:
         _validate_int("calibration_samples", self.calibration_samples, 1)
         if self.max_prune_steps is not None:
             _validate_int("max_prune_steps", self.max_prune_steps, 0)
-        if self.selection not in SELECTIONS:
-            raise ValueError(
-                f"Expected `selection` to be one of {SELECTIONS}. "
-                f"Received: selection={self.selection!r}"
-            )
-        if self.width_rule not in WIDTH_RULES:
-            raise ValueError(
-                f"Expected `width_rule` to be one of {WIDTH_RULES}. "
-                f"Received: width_rule={self.width_rule!r}"
-            )
-        for name in ("live_threshold", "gamma_threshold"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not 0 <= value < 1
-            ):
-                raise ValueError(
-                    f"Expected `{name}` to be a number in [0, 1). "
-                    f"Received: {name}={value!r}"
-                )
-        if (
-            isinstance(self.gamma_l1, bool)
-            or not isinstance(self.gamma_l1, numbers.Real)
-            or not 0 <= self.gamma_l1 < math.inf
-        ):
-            raise ValueError(
-                "Expected `gamma_l1` to be a finite number >= 0. "
-                f"Received: gamma_l1={self.gamma_l1!r}"
-            )
-        if self.trigger not in TRIGGERS:
-            raise ValueError(
-                f"Expected `trigger` to be one of {TRIGGERS}. "
-                f"Received: trigger={self.trigger!r}"
-            )
-        for name in ("tolerance", "min_reduction"):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Real)
-                or not 0 <= value < 1
-            ):
-                raise ValueError(
-                    f"Expected `{name}` to be a number in [0, 1). "
-                    f"Received: {name}={value!r}"
-                )
+        _validate_choice("selection", self.selection, SELECTIONS)
+        _validate_choice("width_rule", self.width_rule, WIDTH_RULES)
+        _validate_choice("trigger", self.trigger, TRIGGERS)
+        for name in ("tolerance", "min_reduction", "live_threshold",
+                     "gamma_threshold"):
+            _validate_number(name, getattr(self, name), upper=1.0)
+        _validate_number("gamma_l1", self.gamma_l1)
+        if self.max_accuracy_drop is not None:
+            _validate_number("max_accuracy_drop", self.max_accuracy_drop)
         if (
             isinstance(self.threshold, bool)
             or not isinstance(self.threshold, numbers.Real)
@@ -209,15 +172,6 @@ class ADPPolicy:
             )
         _validate_int("recovery_epochs", self.recovery_epochs, 1)
         _validate_int("max_retries", self.max_retries, 0)
-        if self.max_accuracy_drop is not None and (
-            isinstance(self.max_accuracy_drop, bool)
-            or not isinstance(self.max_accuracy_drop, numbers.Real)
-            or not 0 <= self.max_accuracy_drop < math.inf
-        ):
-            raise ValueError(
-                "Expected `max_accuracy_drop` to be None or a finite number "
-                f">= 0. Received: max_accuracy_drop={self.max_accuracy_drop!r}"
-            )
         if not isinstance(self.monitor, str) or not self.monitor:
             raise ValueError(
                 "Expected `monitor` to be 'auto' or a log key such as "
@@ -401,6 +355,28 @@ class ADPPolicy:
             keys.append(~self.live(channel_density, gamma))
         # lexsort: last key is primary; stable for ties.
         return np.lexsort(tuple(keys))
+
+
+def _validate_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"Expected `{name}` to be one of {choices}. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _validate_number(name: str, value: Any, upper: float = math.inf) -> None:
+    """A real number in `[0, upper)` (finite)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0 <= value < upper
+    ):
+        shown = "[0, 1)" if upper == 1.0 else ">= 0 and finite"
+        raise ValueError(
+            f"Expected `{name}` to be a number {'in ' if upper == 1.0 else ''}"
+            f"{shown}. Received: {name}={value!r}"
+        )
 
 
 def _validate_int(name: str, value: Any, minimum: int) -> None:

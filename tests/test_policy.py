@@ -300,6 +300,10 @@ def test_defaults_match_the_documented_method():
         "recovery_epochs": 1,
         "max_retries": 1,
         "validation_split": 0.1,
+        "width_rule": "density",
+        "live_threshold": 0.01,
+        "gamma_threshold": 0.05,
+        "gamma_l1": 0.0,
     }
 
 
