@@ -238,3 +238,72 @@ def test_guard_off_holds_nothing_out():
     )
     x_train, y_train, validation = trainer._guard_validation(x, y, None)
     assert x_train is x and validation is None
+
+
+MIRRORED_ROLLBACK_SCRIPT = """
+import json, os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+import keras_adp
+from keras_adp import guard
+
+calls = []
+
+def judge(monitor, value, reference, budget):
+    calls.append(value)
+    return len(calls) == 1  # Roll the first step back, accept the retry.
+
+guard.is_worse_than_budget = judge
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                            name="c1")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
+y = np.arange(64) % 3
+policy = keras_adp.ADPPolicy(warmup_epochs=1, min_channels=2,
+                             calibration_samples=32, max_prune_steps=1)
+result = keras_adp.ADPTrainer(policy, verbose=0).fit(
+    model, x, y, epochs=4, batch_size=16, validation_data=(x[:16], y[:16]))
+variables = [v for v in result.model.weights]
+print(json.dumps({
+    "outcomes": [s["outcome"] for s in result.steps],
+    "after": [s["after"]["c1"] for s in result.steps],
+    "widths": [r["widths"]["c1"] for r in result.history],
+    "mirrored": all(
+        isinstance(v.value, tf.distribute.DistributedValues)
+        for v in variables),
+}))
+"""
+
+
+def test_rollback_and_retry_under_mirrored_strategy():
+    import json
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    completed = subprocess.run(
+        [sys.executable, "-c", MIRRORED_ROLLBACK_SCRIPT],
+        capture_output=True, text=True, timeout=300, cwd=repo,
+        env=dict(os.environ, PYTHONPATH=repo, CUDA_VISIBLE_DEVICES=""),
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["outcomes"] == ["rolled back", "accepted"]
+    first, retry = result["after"]
+    assert retry == 8 - (8 - first) // 2
+    # Epoch 1 dense, epoch 2 the rolled-back cut, epochs 3-4 the retry.
+    assert result["widths"] == [8, first, retry, retry]
+    assert result["mirrored"]
