@@ -658,6 +658,16 @@ def layer_calls(model: keras.Model) -> list[LayerCall]:
     return calls
 
 
+def all_layers(model: keras.Model):
+    """Every layer of `model`, nested functional/Sequential models' layers
+    included (not the nested models themselves), in `model.layers` order."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+        else:
+            yield layer
+
+
 def get_layer(model: keras.Model, qualified_name: str) -> keras.layers.Layer:
     """The layer called `qualified_name` ("outer/inner/layer" in sub-models)."""
     *path, name = qualified_name.split("/")

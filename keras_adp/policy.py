@@ -31,6 +31,13 @@ All knobs of the method live here, with their defaults:
   `live_threshold` (0.01) and, behind a BatchNormalization, whose |gamma|
   exceeds `gamma_threshold` (0.05) x the group's largest -- so each layer
   keeps its own count of channels that carry signal.
+- `recalibrate_batch_norm` (True): after each rebuild, the moving means
+  and variances of every BatchNormalization are re-estimated on the
+  calibration set (`keras_adp.rebuild.recalibrate_batch_norm`). Removing
+  channels changes what the layers after them see, and with the default
+  momentum 0.99 the old statistics linger for hundreds of steps: validation
+  in inference mode (what the accuracy guard judges) would otherwise
+  measure stale statistics, not the pruned network.
 - `gamma_l1` (0.0): an L1 penalty on every BatchNormalization gamma
   (network slimming's pressure), added by the trainer while pruning can
   still happen and released when pruning stops; it drives the gammas of
@@ -132,6 +139,17 @@ class ADPPolicy:
             before pruning stops. Defaults to `1`.
         validation_split: fraction of the training arrays held out for the
             guard when `fit` gets no `validation_data`. Defaults to `0.1`.
+        width_rule: `"density"` (the paper's) or `"live"`. Defaults to
+            `"density"`.
+        live_threshold: per-channel density at or below which a channel
+            is dead (`"live"`). Defaults to `0.01`.
+        gamma_threshold: |gamma| at or below this fraction of the group's
+            largest marks a channel flat (`"live"`). Defaults to `0.05`.
+        gamma_l1: L1 penalty on BatchNormalization gammas while pruning may
+            go on. Defaults to `0.0`.
+        recalibrate_batch_norm: after each rebuild, re-estimate the
+            BatchNormalization moving statistics on the calibration set.
+            Defaults to `True`.
     """
 
     warmup_epochs: int = 2
@@ -156,6 +174,7 @@ class ADPPolicy:
     live_threshold: float = 0.01
     gamma_threshold: float = 0.05
     gamma_l1: float = 0.0
+    recalibrate_batch_norm: bool = True
 
     def __post_init__(self):
         _validate_int("warmup_epochs", self.warmup_epochs, 0)
@@ -200,11 +219,12 @@ class ADPPolicy:
                 "Expected `validation_split` to be a number in (0, 1). "
                 f"Received: validation_split={self.validation_split!r}"
             )
-        if not isinstance(self.reinitialize, bool):
-            raise ValueError(
-                "Expected `reinitialize` to be True or False. "
-                f"Received: reinitialize={self.reinitialize!r}"
-            )
+        for name in ("reinitialize", "recalibrate_batch_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"Expected `{name}` to be True or False. "
+                    f"Received: {name}={getattr(self, name)!r}"
+                )
 
     def get_config(self) -> dict:
         """The fields as plain Python values (JSON-serialisable)."""

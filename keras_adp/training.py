@@ -442,6 +442,7 @@ class ADPTrainer:
         model.stop_training = False
         first_epoch = epochs if state.training_stopped else state.next_epoch
         self._epochs = epochs
+        self._calibration = calibration
         self._pre_step = None
         self._user_model = user_model
         self._strategy = model.distribute_strategy
@@ -824,17 +825,21 @@ class ADPTrainer:
         with model.distribute_strategy.scope():
             surgery = rebuild_lib.rebuild(model, keep)
             if not self.policy.reinitialize:
-                optimizers_lib.carry_over(model, surgery.model, surgery)
-                return surgery.model, surgery
-            # Same architecture, newly initialised weights, fresh optimizer.
-            fresh = keras.models.clone_model(
-                surgery.model,
-                clone_function=lambda layer: rebuild_lib.layer_from_config(
-                    layer, layer.get_config()
-                ),
-            )
-            optimizers_lib.carry_over(model, fresh, surgery, reset=True)
-            return fresh, surgery
+                new_model = surgery.model
+                optimizers_lib.carry_over(model, new_model, surgery)
+            else:
+                # Same architecture, newly initialised weights, fresh
+                # optimizer.
+                new_model = keras.models.clone_model(
+                    surgery.model,
+                    clone_function=lambda layer: rebuild_lib.layer_from_config(
+                        layer, layer.get_config()
+                    ),
+                )
+                optimizers_lib.carry_over(model, new_model, surgery, reset=True)
+            if self.policy.recalibrate_batch_norm:
+                rebuild_lib.recalibrate_batch_norm(new_model, self._calibration)
+            return new_model, surgery
 
     # ---------------------------------------------------------- checkpoints
     def _save_checkpoint(self, model, state) -> None:
@@ -1142,7 +1147,7 @@ def _set_gamma_l1(model, strength: float) -> None:
     the function is re-made when anything changes.
     """
     changed = False
-    for layer in _all_layers(model):
+    for layer in graph_lib.all_layers(model):
         if not isinstance(layer, keras.layers.BatchNormalization):
             continue
         if not layer.scale:
@@ -1163,15 +1168,6 @@ def _set_gamma_l1(model, strength: float) -> None:
             changed = True
     if changed:
         model.train_function = None
-
-
-def _all_layers(model):
-    """Every layer of `model`, nested models' layers included."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-        else:
-            yield layer
 
 
 def _first_gamma(model, group):

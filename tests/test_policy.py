@@ -304,6 +304,7 @@ def test_defaults_match_the_documented_method():
         "live_threshold": 0.01,
         "gamma_threshold": 0.05,
         "gamma_l1": 0.0,
+        "recalibrate_batch_norm": True,
     }
 
 

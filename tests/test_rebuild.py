@@ -235,3 +235,41 @@ def test_prune_channels_rejects_subclassed_model():
 def test_prune_channels_rejects_non_mapping_keep():
     with pytest.raises(ValueError, match="Expected `keep` to be a mapping"):
         keras_adp.prune_channels(zoo.vgg(), [0, 1])
+
+
+def _conv_bn_model():
+    keras.utils.set_random_seed(9)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(5, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2)(x))
+
+
+@pytest.mark.parametrize("batch_size", [64, 16])
+def test_recalibrate_batch_norm_sets_moving_statistics_to_batch_averages(
+    batch_size,
+):
+    from keras_adp.rebuild import recalibrate_batch_norm
+
+    model = _conv_bn_model()
+    x = np.random.default_rng(1).normal(2.0, 3.0, (64, 6, 6, 2)).astype(
+        "float32"
+    )
+    weights_before = [w.numpy().copy() for w in model.trainable_weights]
+    assert recalibrate_batch_norm(model, x, batch_size=batch_size) == 1
+    # Independent reference: the convolution's outputs, per batch, averaged.
+    conv = keras.Model(model.inputs, model.get_layer("conv").output)
+    outputs = conv.predict(x, verbose=0).astype(np.float64)
+    batches = [outputs[i:i + batch_size] for i in range(0, 64, batch_size)]
+    mean = np.mean([b.mean(axis=(0, 1, 2)) for b in batches], axis=0)
+    variance = np.mean([b.var(axis=(0, 1, 2)) for b in batches], axis=0)
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), variance,
+                               rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.99
+    for before, weight in zip(weights_before, model.trainable_weights):
+        np.testing.assert_array_equal(before, weight.numpy())
