@@ -59,7 +59,10 @@ def test_quickstart_smoke_reports_density_and_pruning(tmp_path):
     assert "epoch  1" in output  # The per-epoch density table.
     assert "width 8 ->" in output
     assert "fewer parameters" in output
-    assert "1 pruning step(s)" in output
+    # On the 230-image smoke subset the guard may keep or roll back the
+    # step: a step was tried and its outcome reported.
+    assert "pruning step(s) kept" in output
+    assert "after epoch 2 (attempt 1): " in output
 
 
 def test_export_tflite_smoke_verifies_and_benchmarks_all_files(tmp_path):
