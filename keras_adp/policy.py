@@ -58,7 +58,8 @@ rolled back: the pre-step weights and optimizer slots come back exactly
 (the optimizer's iteration count goes on, so a learning-rate schedule keeps
 its place), and the step is retried with half the removal of each group,
 up to `max_retries` (1) times; after that, pruning stops. A step is only
-taken when `recovery_epochs` epochs remain to judge it. The metric is
+taken when `recovery_epochs` epochs remain to judge it and at least one
+more to train the model kept after the judgement. The metric is
 measured on `validation_data`; without it, the trainer holds out
 `validation_split` (10%) of the training arrays (a fixed random subset,
 never trained on) and validates on it. `max_accuracy_drop=None` turns the

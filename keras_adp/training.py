@@ -644,10 +644,12 @@ class ADPTrainer:
         )
 
     def _room_for_a_step(self, epoch) -> bool:
-        """Whether a step now leaves the guard epochs to judge it."""
+        """Whether a step now leaves the guard epochs to judge it, and at
+        least one epoch after the judgement to train the model it keeps (a
+        step rolled back in the last epoch would waste that epoch)."""
         if self.policy.max_accuracy_drop is None:
             return True
-        return epoch + 1 + self.policy.recovery_epochs <= self._epochs
+        return epoch + 1 + self.policy.recovery_epochs < self._epochs
 
     def _take_step(
         self, model, state, epoch, record, wrapped, *, keep, order, attempt

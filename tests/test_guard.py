@@ -98,19 +98,30 @@ def _data(samples=96):
 
 
 class _Snapshot(keras.callbacks.Callback):
-    """Keeps the weights and optimizer slots at the end of one epoch."""
+    """Keeps the weights and optimizer slots at the end of epoch `saved`,
+    and again at the start of epoch `restored` (before it trains)."""
 
-    def __init__(self, epoch):
+    def __init__(self, saved, restored):
         super().__init__()
-        self.epoch = epoch
+        self.saved, self.restored = saved, restored
+
+    def _take(self):
+        optimizer = self.model.optimizer
+        return (
+            [w.numpy().copy() for w in self.model.weights],
+            [v.numpy().copy() for v in optimizer.variables
+             if v is not optimizer.iterations],
+            int(optimizer.iterations.numpy()),
+            self.model,
+        )
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch == self.epoch:
-            self.weights = [w.numpy().copy() for w in self.model.weights]
-            self.slots = [
-                v.numpy().copy() for v in self.model.optimizer.variables
-                if v is not self.model.optimizer.iterations
-            ]
+        if epoch == self.saved:
+            self.before = self._take()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.restored:
+            self.after = self._take()
 
 
 def test_rolled_back_step_restores_weights_and_optimizer_state_exactly(
@@ -121,9 +132,11 @@ def test_rolled_back_step_restores_weights_and_optimizer_state_exactly(
     policy = keras_adp.ADPPolicy(
         warmup_epochs=1, min_channels=2, calibration_samples=32, max_retries=0
     )
-    snapshot = _Snapshot(epoch=0)  # The step is taken after epoch 0.
+    # The step follows epoch 0 and is judged after epoch 1; epoch 2 trains
+    # the restored model.
+    snapshot = _Snapshot(saved=0, restored=2)
     result = keras_adp.ADPTrainer(policy, verbose=0).fit(
-        _classifier(), x, y, epochs=2, batch_size=16,
+        _classifier(), x, y, epochs=3, batch_size=16,
         validation_data=(x[:24], y[:24]), callbacks=[snapshot],
     )
     step = result.steps[0]
@@ -131,17 +144,19 @@ def test_rolled_back_step_restores_weights_and_optimizer_state_exactly(
     decision = result.history[1]["guard"]
     assert decision["action"] == "rolled back; pruning stops"
     assert decision["step_epoch"] == 0
-    model = result.model
-    assert [layer.filters for layer in model.layers if hasattr(layer, "filters")] == [8, 8]
-    for saved, weight in zip(snapshot.weights, model.weights):
-        np.testing.assert_array_equal(saved, weight.numpy())
-    slots = [v.numpy() for v in model.optimizer.variables
-             if v is not model.optimizer.iterations]
-    assert len(slots) == len(snapshot.slots) > 0
-    for saved, slot in zip(snapshot.slots, slots):
+    weights, slots, iterations, model = snapshot.after
+    saved_weights, saved_slots, saved_iterations, saved_model = snapshot.before
+    assert model is saved_model  # The pre-step model itself, not a copy.
+    assert [layer.filters for layer in model.layers
+            if hasattr(layer, "filters")] == [8, 8]
+    for saved, weight in zip(saved_weights, weights, strict=True):
+        np.testing.assert_array_equal(saved, weight)
+    assert len(slots) == len(saved_slots) > 0
+    for saved, slot in zip(saved_slots, slots, strict=True):
         np.testing.assert_array_equal(saved, slot)
-    # The iteration count goes on: 2 epochs of 6 steps.
-    assert int(model.optimizer.iterations.numpy()) == 12
+    # The iteration count goes on: 6 steps before the step, 6 in the trial.
+    assert (saved_iterations, iterations) == (6, 12)
+    assert result.model is model
 
 
 def _teacher_regression():
