@@ -53,11 +53,11 @@ parser.add_argument(
 parser.add_argument(
     "--smoke",
     action="store_true",
-    help="tiny run for tests: 256 samples, 3 epochs, narrow model",
+    help="tiny run for tests: 256 samples, 4 epochs, narrow model",
 )
 args = parser.parse_args()
 
-epochs = 3 if args.smoke else args.epochs
+epochs = 4 if args.smoke else args.epochs
 width = 0.25 if args.smoke else 0.5
 keras.utils.set_random_seed(42)
 # Keras 3.15 warns on every `fit()` of a `tf.data.Dataset` that its (default)
