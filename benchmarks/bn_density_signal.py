@@ -27,21 +27,9 @@ import keras
 import numpy as np
 
 import keras_adp
-from keras_adp import data as data_lib
 from keras_adp import models as models_lib
 
-
-def load(train_samples, test_samples):
-    arrays = data_lib.read_fashion_mnist_idx()
-    x_train = arrays["x_train"][:train_samples, ..., None].astype("float32")
-    x_test = arrays["x_test"][:test_samples, ..., None].astype("float32")
-    mean, std = x_train.mean(), x_train.std()
-    return (
-        (x_train - mean) / std,
-        arrays["y_train"][:train_samples].astype("int32"),
-        (x_test - mean) / std,
-        arrays["y_test"][:test_samples].astype("int32"),
-    )
+from bench_training import load  # Same data preparation as the benchmark.
 
 
 def run(args, gamma_l1, data):
