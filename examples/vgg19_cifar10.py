@@ -78,11 +78,11 @@ parser.add_argument(
 parser.add_argument(
     "--smoke",
     action="store_true",
-    help="CPU check: synthetic data (256 train / 128 test), 3 epochs, width 1/16",
+    help="CPU check: synthetic data (256 train / 128 test), 4 epochs, width 1/16",
 )
 args = parser.parse_args()
 
-epochs = 3 if args.smoke else args.epochs
+epochs = 4 if args.smoke else args.epochs
 width_multiplier = 1 / 16 if args.smoke else 1.0
 batch_size = 64 if args.smoke else args.batch_size
 keras.utils.set_random_seed(0)
