@@ -99,7 +99,7 @@ from typing import Any
 import numpy as np
 
 SELECTIONS = ("density", "l1", "bn_gamma")
-WIDTH_RULES = ("density", "live")
+WIDTH_RULES = ("density", "live", "relative")
 TRIGGERS = ("interval", "converged")
 
 
@@ -176,6 +176,7 @@ class ADPPolicy:
     gamma_threshold: float = 0.05
     gamma_l1: float = 0.0
     recalibrate_batch_norm: bool = True
+    max_removal: float | None = None
 
     def __post_init__(self):
         _validate_int("warmup_epochs", self.warmup_epochs, 0)
@@ -193,6 +194,16 @@ class ADPPolicy:
                      "gamma_threshold"):
             _validate_number(name, getattr(self, name), upper=1.0)
         _validate_number("gamma_l1", self.gamma_l1)
+        if self.max_removal is not None and (
+            isinstance(self.max_removal, bool)
+            or not isinstance(self.max_removal, numbers.Real)
+            or not 0 < self.max_removal <= 1
+        ):
+            raise ValueError(
+                "Expected `max_removal` to be None or a fraction in (0, 1] "
+                "(the most of a group's channels one step removes). "
+                f"Received: max_removal={self.max_removal!r}"
+            )
         if self.max_accuracy_drop is not None:
             _validate_number("max_accuracy_drop", self.max_accuracy_drop)
         if (
@@ -317,18 +328,32 @@ class ADPPolicy:
             mask &= magnitude > self.gamma_threshold * largest
         return mask
 
-    def group_width(self, width: int, density, gamma=None) -> int:
-        """The new width of a group of `width` channels (see `width_rule`).
+    def group_width(
+        self, width: int, density, gamma=None, densest: float | None = None
+    ) -> int:
+        """The new width of a group of `width` channels (see `width_rule`),
+        at most `max_removal` of them removed.
 
         Args:
             width: the group's current width.
             density: its `Density`.
             gamma: per-channel gamma of its first BatchNormalization, or None.
+            densest: for `width_rule="relative"`, the largest AD among the
+                groups measured at this step (defaults to this group's own).
         """
         if self.width_rule == "density":
-            return self.new_width(width, density.layer)
-        count = int(self.live(density.channels, gamma).sum())
-        return self.new_width(width, count / width)
+            new = self.new_width(width, density.layer)
+        elif self.width_rule == "relative":
+            top = density.layer if densest is None else densest
+            ratio = 1.0 if top <= 0 else min(1.0, density.layer / top)
+            new = self.new_width(width, ratio)
+        else:
+            count = int(self.live(density.channels, gamma).sum())
+            new = self.new_width(width, count / width)
+        if self.max_removal is not None:
+            floor = math.ceil((1.0 - self.max_removal) * width - 1e-9)
+            new = min(width, max(new, floor))
+        return new
 
     def plan(
         self, groups, densities, scores, gammas=None
@@ -349,12 +374,18 @@ class ADPPolicy:
         """
         keep = {}
         worthwhile = False
+        measured = [
+            densities[group.name].layer
+            for group in groups
+            if group.prunable and densities.get(group.name) is not None
+        ]
+        densest = max(measured) if measured else None
         for group in groups:
             density = densities.get(group.name)
             if not group.prunable or density is None:
                 continue
             gamma = (gammas or {}).get(group.name)
-            width = self.group_width(group.size, density, gamma)
+            width = self.group_width(group.size, density, gamma, densest)
             if width >= group.size:
                 continue
             if (group.size - width) / group.size >= self.min_reduction:

@@ -145,3 +145,55 @@ def test_gamma_l1_leaves_a_users_own_regularizer_alone():
     assert model.get_layer("bn1").gamma.regularizer is own
     training._set_gamma_l1(model, 0.0)
     assert model.get_layer("bn1").gamma.regularizer is own
+
+
+def test_relative_rule_keeps_the_densest_group_whole_and_scales_the_others():
+    policy = keras_adp.ADPPolicy(width_rule="relative", min_channels=1)
+    groups = [_Group("a", 10), _Group("b", 8), _Group("c", 20)]
+    densities = {
+        "a": _density([0.6] * 10),  # AD 0.6: the densest, kept whole
+        "b": _density([0.3] * 8),  # 0.3 / 0.6 = 0.5 -> ceil(4.0) = 4
+        "c": _density([0.45] * 20),  # 0.75 -> ceil(15.0) = 15
+    }
+    keep = policy.plan(groups, densities, {})
+    assert {name: len(idx) for name, idx in keep.items()} == {"b": 4, "c": 15}
+    # Without the relative rule the same densities cut every group.
+    paper = keras_adp.ADPPolicy(min_channels=1).plan(groups, densities, {})
+    assert {name: len(idx) for name, idx in paper.items()} == {
+        "a": 6, "b": 3, "c": 9,
+    }
+
+
+def test_relative_rule_with_equal_densities_stops_pruning():
+    policy = keras_adp.ADPPolicy(width_rule="relative", min_channels=1)
+    groups = [_Group("a", 10), _Group("b", 8)]
+    densities = {"a": _density([0.5] * 10), "b": _density([0.5] * 8)}
+    assert policy.plan(groups, densities, {}) == {}
+
+
+@pytest.mark.parametrize(
+    "rule, width, channels, cap, expected",
+    [
+        # Paper's rule: AD 0.25 -> 4 of 16; capped at 25% removal -> 12.
+        ("density", 16, [0.25] * 16, 0.25, 12),
+        # A cut smaller than the cap is unchanged: AD 0.9 -> ceil(9.0) = 9.
+        ("density", 10, [0.9] * 10, 0.25, 9),
+        # ceil((1 - 0.3) * 7) = ceil(4.9) = 5; the rule alone gives 1.
+        ("density", 7, [0.1] * 7, 0.3, 5),
+        # Live rule: 1 live of 8 -> 1; cap 0.5 -> 4.
+        ("live", 8, [0.9] + [0.0] * 7, 0.5, 4),
+        # max_removal=1.0 never binds.
+        ("density", 16, [0.25] * 16, 1.0, 4),
+    ],
+)
+def test_max_removal_caps_each_step(rule, width, channels, cap, expected):
+    policy = keras_adp.ADPPolicy(
+        width_rule=rule, min_channels=1, max_removal=cap
+    )
+    assert policy.group_width(width, _density(channels)) == expected
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.1, 1.5, True, "0.5", float("nan")])
+def test_max_removal_rejects_values_outside_the_unit_interval(bad):
+    with pytest.raises(ValueError, match="max_removal"):
+        keras_adp.ADPPolicy(max_removal=bad)
