@@ -156,7 +156,7 @@ class DensityProbe:
         self.names: list[str] = []
         self.sites: dict[str, graph_lib.ActivationSite] = {}
         self.skipped: dict[str, str] = {}
-        outputs = []
+        measured = []
         # Per-sample weight: 1 for real samples, 0 for the padding that
         # makes every batch whole (see `measure`).
         self._weight = keras.Input((), name="keras_adp_sample_weight")
@@ -166,8 +166,6 @@ class DensityProbe:
                 self.skipped[group.name] = (
                     "no nonlinearity after it (e.g. a linear bottleneck or "
                     "logits)"
-                    if not group.activation_sites
-                    else "its activations are inside a nested sub-model"
                 )
                 continue
             if site.activation not in GATING_ACTIVATIONS:
@@ -178,15 +176,22 @@ class DensityProbe:
                 continue
             self.names.append(group.name)
             self.sites[group.name] = site
-            outputs.append(
-                FiredCount(
-                    site.offset,
-                    group.size,
-                    self.threshold,
-                    dtype="float32",
-                    name=f"fired_{len(outputs)}",
-                )([site.tensor, self._weight])
+            measured.append((group, site))
+        # Sites inside nested sub-models are reached by tracing the graph
+        # with the sub-models inlined (same layers, same weights).
+        tensors = graph_lib.site_tensors(model, [site for _, site in measured])
+        outputs = [
+            FiredCount(
+                site.offset,
+                group.size,
+                self.threshold,
+                dtype="float32",
+                name=f"fired_{index}",
+            )([tensor, self._weight])
+            for index, ((group, site), tensor) in enumerate(
+                zip(measured, tensors)
             )
+        ]
         if not outputs:
             not_prunable = {
                 group.name: group.reason

@@ -93,12 +93,16 @@ class ActivationSite:
         activation: name of the nonlinearity (`"relu"`, `"gelu"`, ...).
         offset: index of the group's channel 0 in that tensor.
         tensor: the symbolic `KerasTensor` (private, not compared).
+        context: for a tensor inside nested sub-models, the ids of the
+            outer graph nodes that call them, outermost first (`()` at the
+            top level); which call of a sub-model called more than once.
     """
 
     layer: str
     activation: str
     offset: int
     tensor: Any = dataclasses.field(compare=False, repr=False, default=None)
+    context: tuple = dataclasses.field(compare=False, repr=False, default=())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +123,9 @@ class ChannelGroup:
         consumer_slices: where the group enters each consumer's input.
         activation_sites: tensors where the channels have passed a
             nonlinearity, in topological order.
+        inferred: layers and operations the group passes through that have
+            no registered handler but were found channel-wise by the
+            permutation rule (`keras_adp.layers.infer_handler`).
     """
 
     name: str
@@ -130,18 +137,17 @@ class ChannelGroup:
     reason: str
     consumer_slices: tuple[ConsumerSlice, ...] = ()
     activation_sites: tuple[ActivationSite, ...] = ()
+    inferred: tuple[str, ...] = ()
 
     @property
     def measured_at(self) -> ActivationSite | None:
         """Where activation density is measured: the first activation site.
 
-        Sites inside nested sub-models are skipped (their tensors belong to
-        the sub-model's own graph); None when the group has no site.
+        A site inside a nested sub-model (`layer` like `"backbone/relu"`) is
+        measured there (`keras_adp.graph.site_tensors` reaches it from the
+        outer model's inputs). None when the group has no site.
         """
-        for site in self.activation_sites:
-            if "/" not in site.layer:
-                return site
-        return None
+        return self.activation_sites[0] if self.activation_sites else None
 
 
 @dataclasses.dataclass
@@ -165,6 +171,7 @@ class _Root:
     )
     sites: list[ActivationSite] = dataclasses.field(default_factory=list)
     reasons: list[str] = dataclasses.field(default_factory=list)
+    inferred: list[str] = dataclasses.field(default_factory=list)
 
 
 class GraphAnalysis:
@@ -186,6 +193,9 @@ class GraphAnalysis:
         self._layer_inputs: dict[int, list[Layout]] = {}
         self.layer_io: dict[int, LayerIO] = {}
         self._group_roots: dict[str, int] = {}
+        # Handlers found by the permutation rule, by id(layer).
+        self.inferred_handlers: dict[int, layer_handlers.Handler] = {}
+        self._context: tuple = ()
         input_layouts = []
         for tensor in _graph_of(model).inputs:
             root = self._new_root(_channels_of(tensor))
@@ -233,6 +243,7 @@ class GraphAnalysis:
             "consumer_slices",
             "sites",
             "reasons",
+            "inferred",
         ):
             getattr(ra, field).extend(getattr(rb, field))
 
@@ -308,12 +319,22 @@ class GraphAnalysis:
                 self._visit(node, prefix)
         return [self._tensor_layouts[id(x)] for x in graph.outputs]
 
+    def handler_of(self, layer: Any) -> layer_handlers.Handler | None:
+        """The registered handler of `layer`, or the one the rule found."""
+        handler = layer_handlers.handler_for(layer)
+        return handler or self.inferred_handlers.get(id(layer))
+
     def _visit(self, node: Any, prefix: str) -> None:
         layer = node.operation
         name = prefix + layer.name
         inputs = [self._tensor_layouts[id(x)] for x in node.input_tensors]
         if isinstance(layer, keras.Model):
-            outputs = self._walk(layer, inputs, prefix=name + "/")
+            outer = self._context
+            self._context = outer + (id(node),)
+            try:
+                outputs = self._walk(layer, inputs, prefix=name + "/")
+            finally:
+                self._context = outer
             if id(layer) not in self.layer_io:
                 self.layer_io[id(layer)] = LayerIO(layer, name, inputs, outputs)
         else:
@@ -327,9 +348,29 @@ class GraphAnalysis:
         handler = layer_handlers.handler_for(layer)
         in_shapes = [tuple(x.shape) for x in node.input_tensors]
         out_shapes = [tuple(x.shape) for x in node.outputs]
-        why = None
-        if handler is None:
-            why = "layer class not supported"
+        why = _constant_operand(node)
+        inferred = False
+        if why is not None:
+            pass
+        elif handler is None and not node.input_tensors:
+            why = "it has no tensor input"
+        elif handler is None and self.strict:
+            why = (
+                f"{_kind(layer)} class not supported (strict=True accepts "
+                "only registered classes)"
+            )
+        elif handler is None:
+            verdict = layer_handlers.infer_handler(node)
+            if verdict.handler is None:
+                why = (
+                    f"{_kind(layer)} class not supported, and not channel-wise "
+                    f"by the permutation rule: {verdict.reason}"
+                )
+            else:
+                handler, inferred = verdict.handler, True
+                self.inferred_handlers[id(layer)] = handler
+        if why is not None:
+            pass
         elif len(node.outputs) != 1:
             why = "layers with several outputs are not supported"
         else:
@@ -354,6 +395,10 @@ class GraphAnalysis:
             return outputs
 
         role = handler.role
+        if inferred:
+            for layout in inputs:
+                for part in layout.parts:
+                    self._roots[self.find(part.root)].inferred.append(name)
         if role == "producer":
             outputs = [self._producer(layer, name, inputs[0], node)]
         elif role in ("channelwise", "passthrough", "reshape"):
@@ -363,6 +408,11 @@ class GraphAnalysis:
             outputs = [inputs[0]]
             activation = handler.activation(layer)
             if activation is not None:
+                shift = _shift_of(node.input_tensors[0])
+                if shift:
+                    # e.g. relu6(x + 3) in a hard sigmoid: silent only below
+                    # -3, so "fired" does not mean "x > 0".
+                    activation = f"{activation} of an input shifted by {shift}"
                 self._add_sites(inputs[0], name, activation, node.outputs[0])
         elif role == "merge":
             outputs = [self._merge(name, inputs)]
@@ -413,7 +463,9 @@ class GraphAnalysis:
             if part.positions != 1:
                 continue
             self._roots[self.find(part.root)].sites.append(
-                ActivationSite(name, activation, part.offset, tensor)
+                ActivationSite(
+                    name, activation, part.offset, tensor, self._context
+                )
             )
 
     def _merge(self, name: str, inputs: list[Layout]) -> Layout:
@@ -475,6 +527,7 @@ class GraphAnalysis:
                     reason=reason,
                     consumer_slices=tuple(info.consumer_slices),
                     activation_sites=tuple(info.sites),
+                    inferred=tuple(dict.fromkeys(info.inferred)),
                 )
             )
             self._group_roots[groups[-1].name] = rep
@@ -505,6 +558,49 @@ class GraphAnalysis:
         # Channels not covered by any part (cannot happen for analysed layouts).
         kept.append(np.flatnonzero(~covered))
         return np.sort(np.concatenate(kept))
+
+
+def _kind(operation: Any) -> str:
+    return "layer" if isinstance(operation, keras.layers.Layer) else "operation"
+
+
+def _constant_operand(node: Any) -> str | None:
+    """Why a `keras.ops` node cannot be sliced because of a constant operand.
+
+    Python arithmetic on symbolic tensors records its constants in the node
+    (`x + 3.0`); a scalar broadcasts over any number of channels, but an
+    array constant of several values may hold one per channel, which the
+    rebuild cannot slice.
+    """
+    if isinstance(node.operation, keras.layers.Layer):
+        return None
+    for value in node.arguments._flat_arguments:
+        if isinstance(value, keras.KerasTensor) or value is None:
+            continue
+        if hasattr(value, "shape") and int(np.size(value)) > 1:
+            return (
+                f"a constant operand of shape {tuple(np.shape(value))} may "
+                "hold one value per channel, which cannot be sliced; write "
+                "it as a layer with a weight instead"
+            )
+    return None
+
+
+def _shift_of(tensor: Any) -> float:
+    """The constant `c` when `tensor` is `x + c` or `x - c`, else 0."""
+    history = getattr(tensor, "_keras_history", None)
+    if not history:
+        return 0.0
+    operation, node_index, _ = history
+    from keras.src.ops import numpy as ops_numpy
+
+    if not isinstance(operation, (ops_numpy.Add, ops_numpy.Subtract)):
+        return 0.0
+    node = operation._inbound_nodes[node_index]
+    for value in node.arguments._flat_arguments:
+        if isinstance(value, (int, float, np.number)) and value != 0:
+            return float(value)
+    return 0.0
 
 
 def _single(root: int, size: int) -> Layout:
@@ -656,6 +752,63 @@ def layer_calls(model: keras.Model) -> list[LayerCall]:
 
     walk(graph, list(graph.inputs), "")
     return calls
+
+
+def site_tensors(
+    model: keras.Model, sites: list[ActivationSite]
+) -> list[Any]:
+    """Tensors of `model`'s graph holding each site's activations.
+
+    A site at the top level is its own tensor. A site inside a nested
+    functional or Sequential sub-model lives in the sub-model's graph, which
+    starts at the sub-model's own inputs; to reach it from `model`'s inputs,
+    the graph is traced once more with every nested sub-model inlined:
+    the same layer objects are called on the outer tensors (so the result
+    shares the model's weights). Each call of a sub-model called more than
+    once is traced separately, and a site names its call by `context`.
+    Top-level nodes that only depend on top-level tensors are not traced
+    again. Nothing is traced when every site is at the top level.
+
+    Args:
+        model: the built model the sites were found in.
+        sites: activation sites from `channel_groups(model)`.
+
+    Returns:
+        One symbolic tensor per site, all computed from `model`'s inputs.
+    """
+    if all(not site.context for site in sites):
+        return [site.tensor for site in sites]
+    found: dict[tuple, Any] = {}
+
+    def walk(graph: Any, inputs: list, context: tuple) -> list:
+        tensor_map = {id(ref): actual for ref, actual in zip(graph.inputs, inputs)}
+        for depth in sorted(graph._nodes_by_depth, reverse=True):
+            for node in graph._nodes_by_depth[depth]:
+                if not node.operation or node.is_input:
+                    continue
+                if any(id(x) not in tensor_map for x in node.input_tensors):
+                    continue
+                operation = node.operation
+                values = [tensor_map[id(x)] for x in node.input_tensors]
+                inner = (
+                    _functional_graph(operation)
+                    if isinstance(operation, keras.Model) else None
+                )
+                if inner is not None:
+                    outputs = walk(inner, values, context + (id(node),))
+                elif all(a is b for a, b in zip(values, node.input_tensors)):
+                    outputs = node.outputs
+                else:
+                    args, kwargs = node.arguments.fill_in(tensor_map)
+                    outputs = keras.tree.flatten(operation(*args, **kwargs))
+                for ref, actual in zip(node.outputs, outputs):
+                    tensor_map[id(ref)] = actual
+                    found[(context, id(ref))] = actual
+        return [tensor_map[id(ref)] for ref in graph.outputs]
+
+    graph = _graph_of(model)
+    walk(graph, list(graph.inputs), ())
+    return [found[(site.context, id(site.tensor))] for site in sites]
 
 
 def all_layers(model: keras.Model):

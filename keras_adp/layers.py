@@ -114,8 +114,25 @@ def _channels_last(layer, in_shapes, out_shapes) -> str | None:
 
 def _conv_check(layer, in_shapes, out_shapes) -> str | None:
     if getattr(layer, "groups", 1) != 1:
-        return f"grouped convolution (groups={layer.groups}) is not supported"
+        return (
+            f"grouped convolution (groups={layer.groups}, filters="
+            f"{layer.filters}, {in_shapes[0][-1]} input channels) is not "
+            "supported; only groups == input channels == filters "
+            "(depthwise-style) is"
+        )
     return _channels_last(layer, in_shapes, out_shapes)
+
+
+def _is_depthwise_style(layer) -> bool:
+    """A grouped `Conv` with one input and one output channel per group."""
+    groups = getattr(layer, "groups", 1)
+    kernel = getattr(layer, "kernel", None)
+    return (
+        groups > 1
+        and groups == layer.filters
+        and kernel is not None
+        and int(kernel.shape[-2]) == 1
+    )
 
 
 def _depthwise_check(layer, in_shapes, out_shapes) -> str | None:
@@ -228,6 +245,21 @@ def _per_channel_weights(layer, weights, keep_in, keep_out) -> Weights:
         else:
             out[name] = value
     return out
+
+
+def _grouped_depthwise_weights(layer, weights, keep_in, keep_out) -> Weights:
+    # Conv kernel with groups == channels: (*kernel_size, 1, channels).
+    out = dict(weights)
+    out["kernel"] = _take(weights["kernel"], keep_in, -1)
+    if "bias" in weights:
+        out["bias"] = _take(weights["bias"], keep_in, 0)
+    return out
+
+
+def _grouped_depthwise_config(layer, config, keep_in, keep_out) -> dict:
+    if keep_in is None:
+        return config
+    return dict(config, filters=int(len(keep_in)), groups=int(len(keep_in)))
 
 
 def _depthwise_weights(layer, weights, keep_in, keep_out) -> Weights:
@@ -376,15 +408,375 @@ _register(["Concatenate"], Handler("concat"))
 _register(["Flatten"], Handler("flatten", _channels_last))
 
 
+# Grouped `Conv` with groups == input channels == filters: a depthwise
+# convolution written as `Conv*D(groups=channels)` (ConvNeXt).
+GROUPED_DEPTHWISE = Handler(
+    "channelwise",
+    _channels_last,
+    _grouped_depthwise_config,
+    _grouped_depthwise_weights,
+    fused_activation,
+)
+
+
+# --------------------------------------------- keras.ops operation nodes
+# Python arithmetic and `keras.ops` calls on symbolic tensors become
+# operation nodes (`keras.src.ops.*` classes, not layers). Constant operands
+# are checked by the graph analysis (only scalars are accepted).
+def _reduction_check(layer, in_shapes, out_shapes) -> str | None:
+    rank = len(in_shapes[0])
+    axis = getattr(layer, "axis", None)
+    if axis is None:
+        return "it reduces over every axis, the channel axis included"
+    axes = [a % rank for a in (axis if isinstance(axis, (list, tuple)) else [axis])]
+    if rank - 1 in axes:
+        return "it reduces over the channel (last) axis"
+    return None
+
+
+def _elementwise_check(layer, in_shapes, out_shapes) -> str | None:
+    widths = [shape[-1] if shape else 1 for shape in in_shapes]
+    width = max((w for w in widths if w is not None), default=None)
+    if not out_shapes[0] or out_shapes[0][-1] != width:
+        return (
+            f"its output has {out_shapes[0][-1] if out_shapes[0] else 0} "
+            f"channels, its inputs {widths}"
+        )
+    return None
+
+
+def _register_ops(module, names: list[str], handler: Handler) -> None:
+    for name in names:
+        cls = getattr(module, name, None)
+        if cls is not None:
+            REGISTRY[cls] = handler
+
+
+def _register_op_registry() -> None:
+    from keras.src.ops import nn as ops_nn
+    from keras.src.ops import numpy as ops_numpy
+
+    _register_ops(
+        ops_numpy,
+        ["Add", "Subtract", "Multiply", "Divide", "TrueDivide", "DivideNoNan",
+         "Maximum", "Minimum", "Power"],
+        Handler("merge", _elementwise_check),
+    )
+    _register_ops(
+        ops_numpy,
+        ["Abs", "Absolute", "Negative", "Square", "Sqrt", "Exp", "Log",
+         "Log1p", "Expm1", "Tanh", "Clip", "Reciprocal", "Sign", "Floor",
+         "Ceil", "Round", "Copy", "NanToNum"],
+        Handler("passthrough", _elementwise_check),
+    )
+    _register_ops(
+        ops_numpy,
+        ["Mean", "Sum", "Max", "Min", "Amax", "Amin", "Prod", "Var", "Std"],
+        Handler("passthrough", _reduction_check),
+    )
+    for name, activation in [
+        ("Relu", "relu"), ("Relu6", "relu6"), ("LeakyRelu", "leaky_relu"),
+        ("Elu", "elu"), ("Selu", "selu"), ("Gelu", "gelu"),
+        ("Silu", "silu"), ("HardSilu", "hard_silu"), ("Celu", "celu"),
+        ("Sigmoid", "sigmoid"), ("HardSigmoid", "hard_sigmoid"),
+        ("Softplus", "softplus"), ("Softsign", "softsign"),
+        ("HardTanh", "hard_tanh"), ("LogSigmoid", "log_sigmoid"),
+    ]:
+        _register_ops(
+            ops_nn, [name],
+            Handler("passthrough", _elementwise_check,
+                    activation=_named(activation)),
+        )
+
+
+_register_op_registry()
+
+
+# ------------------------------- per-channel layers of keras.applications
+def _count_config(key: str) -> Callable:
+    """Set config entry `key` (a channel count) to the kept count."""
+
+    def config(layer, config, keep_in, keep_out):
+        if keep_in is None:
+            return config
+        return dict(config, **{key: int(len(keep_in))})
+
+    return config
+
+
+def _register_applications() -> None:
+    try:
+        from keras.src.applications import convnext, inception_resnet_v2
+    except ImportError:  # pragma: no cover - keras without applications
+        return
+    # `x * gamma`, gamma of shape (projection_dim,).
+    REGISTRY[convnext.LayerScale] = Handler(
+        "channelwise", weights=_per_channel_weights,
+        config=_count_config("projection_dim"),
+    )
+    # `inputs[0] + inputs[1] * scale`, scale a Python float.
+    REGISTRY[inception_resnet_v2.CustomScaleLayer] = Handler("merge")
+
+
+_register_applications()
+
+
 def handler_for(layer: Any) -> Handler | None:
     """The handler for `layer`'s exact class, or None when unsupported.
 
     Subclasses of supported layers are not matched: their `call` may do
-    anything with the channels.
+    anything with the channels. A grouped `Conv1D/2D/3D` whose groups equal
+    its input channels and filters gets the depthwise handler.
     """
-    return REGISTRY.get(type(layer))
+    handler = REGISTRY.get(type(layer))
+    if handler is _PRODUCER and _is_depthwise_style(layer):
+        return GROUPED_DEPTHWISE
+    return handler
 
 
 def supported_layers() -> list[str]:
     """Names of the layer classes keras_adp can analyse and slice."""
-    return sorted({cls.__name__ for cls in REGISTRY})
+    return sorted(
+        {cls.__name__ for cls in REGISTRY
+         if issubclass(cls, keras.layers.Layer)}
+    )
+
+
+def supported_ops() -> list[str]:
+    """Names of the `keras.ops` operations (symbolic-tensor arithmetic and
+    `keras.ops.*` calls in a functional graph) keras_adp can analyse."""
+    return sorted(
+        {cls.__name__ for cls in REGISTRY
+         if not issubclass(cls, keras.layers.Layer)}
+    )
+
+
+# ------------------------------------------- behaviour-based permutation rule
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """Whether an unknown layer or operation was found to be channel-wise.
+
+    Attributes:
+        handler: the handler to analyse and slice it with, or None.
+        reason: why it was refused (`""` when accepted).
+    """
+
+    handler: Handler | None
+    reason: str
+
+
+_VERDICTS: dict[Any, Verdict] = {}
+
+
+def infer_handler(node: Any) -> Verdict:
+    """Decide from behaviour whether a node's operation is channel-wise.
+
+    The layer (or `keras.ops` operation) called at `node` is accepted when,
+    on random inputs shaped like the node's (unknown sizes set to 3):
+
+    1. permuting the channels (last axis) of every input that has the
+       output's channel count, and every weight axis of that size alongside,
+       permutes the output's channels the same way; and
+    2. a copy built for a random subset of the channels (weights sliced on
+       that axis, and integer config entries equal to the channel count
+       set to the subset's size where needed) computes exactly those
+       channels of the original output.
+
+    Weights with more than one axis of the channel count are refused. The
+    verdict is cached per class, configuration and input shapes. An
+    accepted layer is sliced with its group like a known per-channel layer.
+
+    Args:
+        node: a Keras graph node of an unregistered operation, single
+            output.
+
+    Returns:
+        A `Verdict`: the inferred `Handler`, or None and why not.
+    """
+    operation = node.operation
+    in_shapes = tuple(tuple(x.shape) for x in node.input_tensors)
+    out_shapes = tuple(tuple(x.shape) for x in node.outputs)
+    try:
+        key = (type(operation), _config_key(operation, node), in_shapes)
+        hash(key)
+    except Exception:  # Unhashable or unserialisable config: no caching.
+        key = None
+    if key is not None and key in _VERDICTS:
+        return _VERDICTS[key]
+    try:
+        verdict = _infer(node, operation, in_shapes, out_shapes)
+    except Exception as error:  # Anything the layer raises is a refusal.
+        verdict = Verdict(
+            None,
+            "the permutation test could not run it "
+            f"({type(error).__name__}: {str(error).splitlines()[0][:120]})",
+        )
+    if key is not None:
+        _VERDICTS[key] = verdict
+    return verdict
+
+
+def _config_key(operation, node) -> str:
+    if isinstance(operation, keras.layers.Layer):
+        config = operation.get_config()
+        config.pop("name", None)
+        return repr(sorted(config.items()))
+    state = {
+        name: value for name, value in vars(operation).items()
+        if not name.startswith("_") and name != "name"
+    }
+    constants = [
+        value for value in node.arguments._flat_arguments
+        if not isinstance(value, keras.KerasTensor)
+    ]
+    return repr((sorted(state.items()), constants))
+
+
+def _concrete(shape: tuple, rng: np.random.Generator) -> np.ndarray:
+    shape = (2,) + tuple(3 if dim is None else int(dim) for dim in shape[1:])
+    return rng.standard_normal(shape).astype("float32")
+
+
+def _run(operation, node, values: list):
+    tensors = {id(ref): value for ref, value in zip(node.input_tensors, values)}
+    args, kwargs = node.arguments.fill_in(tensors)
+    return np.asarray(keras.ops.convert_to_numpy(operation(*args, **kwargs)))
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    scale = max(1.0, float(np.max(np.abs(a))) if a.size else 1.0)
+    return a.shape == b.shape and bool(
+        np.allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
+    )
+
+
+def _infer(node, operation, in_shapes, out_shapes) -> Verdict:
+    if len(out_shapes) != 1 or not out_shapes[0] or not in_shapes:
+        return Verdict(None, "it does not have one tensor output and inputs")
+    channels = out_shapes[0][-1]
+    if channels is None or channels < 2:
+        return Verdict(None, "its output has no fixed channel axis")
+    widths = [shape[-1] if shape else None for shape in in_shapes]
+    if channels not in widths or any(w not in (channels, 1) for w in widths):
+        return Verdict(
+            None,
+            f"its inputs' channel counts {widths} do not all equal the "
+            f"output's {channels} (or 1)",
+        )
+    if any(x.dtype not in ("float16", "bfloat16", "float32", "float64")
+           for x in node.input_tensors):
+        return Verdict(None, "its inputs are not floating-point")
+    is_layer = isinstance(operation, keras.layers.Layer)
+    weights = {w.name: np.asarray(w.numpy()) for w in operation.weights} \
+        if is_layer else {}
+    if is_layer and len(weights) != len(operation.weights):
+        return Verdict(None, "its weights do not have distinct names")
+    axes = {}
+    for name, value in weights.items():
+        found = [axis for axis, dim in enumerate(value.shape) if dim == channels]
+        if len(found) > 1:
+            return Verdict(
+                None,
+                f"weight '{name}' of shape {value.shape} has several axes of "
+                f"the channel count {channels}",
+            )
+        axes[name] = found[0] if found else None
+    rng = np.random.default_rng(0)
+    values = [_concrete(shape, rng) for shape in in_shapes]
+    reference = _run(operation, node, values)
+    if not _close(reference, _run(operation, node, values)):
+        return Verdict(None, "its output is not deterministic")
+
+    def channel_take(arrays, index):
+        return [
+            np.take(v, index, axis=-1) if v.shape[-1] == channels else v
+            for v in arrays
+        ]
+
+    def sliced_weights(index):
+        return {
+            name: value if axes[name] is None
+            else np.take(value, index, axis=axes[name])
+            for name, value in weights.items()
+        }
+
+    def copy_with(config, index):
+        """Run a copy of the layer built for channels `index`."""
+        inputs = channel_take(values, index)
+        if not is_layer:
+            return _run(operation, node, inputs)
+        copy = type(operation).from_config(config)
+        tensors = {id(r): v for r, v in zip(node.input_tensors, inputs)}
+        args, kwargs = node.arguments.fill_in(tensors)
+        copy(*args, **kwargs)  # Build.
+        new = sliced_weights(index)
+        copy.set_weights([new[w.name] for w in copy.weights])
+        return np.asarray(keras.ops.convert_to_numpy(copy(*args, **kwargs)))
+
+    permutation = rng.permutation(channels)
+    config = operation.get_config() if is_layer else None
+    try:
+        permuted = copy_with(config, permutation)
+    except Exception as error:
+        return Verdict(
+            None, f"a copy with permuted weights failed ({type(error).__name__})"
+        )
+    if not _close(np.take(reference, permutation, axis=-1), permuted):
+        return Verdict(
+            None,
+            "permuting its input channels does not permute its output "
+            "channels the same way",
+        )
+    keep = np.sort(rng.choice(channels, size=max(1, channels // 2),
+                              replace=False))
+    resize_keys: tuple[str, ...] = ()
+    candidates = [()]
+    if is_layer:
+        candidates.append(tuple(
+            key for key, value in config.items()
+            if isinstance(value, int) and not isinstance(value, bool)
+            and value == channels
+        ))
+    for resize_keys in candidates:
+        config_k = dict(config or {}, **{k: int(len(keep)) for k in resize_keys})
+        try:
+            sliced = copy_with(config_k if is_layer else None, keep)
+        except Exception:
+            continue
+        if _close(np.take(reference, keep, axis=-1), sliced):
+            break
+    else:
+        return Verdict(
+            None,
+            "a copy keeping a subset of the channels does not compute those "
+            "channels of the output (it mixes channels, e.g. normalises over "
+            "them)",
+        )
+    return Verdict(_inferred_handler(axes, resize_keys, len(in_shapes), weights),
+                   "")
+
+
+def _inferred_handler(axes, resize_keys, inputs, weights) -> Handler:
+    def config(layer, config, keep_in, keep_out):
+        keep = keep_out if keep_out is not None else keep_in
+        if keep is None:
+            return config
+        return dict(config, **{key: int(len(keep)) for key in resize_keys})
+
+    def sliced(layer, weights, keep_in, keep_out):
+        keep = keep_out if keep_out is not None else keep_in
+        if keep is None:
+            return dict(weights)
+        return {
+            name: value if axes.get(name) is None
+            else np.take(value, keep, axis=axes[name])
+            for name, value in weights.items()
+        }
+
+    if inputs > 1:
+        role = "merge"
+    elif any(axis is not None for axis in axes.values()):
+        role = "channelwise"
+    else:
+        role = "passthrough"
+    return Handler(role, config=config, weights=sliced)

@@ -16,7 +16,6 @@ import keras
 import numpy as np
 
 from keras_adp import graph as graph_lib
-from keras_adp import layers as layer_handlers
 
 
 def resolve_keep(
@@ -106,9 +105,11 @@ def resolve_keep(
 def _layer_plan(
     analysis: graph_lib.GraphAnalysis, keep_by_root: dict[int, np.ndarray]
 ) -> dict[int, tuple[list, np.ndarray | None]]:
-    """For each affected layer: (kept indices per input, kept output indices).
+    """For each affected layer: (kept indices per input, kept output
+    indices, handler).
 
-    `None` stands for "every channel survives".
+    `None` stands for "every channel survives". The handler is the layer's
+    registered one, or the one the permutation rule inferred.
     """
     plan = {}
     for key, io in analysis.layer_io.items():
@@ -122,7 +123,7 @@ def _layer_plan(
             else None
         )
         if keep_out is not None or any(k is not None for k in keep_in):
-            plan[key] = (keep_in, keep_out)
+            plan[key] = (keep_in, keep_out, analysis.handler_of(io.layer))
     return plan
 
 
@@ -168,15 +169,14 @@ def _clone(
             return layer  # A stateless keras.ops operation.
         config = layer.get_config()
         if id(layer) in plan:
-            keep_in, keep_out = plan[id(layer)]
-            handler = layer_handlers.handler_for(layer)
+            keep_in, keep_out, handler = plan[id(layer)]
             config = handler.config(layer, config, keep_in[0], keep_out)
         config, initializers = _defer_initializers(layer, config)
         new_layer = layer_from_config(layer, config)
         pairs.append((layer, new_layer, initializers))
         return new_layer
 
-    keep_in = plan.get(id(model), ([None] * len(model.inputs), None))[0]
+    keep_in = plan.get(id(model), ([None] * len(model.inputs), None, None))[0]
     if top:
         keep_in = [None] * len(model.inputs)
     input_tensors = [
@@ -224,8 +224,7 @@ def _transfer_weights(pairs: list, plan: dict) -> None:
             new.set_weights(old.get_weights())
             continue
         if id(old) in plan:
-            keep_in, keep_out = plan[id(old)]
-            handler = layer_handlers.handler_for(old)
+            keep_in, keep_out, handler = plan[id(old)]
             weights = handler.weights(old, weights, keep_in[0], keep_out)
         new.set_weights([weights[w.name] for w in new.weights])
 
@@ -258,8 +257,7 @@ class Rebuild:
                     return value
                 weights = {w.name: np.asarray(w.numpy()) for w in old.weights}
                 weights[weight.name] = np.asarray(value)
-                keep_in, keep_out = self._plan[id(old)]
-                handler = layer_handlers.handler_for(old)
+                keep_in, keep_out, handler = self._plan[id(old)]
                 return handler.weights(old, weights, keep_in[0], keep_out)[
                     weight.name
                 ]

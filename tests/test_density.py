@@ -90,7 +90,9 @@ def reference_densities(model, x, threshold=0.0):
         if group.prunable and group.measured_at is not None
         and group.measured_at.activation in density.GATING_ACTIVATIONS
     ]
-    tensors = [group.measured_at.tensor for group in groups]
+    # Sites inside nested sub-models are reached by tracing them inline
+    # (test_nested.py checks those densities against the sub-model itself).
+    tensors = graph.site_tensors(model, [g.measured_at for g in groups])
     maps = keras.Model(graph._graph_of(model).inputs, tensors).predict(
         x, verbose=0
     )

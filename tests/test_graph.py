@@ -136,8 +136,10 @@ def test_channel_groups_coupled_to_model_input_are_not_prunable():
 
 def test_unknown_layer_makes_touched_groups_non_prunable_with_reason():
     class Scale(L.Layer):
+        """Mixes channels (reverses them), so the permutation rule refuses."""
+
         def call(self, x):
-            return x * 2.0
+            return keras.ops.flip(x, axis=-1) * 2.0
 
     inputs = keras.Input((8, 8, 3))
     x = L.Conv2D(4, 3, name="before")(inputs)
@@ -238,6 +240,10 @@ def _every_other_layer_model():
     y = L.SpatialDropout2D(0.1)(y)
     y = L.GlobalMaxPooling2D()(y)
     x = L.Maximum()([x, y])
+    from keras.src.applications import convnext, inception_resnet_v2
+
+    x = convnext.LayerScale(0.5, 4)(x)
+    x = inception_resnet_v2.CustomScaleLayer(0.3)([x, y])
     x = L.Softmax(axis=-1)(L.Reshape((4, 1))(x))
     x = L.Flatten()(x)
     return keras.Model(inputs, L.Dense(2)(x))
