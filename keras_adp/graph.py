@@ -196,6 +196,8 @@ class GraphAnalysis:
         # Handlers found by the permutation rule, by id(layer).
         self.inferred_handlers: dict[int, layer_handlers.Handler] = {}
         self._context: tuple = ()
+        # Groups split by `_refine`: dead root -> [(start, piece root)].
+        self._pieces: dict[int, list[tuple[int, int]]] = {}
         input_layouts = []
         for tensor in _graph_of(model).inputs:
             root = self._new_root(_channels_of(tensor))
@@ -207,6 +209,9 @@ class GraphAnalysis:
                 layout,
                 f"reaches the model output '{_producer_name(tensor)}'",
             )
+        for io in self.layer_io.values():
+            io.input_layouts = [self._refresh(x) for x in io.input_layouts]
+            io.output_layouts = [self._refresh(x) for x in io.output_layouts]
         self.groups = self._assemble_groups()
 
     # ----------------------------------------------------------------- roots
@@ -253,7 +258,7 @@ class GraphAnalysis:
             info.reasons.append(reason)
 
     def _block(self, layout: Layout, reason: str) -> None:
-        for part in layout.parts:
+        for part in self._refresh(layout).parts:
             self._block_root(part.root, reason)
 
     def _unknown(
@@ -272,18 +277,20 @@ class GraphAnalysis:
             self._block(layout, reason)
 
     def _unify(self, layouts: list[Layout], where: str) -> None:
-        """Couple the channel axes of same-shaped tensors."""
-        first = layouts[0]
+        """Couple the channel axes of same-shaped tensors.
+
+        Where the two tensors' channels are cut into groups differently (a
+        concatenation merged with one convolution's output, as in
+        Inception-ResNet's residual blocks), the groups are first split at
+        every cut of either (`_refine`), so that part `i` of one tensor
+        lines up with part `i` of the other.
+        """
+        first = self._refresh(layouts[0])
         for other in layouts[1:]:
-            aligned = first.width == other.width and len(first.parts) == len(
-                other.parts
-            )
-            aligned = aligned and all(
-                (a.size, a.offset, a.stride, a.positions)
-                == (b.size, b.offset, b.stride, b.positions)
-                for a, b in zip(first.parts, other.parts)
-            )
-            if aligned:
+            first, other = self._refresh(first), self._refresh(other)
+            if not _aligned(first, other):
+                first, other = self._refine(first, other)
+            if _aligned(first, other):
                 for a, b in zip(first.parts, other.parts):
                     self._union(a.root, b.root)
             else:
@@ -293,6 +300,80 @@ class GraphAnalysis:
                 )
                 self._block(first, reason)
                 self._block(other, reason)
+
+    def _refresh(self, layout: Layout) -> Layout:
+        """`layout` with the parts of split groups replaced by their pieces."""
+        if not self._pieces:
+            return layout
+        parts, changed = [], False
+        for part in layout.parts:
+            rep = self.find(part.root)
+            if rep not in self._pieces:
+                parts.append(part)
+                continue
+            changed = True
+            for start, piece in self._pieces[rep]:
+                sub = Part(
+                    piece, self._roots[piece].size, part.offset + start,
+                    part.stride, part.positions,
+                )
+                parts.extend(self._refresh(Layout((sub,), 0)).parts)
+        return Layout(tuple(parts), layout.width) if changed else layout
+
+    def _refine(self, a: Layout, b: Layout) -> tuple[Layout, Layout]:
+        """Split groups of `a` and `b` at every part boundary of either.
+
+        Only for tensors of equal width whose parts are not flattened and
+        tile the channel axis; otherwise `a` and `b` come back unchanged.
+        """
+        for _ in range(8):
+            if a.width != b.width or not (_tiles(a) and _tiles(b)):
+                return a, b
+            cuts = {p.offset for p in a.parts + b.parts} - {0}
+            by_root: dict[int, set[int]] = {}
+            for part in a.parts + b.parts:
+                local = {
+                    cut - part.offset for cut in cuts
+                    if part.offset < cut < part.offset + part.size
+                }
+                if local:
+                    by_root.setdefault(self.find(part.root), set()).update(local)
+            if not by_root:
+                return a, b
+            for root, local in by_root.items():
+                self._split(root, sorted(local))
+            a, b = self._refresh(a), self._refresh(b)
+        return a, b
+
+    def _split(self, rep: int, cuts: list[int]) -> None:
+        """Replace group `rep` by pieces `[0, c1), [c1, c2), ...`.
+
+        Each piece keeps every producer, consumer and member of the group
+        (they now own a share of each), its reasons, and its consumer
+        slices and activation sites moved to the piece's offset.
+        """
+        info = self._roots[rep]
+        bounds = [0, *cuts, info.size]
+        pieces = []
+        for start, end in zip(bounds, bounds[1:]):
+            piece = self._new_root(end - start)
+            new = self._roots[piece]
+            new.producers = list(info.producers)
+            new.consumers = list(info.consumers)
+            new.members = list(info.members)
+            new.reasons = list(info.reasons)
+            new.inferred = list(info.inferred)
+            new.consumer_slices = [
+                dataclasses.replace(s, offset=s.offset + start)
+                for s in info.consumer_slices
+            ]
+            new.sites = [
+                dataclasses.replace(s, offset=s.offset + start)
+                for s in info.sites
+            ]
+            pieces.append((start, piece))
+        info.producers = []  # No longer a group of its own.
+        self._pieces[rep] = pieces
 
     # ------------------------------------------------------------------ walk
     def _bind(self, tensor: Any, layout: Layout, where: str) -> None:
@@ -317,7 +398,7 @@ class GraphAnalysis:
                 ):
                     continue  # Node of a shared layer outside this model.
                 self._visit(node, prefix)
-        return [self._tensor_layouts[id(x)] for x in graph.outputs]
+        return [self._refresh(self._tensor_layouts[id(x)]) for x in graph.outputs]
 
     def handler_of(self, layer: Any) -> layer_handlers.Handler | None:
         """The registered handler of `layer`, or the one the rule found."""
@@ -327,7 +408,10 @@ class GraphAnalysis:
     def _visit(self, node: Any, prefix: str) -> None:
         layer = node.operation
         name = prefix + layer.name
-        inputs = [self._tensor_layouts[id(x)] for x in node.input_tensors]
+        inputs = [
+            self._refresh(self._tensor_layouts[id(x)])
+            for x in node.input_tensors
+        ]
         if isinstance(layer, keras.Model):
             outer = self._context
             self._context = outer + (id(node),)
@@ -340,7 +424,7 @@ class GraphAnalysis:
         else:
             outputs = self._visit_layer(node, layer, name, inputs)
         for tensor, layout in zip(node.outputs, outputs):
-            self._bind(tensor, layout, name)
+            self._bind(tensor, self._refresh(layout), name)
 
     def _visit_layer(
         self, node: Any, layer: Any, name: str, inputs: list[Layout]
@@ -452,7 +536,8 @@ class GraphAnalysis:
         else:
             root = self._new_root(int(out_shape[-1]), producer=name)
             self._layer_roots[id(layer)] = root
-        layout = _single(root, int(out_shape[-1]))
+        # A shared producer's group may have been split since its first call.
+        layout = self._refresh(_single(root, int(out_shape[-1])))
         activation = layer_handlers.fused_activation(layer)
         if activation is not None:
             self._add_sites(layout, name, activation, node.outputs[0])
@@ -516,9 +601,14 @@ class GraphAnalysis:
             seen.add(rep)
             info = self._roots[rep]
             reason = "; ".join(info.reasons)
+            name = info.producers[0]
+            if name in self._group_roots:
+                # Pieces of a split group with no producer of their own.
+                name = f"{name}#{sum(n.startswith(name + '#') for n in self._group_roots) + 1}"
+            self._group_roots[name] = rep
             groups.append(
                 ChannelGroup(
-                    name=info.producers[0],
+                    name=name,
                     size=info.size,
                     producers=tuple(dict.fromkeys(info.producers)),
                     consumers=tuple(dict.fromkeys(info.consumers)),
@@ -530,7 +620,6 @@ class GraphAnalysis:
                     inferred=tuple(dict.fromkeys(info.inferred)),
                 )
             )
-            self._group_roots[groups[-1].name] = rep
         return groups
 
     def root_of_group(self, name: str) -> int:
@@ -541,6 +630,7 @@ class GraphAnalysis:
         self, layout: Layout, keep_by_root: dict[int, np.ndarray]
     ) -> np.ndarray | None:
         """Surviving indices of a tensor's channel axis, or None if all."""
+        layout = self._refresh(layout)
         if not any(self.find(part.root) in keep_by_root for part in layout.parts):
             return None
         covered = np.zeros(layout.width, dtype=bool)
@@ -601,6 +691,29 @@ def _shift_of(tensor: Any) -> float:
         if isinstance(value, (int, float, np.number)) and value != 0:
             return float(value)
     return 0.0
+
+
+def _aligned(a: Layout, b: Layout) -> bool:
+    return (
+        a.width == b.width
+        and len(a.parts) == len(b.parts)
+        and all(
+            (x.size, x.offset, x.positions) == (y.size, y.offset, y.positions)
+            # The stride only matters between flattened positions.
+            and (x.positions == 1 or x.stride == y.stride)
+            for x, y in zip(a.parts, b.parts)
+        )
+    )
+
+
+def _tiles(layout: Layout) -> bool:
+    """Whether unflattened parts cover the channel axis once, in order."""
+    offset = 0
+    for part in layout.parts:
+        if part.positions != 1 or part.offset != offset:
+            return False
+        offset += part.size
+    return offset == layout.width
 
 
 def _single(root: int, size: int) -> Layout:

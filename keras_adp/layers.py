@@ -710,7 +710,7 @@ def _infer(node, operation, in_shapes, out_shapes) -> Verdict:
         args, kwargs = node.arguments.fill_in(tensors)
         copy(*args, **kwargs)  # Build.
         new = sliced_weights(index)
-        copy.set_weights([new[w.name] for w in copy.weights])
+        copy.set_weights([new[w.name] for w in operation.weights])
         return np.asarray(keras.ops.convert_to_numpy(copy(*args, **kwargs)))
 
     permutation = rng.permutation(channels)

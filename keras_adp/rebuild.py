@@ -41,8 +41,11 @@ def resolve_keep(
         )
     by_name = {}
     for group in analysis.groups:
-        for name in (group.name, *group.producers):
-            by_name[name] = group
+        for name in group.producers:
+            by_name.setdefault(name, group)
+    # A group's own name wins over a producer name it shares with another
+    # group (a producer whose channels were split between groups).
+    by_name.update({group.name: group for group in analysis.groups})
     problems: list[str] = []
     result: dict[int, np.ndarray] = {}
     seen_from: dict[str, str] = {}
@@ -226,7 +229,9 @@ def _transfer_weights(pairs: list, plan: dict) -> None:
         if id(old) in plan:
             keep_in, keep_out, handler = plan[id(old)]
             weights = handler.weights(old, weights, keep_in[0], keep_out)
-        new.set_weights([weights[w.name] for w in new.weights])
+        # Same names in the same order, except for weights that `add_weight`
+        # named automatically ("variable_18"): those are matched by position.
+        new.set_weights([weights[w.name] for w in old.weights])
 
 
 @dataclasses.dataclass
