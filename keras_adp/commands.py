@@ -31,6 +31,7 @@ import zipfile
 import keras
 import numpy as np
 
+from keras_adp import checkpoints
 from keras_adp import cli
 from keras_adp import data
 from keras_adp import export
@@ -40,7 +41,6 @@ from keras_adp import report as report_lib
 from keras_adp import training
 from keras_adp.policy import ADPPolicy, SELECTIONS, TRIGGERS
 
-MODEL_FILE = "model.keras"
 OPTIONS_FILE = "train_options.json"
 TRAIN_EXPORT_MODES = ("float32", "int8")
 PARITY_SAMPLES = 200
@@ -386,7 +386,7 @@ def _train(args: argparse.Namespace) -> int:
         raise
     timing = {"train_seconds": time.perf_counter() - started}
 
-    result.model.save(run_dir / MODEL_FILE)
+    result.model.save(run_dir / checkpoints.FINAL_MODEL_FILE)
     evaluation = _evaluate(result.model, splits.test)
     _say(
         f"test split: accuracy {evaluation.get('accuracy', math.nan):.4f}, "
@@ -421,7 +421,7 @@ def _train(args: argparse.Namespace) -> int:
             "config": _run_config(args, splits, policy),
             "evaluation": evaluation,
             "timing": timing,
-            "model_file": MODEL_FILE,
+            "model_file": checkpoints.FINAL_MODEL_FILE,
         },
     )
     print(
@@ -429,7 +429,7 @@ def _train(args: argparse.Namespace) -> int:
         f"{report_lib.REPORT_JSON}; plots "
         f"{', '.join(report_lib.PLOT_FILES.values())})"
     )
-    print(f"Pruned model: {run_dir / MODEL_FILE}\n")
+    print(f"Pruned model: {run_dir / checkpoints.FINAL_MODEL_FILE}\n")
     print(report_lib.summary_table(report))
     return 0
 
@@ -585,7 +585,7 @@ def _prepare_run_dir(run_dir: pathlib.Path, *, resume: bool, overwrite: bool) ->
             f"Expected --run-dir to be a directory. Received: '{run_dir}', "
             "which is a file. Pass another --run-dir."
         )
-    if resume and not _has_checkpoint(run_dir):
+    if resume and not checkpoints.has_checkpoint(run_dir):
         _say(
             f"nothing to resume in '{run_dir}' (no checkpoint); starting a "
             "new run there"
@@ -648,23 +648,13 @@ def _shown(value) -> str:
     return "not set" if value is None else str(value)
 
 
-def _has_checkpoint(run_dir: pathlib.Path) -> bool:
-    """Whether `run_dir` holds a checkpoint that `--resume` could load."""
-    return run_dir.is_dir() and any(
-        path.is_dir()
-        and path.name.startswith("checkpoint-")
-        and not path.name.endswith(".partial")
-        for path in run_dir.iterdir()
-    )
-
-
 def _run_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
     """The files a `keras-adp train` run writes, where they exist."""
     if not run_dir.is_dir():
         return []
     names = {
-        training.LATEST_FILE,
-        MODEL_FILE,
+        checkpoints.LATEST_FILE,
+        checkpoints.FINAL_MODEL_FILE,
         OPTIONS_FILE,
         report_lib.REPORT_JSON,
         report_lib.REPORT_MD,
@@ -868,7 +858,7 @@ def _export(args: argparse.Namespace) -> int:
 
 _MODEL_FILE_HINT = (
     "Pass a `.keras` file saved by `model.save(...)`; `keras-adp train` "
-    f"saves one as <run dir>/{MODEL_FILE}."
+    f"saves one as <run dir>/{checkpoints.FINAL_MODEL_FILE}."
 )
 
 

@@ -45,7 +45,6 @@ print(keras_adp.report.summary_table(keras_adp.report.load_report("runs/demo")))
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import importlib.metadata
 import json
@@ -63,6 +62,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, ScalarFormatter
 
 from keras_adp import metrics
+from keras_adp import checkpoints
 from keras_adp import training
 
 PathLike = Union[str, os.PathLike]
@@ -138,7 +138,7 @@ def write_report(
     )
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(
+    checkpoints.atomic_write(
         run_dir / REPORT_JSON, json.dumps(report, indent=1, allow_nan=False)
     )
     _write_views(run_dir, report)
@@ -153,16 +153,16 @@ def build_report(
     extra: dict | None = None,
 ) -> dict:
     """The report dict of `write_report`, without writing anything."""
-    history = _jsonable(list(result.history))
+    history = checkpoints.jsonable(list(result.history))
     if not history:
         raise ValueError(
             "Expected a result with at least one epoch of history. "
             "Received: an empty history. Train for at least one epoch first."
         )
-    extra = _jsonable(dict(extra or {}))
-    dense = _jsonable(dict(result.dense))
-    steps = _steps_with_decisions(_jsonable(list(result.steps)), history)
-    summary = _jsonable(_summary(result, history, steps, dense))
+    extra = checkpoints.jsonable(dict(extra or {}))
+    dense = checkpoints.jsonable(dict(result.dense))
+    steps = _steps_with_decisions(checkpoints.jsonable(list(result.steps)), history)
+    summary = checkpoints.jsonable(_summary(result, history, steps, dense))
     accuracy_key = _accuracy_key(history[-1]["logs"])
     evaluation = extra.get("evaluation") or {}
     if evaluation.get("accuracy") is not None:
@@ -185,7 +185,7 @@ def build_report(
         "dense_baseline": _dense_column(dense, dense_baseline, history),
         "history": history,
         "steps": steps,
-        "tflite": _jsonable(tflite or {}),
+        "tflite": checkpoints.jsonable(tflite or {}),
         "environment": environment(),
         "extra": extra,
         "plots": dict(PLOT_FILES),
@@ -249,7 +249,7 @@ def report_from_checkpoint(run_dir: PathLike) -> dict:
     """The report of an unfinished run, from its newest `state.json`."""
     run_dir = pathlib.Path(run_dir)
     checkpoint = _newest_checkpoint(run_dir)
-    state_path = checkpoint / training.STATE_FILE
+    state_path = checkpoint / checkpoints.STATE_FILE
     try:
         state = json.loads(state_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
@@ -266,7 +266,7 @@ def report_from_checkpoint(run_dir: PathLike) -> dict:
     config = {f"policy.{key}": value for key, value in state["policy"].items()}
     config["seed"] = state.get("seed")
     report = build_report(result, extra={"config": config})
-    report["source"] = f"{checkpoint.name}/{training.STATE_FILE}"
+    report["source"] = f"{checkpoint.name}/{checkpoints.STATE_FILE}"
     return report
 
 
@@ -571,7 +571,7 @@ def _dense_column(dense: dict, dense_baseline: dict | None, history: list) -> di
         "training_macs": _dense_training_estimate(dense, history),
         "tflite": {},
     }
-    column.update(_jsonable(dict(dense_baseline or {})))
+    column.update(checkpoints.jsonable(dict(dense_baseline or {})))
     if dense_baseline and "trained" not in dense_baseline:
         column["trained"] = column["accuracy"] is not None
     return column
@@ -1202,50 +1202,15 @@ def _write_views(run_dir: pathlib.Path, report: dict) -> None:
     """Write report.md and the plots."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_plots(report, run_dir)
-    _atomic_write(run_dir / REPORT_MD, render_markdown(report))
+    checkpoints.atomic_write(run_dir / REPORT_MD, render_markdown(report))
 
 
 def _newest_checkpoint(run_dir: pathlib.Path) -> pathlib.Path:
-    latest = run_dir / training.LATEST_FILE
-    if latest.is_file():
-        name = latest.read_text(encoding="utf-8").strip()
-        if (run_dir / name / training.STATE_FILE).is_file():
-            return run_dir / name
-    candidates = sorted(
-        path.parent
-        for path in run_dir.glob(f"checkpoint-*/{training.STATE_FILE}")
-        if not path.parent.name.endswith(".partial")
-    )
-    if not candidates:
+    checkpoint = checkpoints.newest_checkpoint(run_dir)
+    if checkpoint is None:
         raise FileNotFoundError(
             f"Expected a run directory with report.json or checkpoints. "
             f"Received: '{run_dir}', which has neither. Pass the --run-dir "
             "of a `keras-adp train` run."
         )
-    return candidates[-1]
-
-
-def _atomic_write(path: pathlib.Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
-def _jsonable(value: Any) -> Any:
-    """`value` with dataclasses, NumPy values and paths made JSON types;
-    NaN and infinities become None."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+    return checkpoint

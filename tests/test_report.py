@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from matplotlib import image as mpimg
 
+from keras_adp import checkpoints
 from keras_adp import export
 from keras_adp import report
 from keras_adp import training
@@ -541,8 +542,8 @@ def write_checkpoint_state(run_dir, result, name="checkpoint-0003"):
         "policy": {"warmup_epochs": 1, "interval": 1},
         "seed": 0,
     }
-    (checkpoint / training.STATE_FILE).write_text(json.dumps(state))
-    (run_dir / training.LATEST_FILE).write_text(name)
+    (checkpoint / checkpoints.STATE_FILE).write_text(json.dumps(state))
+    (run_dir / checkpoints.LATEST_FILE).write_text(name)
 
 
 def test_regenerate_report_reads_the_latest_checkpoint_without_report_json(tmp_path):

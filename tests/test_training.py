@@ -632,7 +632,7 @@ def test_dict_policy_is_accepted():
 
 def test_channel_scores_use_bn_gamma_or_fall_back_to_l1():
     from keras_adp import graph as graph_lib
-    from keras_adp.training import channel_scores
+    from keras_adp.pruning_steps import channel_scores
 
     model = _model(compile=False)
     gamma = np.linspace(-2.0, 1.0, 12).astype("float32")

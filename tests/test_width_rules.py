@@ -136,14 +136,14 @@ def test_gamma_l1_applies_while_pruning_may_happen_and_is_released():
 
 
 def test_gamma_l1_leaves_a_users_own_regularizer_alone():
-    from keras_adp import training
+    from keras_adp import pruning_steps
 
     model = _bn_model()
     own = keras.regularizers.L2(0.5)
     model.get_layer("bn1").gamma.regularizer = own
-    training._set_gamma_l1(model, 1e-3)
+    pruning_steps.set_gamma_l1(model, 1e-3)
     assert model.get_layer("bn1").gamma.regularizer is own
-    training._set_gamma_l1(model, 0.0)
+    pruning_steps.set_gamma_l1(model, 0.0)
     assert model.get_layer("bn1").gamma.regularizer is own
 
 

@@ -1,0 +1,324 @@
+"""Distributed training: chief and workers, replica-safe inputs, and the
+only patch of private Keras functions in the package.
+
+The trainer trains with TensorFlow's own strategies
+(`tf.distribute.MirroredStrategy`, `MultiWorkerMirroredStrategy`). What
+distribution adds lives here:
+
+- `is_chief`, `write_on_chief`: only the chief writes to the run directory;
+  the other workers of a multi-worker run save into a temporary directory
+  that is deleted at once, as TensorFlow advises, because saving may read
+  variables synchronised on read, which takes every worker's part in an
+  all-reduce.
+- `check_workers_agree`: every worker must resume the same checkpoint.
+- `ReplicaSafeInputs`: no replica ever receives an empty batch
+  (TensorFlow's oneDNN CPU kernels mis-shape one).
+- `distributed_fit_fixes`: Keras 3's own `fit` fails under a multi-worker
+  strategy (keras-team/keras#20585); while the trainer's `fit` calls run,
+  two private Keras functions are replaced and then restored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from keras_adp.inputs import num_samples
+
+__all__ = [
+    "is_chief",
+    "is_multi_worker",
+    "write_on_chief",
+    "check_workers_agree",
+    "distributed_fit_fixes",
+    "ReplicaSafeInputs",
+    "leaves_a_replica_empty",
+    "fills_every_replica",
+]
+
+
+def is_chief(strategy) -> bool:
+    """Whether this worker writes checkpoints (True without multi-worker)."""
+    return bool(strategy.extended.should_checkpoint)
+
+
+def is_multi_worker(strategy) -> bool:
+    """Whether `strategy` is a MultiWorkerMirroredStrategy over 2+ tasks."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    spec = strategy.cluster_resolver.cluster_spec()
+    return sum(spec.num_tasks(job) for job in spec.jobs) > 1
+
+
+def write_on_chief(
+    strategy, directory: str, write: Callable[[str], None]
+) -> None:
+    """`write(directory)` on the chief, `write(scratch)` on other workers.
+
+    Every worker of a multi-worker run saves, so that variables
+    synchronised on read (whose value is an all-reduce over workers) can be
+    read; the non-chief workers write into a temporary directory that is
+    deleted right after (TensorFlow's multi-worker guidance).
+    """
+    if is_chief(strategy):
+        write(directory)
+        return
+    scratch = tempfile.mkdtemp(prefix="keras_adp_worker_")
+    try:
+        write(scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def check_workers_agree(
+    strategy, names: list[str], run_dir: str, number: Callable[[str], int]
+) -> None:
+    """Raise unless every worker sees the same newest checkpoint.
+
+    `names` are this worker's checkpoints, newest last; `number` gives a
+    name's epoch count. A worker that cannot see the chief's checkpoints (a
+    `run_dir` on local disks) would start over and train another model than
+    the others, which ends in a hang or a crash inside a collective op.
+    Every worker of a multi-worker run must call this (it all-gathers).
+    """
+    if not is_multi_worker(strategy):
+        return
+    newest = number(names[-1]) if names else -1
+
+    @tf.function
+    def gather():
+        context = tf.distribute.get_replica_context()
+        return context.all_gather(tf.constant([newest], tf.int64), axis=0)
+
+    gathered = strategy.experimental_local_results(strategy.run(gather))[0]
+    seen = sorted({int(value) for value in gathered.numpy()})
+    if len(seen) > 1:
+        shown = ", ".join(
+            f"checkpoint-{value:04d}" if value >= 0 else "none"
+            for value in seen
+        )
+        raise ValueError(
+            f"Workers see different newest checkpoints in '{run_dir}' "
+            f"({shown}; this worker: "
+            f"{names[-1] if names else 'none'}), so they would resume "
+            "different models. Fix: put `run_dir` on storage shared by "
+            "every worker."
+        )
+
+
+@contextlib.contextmanager
+def distributed_fit_fixes(model):
+    """Works around two Keras 3 bugs while `model.fit` runs distributed.
+
+    1. Under any strategy with two or more replicas, Keras 3.15's
+       `_maybe_symbolic_build` passes the first `(x, y)` batch to
+       `strategy.reduce`, which fails when the replicas' shares differ in
+       size (a batch of 13 on 2 replicas: "Inputs to operation AddN ...
+       must have the same size and shape") and, multi-worker, before the
+       first step (keras-team/keras#20585, tensorflow/tensorflow#72388):
+       the model's compile state is built from this worker's first replica
+       batch instead (only its shapes and dtypes are used).
+    2. Under a `MultiWorkerMirroredStrategy` with two or more workers,
+       `reduce_per_replica` averages the logs over replicas along axis 0,
+       which scalars (loss, metrics) do not have: scalars are averaged
+       with `axis=None`.
+
+    Elsewhere (one replica, no strategy), and on a Keras without these
+    functions, nothing is changed.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    strategy = model.distribute_strategy
+    multi_worker = is_multi_worker(strategy)
+    if not (
+        (multi_worker or strategy.num_replicas_in_sync > 1)
+        and hasattr(type(model), "_maybe_symbolic_build")
+        and hasattr(tf_trainer, "reduce_per_replica")
+    ):
+        yield
+        return
+
+    def first_replica(value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return strategy.experimental_local_results(value)[0]
+        return value
+
+    def symbolic_build(iterator=None, data_batch=None):
+        if iterator is not None:
+            for _, _, batches in iterator:
+                data_batch = tf.nest.map_structure(
+                    first_replica, next(batches)
+                )
+                break
+        with strategy.scope():
+            model._symbolic_build(data_batch=data_batch)
+
+    keras_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction not in ("auto", "mean"):
+            return keras_reduce(values, strategy, reduction)
+        return tf.nest.map_structure(
+            lambda value: strategy.reduce(
+                "MEAN", value, axis=0 if value.shape.rank else None
+            ),
+            values,
+        )
+
+    model._maybe_symbolic_build = symbolic_build
+    if multi_worker:
+        tf_trainer.reduce_per_replica = reduce_per_replica
+    try:
+        yield
+    finally:
+        tf_trainer.reduce_per_replica = keras_reduce
+        del model._maybe_symbolic_build
+
+
+class ReplicaSafeInputs:
+    """The training and validation inputs as handed to each `model.fit`.
+
+    Under a strategy with `replicas` > 1, no replica may receive an empty
+    batch (TensorFlow's oneDNN CPU kernels mis-shape one): a last training
+    batch of fewer samples than replicas is left out of the epoch (the
+    arrays are reshuffled every epoch, so other samples are left out each
+    time), validation arrays get a batch size whose last batch is whole or
+    has a sample per replica, and batches of datasets smaller than
+    `replicas` are filtered out. With one replica everything passes as it
+    is. Samples per epoch come from the arrays' length, or are counted
+    while Keras reads a dataset in the first epoch (never by an extra
+    pass).
+    """
+
+    def __init__(
+        self, x, y, batch_size, validation_data, steps_per_epoch, replicas
+    ):
+        self.y = y
+        self.replicas = replicas
+        self.batch_size = 32 if batch_size is None else int(batch_size)
+        self.steps_per_epoch = steps_per_epoch
+        self.validation_data = validation_data
+        self.validation_batch_size = None
+        self._counter = [0, 0]  # samples, batches
+        self._dataset = isinstance(x, tf.data.Dataset)
+        self._x = x
+        if replicas > 1:
+            self._make_replica_safe()
+
+    def _make_replica_safe(self) -> None:
+        replicas = self.replicas
+        if self._dataset:
+            self._x = self._x.filter(fills_every_replica(replicas))
+        else:
+            if leaves_a_replica_empty(self.batch_size, replicas):
+                raise ValueError(
+                    f"Received batch_size={self.batch_size} for {replicas} "
+                    "replicas: TensorFlow splits a batch in shares of "
+                    f"ceil({self.batch_size}/{replicas}) samples, which "
+                    "leaves a replica without any. Expected a batch size "
+                    "that gives every replica samples. Fix: use a multiple "
+                    f"of {replicas}, e.g. batch_size="
+                    f"{-(-self.batch_size // replicas) * replicas}."
+                )
+            samples = num_samples(self._x)
+            remainder = samples % self.batch_size
+            if self.steps_per_epoch is None and leaves_a_replica_empty(
+                remainder, replicas
+            ):
+                if samples < self.batch_size:
+                    raise ValueError(
+                        f"Received {samples} training samples for "
+                        f"{replicas} replicas, too few to give each replica "
+                        "a share. Fix: train on more samples."
+                    )
+                # The last batch is left out of each epoch (other samples
+                # each time, since the arrays are reshuffled).
+                self.steps_per_epoch = samples // self.batch_size
+        data = self.validation_data
+        if isinstance(data, tf.data.Dataset):
+            self.validation_data = data.filter(fills_every_replica(replicas))
+        elif data is not None:
+            samples = num_samples(data[0])
+            size = self.batch_size
+            while size <= samples and (
+                leaves_a_replica_empty(size, replicas)
+                or leaves_a_replica_empty(samples % size, replicas)
+            ):
+                size += 1
+            if size > samples and leaves_a_replica_empty(samples, replicas):
+                raise ValueError(
+                    f"Received {samples} validation samples for {replicas} "
+                    "replicas, too few to give each replica a share. Fix: "
+                    "validate on more samples."
+                )
+            self.validation_batch_size = min(size, samples)
+
+    def x(self, *, count: bool):
+        """`x` for this epoch's `fit`; counting its samples when asked."""
+        if not (count and self._dataset):
+            return self._x
+        self._counter = [0, 0]
+        counter = self._counter
+
+        def add(size):
+            counter[0] += int(size)
+            counter[1] += 1
+            return np.int64(size)
+
+        @tf.autograph.experimental.do_not_convert
+        def counted(*element):
+            first = tf.nest.flatten(element)[0]
+            done = tf.numpy_function(add, [tf.shape(first)[0]], tf.int64)
+            with tf.control_dependencies([done]):
+                element = tf.nest.map_structure(tf.identity, element)
+            return element if len(element) > 1 else element[0]
+
+        return self._x.map(counted)
+
+    def samples_per_epoch(self) -> int | None:
+        """Known before training for arrays; None for datasets."""
+        if self._dataset:
+            return None
+        samples = num_samples(self._x)
+        if self.steps_per_epoch is not None:
+            samples = min(samples, self.steps_per_epoch * self.batch_size)
+        return samples
+
+    def counted_samples(self) -> int:
+        """Samples of one epoch, from the count of the first one.
+
+        With `steps_per_epoch`, Keras' prefetching may read a few batches
+        more than it trains on: the count is scaled to the steps taken.
+        """
+        samples, batches = self._counter
+        if self.steps_per_epoch is not None and batches > 0:
+            return int(round(samples / batches * self.steps_per_epoch))
+        return samples
+
+
+def leaves_a_replica_empty(samples: int, replicas: int) -> bool:
+    """Whether a batch of `samples` leaves one of `replicas` with none.
+
+    TensorFlow splits a batch into shares of `ceil(samples / replicas)` in
+    replica order (e.g. 4 samples on 3 replicas: 2, 2, 0).
+    """
+    if samples == 0 or replicas == 1:
+        return False
+    return (replicas - 1) * -(-samples // replicas) >= samples
+
+
+def fills_every_replica(replicas: int):
+    """A `Dataset.filter` predicate: the batch gives every replica samples."""
+
+    @tf.autograph.experimental.do_not_convert
+    def keep(*element):
+        count = tf.shape(tf.nest.flatten(element)[0])[0]
+        share = (count + replicas - 1) // replicas
+        return (replicas - 1) * share < count
+
+    return keep

@@ -1,0 +1,475 @@
+"""The pruning steps of one run: when one is taken, the rebuild, and the
+accuracy guard's trial of it.
+
+After each epoch `ADPTrainer` hands the epoch's record to
+`PruningSteps.after_epoch`. With the guard on, a step on trial is judged
+there first: accepted (the model goes on), or rolled back to the model kept
+from before the step (weights, optimizer slots, callbacks' best weights;
+the iteration count goes on) and retried once with half the removal. Then,
+when the policy says so, the next step is planned (`ADPPolicy.plan`,
+channels ranked by density and `channel_scores`) and taken: the model is
+rebuilt smaller (`keras_adp.rebuild`) with its optimizer state
+(`keras_adp.optimizers`), and, under the guard, put on trial.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from typing import Callable
+
+import keras
+import numpy as np
+
+from keras_adp import checkpoints
+from keras_adp import density as density_lib
+from keras_adp import distribute
+from keras_adp import graph as graph_lib
+from keras_adp import guard as guard_lib
+from keras_adp import metrics as metrics_lib
+from keras_adp import optimizers as optimizers_lib
+from keras_adp import rebuild as rebuild_lib
+from keras_adp.policy import ADPPolicy
+
+__all__ = [
+    "PruningSteps",
+    "channel_scores",
+    "set_gamma_l1",
+    "pruning_may_go_on",
+]
+
+
+class PruningSteps:
+    """Takes, judges and rolls back the pruning steps of one `fit` call.
+
+    Args:
+        policy: the run's `ADPPolicy`.
+        epochs: the run's total epochs.
+        calibration: the calibration inputs (for BatchNormalization
+            recalibration after a rebuild).
+        run_dir: where the pre-step model is kept during a trial, or None.
+        verbose: 0 silent, else one line per step and per decision.
+        strategy: the run's distribution strategy (only the chief writes).
+        read_pre_step: reads the pre-step model back from `run_dir` (a run
+            resumed during a trial).
+    """
+
+    def __init__(
+        self,
+        policy: ADPPolicy,
+        *,
+        epochs: int,
+        calibration,
+        run_dir: str | None,
+        verbose: int,
+        strategy,
+        read_pre_step: Callable[[], keras.Model],
+    ):
+        self.policy = policy
+        self.run_dir = run_dir
+        self._epochs = epochs
+        self._calibration = calibration
+        self._verbose = verbose
+        self._read_pre_step = read_pre_step
+        self._pre_step = None
+        self._strategy = strategy
+
+    def after_epoch(
+        self, model, probe, state, epoch, record, groups, densities, wrapped,
+        final,
+    ):
+        """Judge the step on trial, then maybe take the next one.
+
+        Args:
+            model, probe: the model just trained and its density probe.
+            state: the run's `checkpoints.RunState` (updated).
+            epoch: the epoch just trained (0-based).
+            record: its history record (its `pruning` and `guard` are set).
+            groups: `model`'s channel groups.
+            densities: the epoch's `Density` per group.
+            wrapped: the user's callbacks, as the trainer wraps them.
+            final: whether this was the run's last epoch.
+
+        Returns:
+            `(model, probe)` to train next.
+        """
+        if self.policy.max_accuracy_drop is not None:
+            model, probe, retry = self._judge(
+                model, probe, state, epoch, record, wrapped, final
+            )
+            if retry is not None:
+                return self._take_step(model, state, epoch, record, wrapped,
+                                       **retry)
+        if (
+            final
+            or state.pruning_stopped
+            or state.pending is not None
+            or not self._room_for_a_step(epoch)
+            or not self.policy.should_prune(
+                epoch, _density_by_epoch(state), state.steps_done,
+                state.last_prune_epoch,
+            )
+        ):
+            return model, probe
+        scores = channel_scores(model, groups, self.policy.selection)
+        gammas = {
+            group.name: _first_gamma(model, group)
+            for group in groups if group.prunable
+        }
+        keep = self.policy.plan(groups, densities, scores, gammas)
+        if not keep:
+            # No group would lose `min_reduction` of its channels: stop.
+            state.pruning_stopped = True
+            record["pruning"] = {"epoch": epoch, "stopped": True}
+            if self._verbose:
+                print(
+                    f"[keras-adp] epoch {epoch + 1}: widths have converged; "
+                    "pruning stops, training goes on.",
+                    flush=True,
+                )
+            return model, probe
+        order = {
+            name: self.policy.rank(
+                densities[name].channels, scores.get(name), gammas.get(name)
+            ).tolist()
+            for name in keep
+        }
+        return self._take_step(
+            model, state, epoch, record, wrapped, keep=keep, order=order,
+            attempt=0,
+        )
+
+    def _room_for_a_step(self, epoch) -> bool:
+        """Whether a step now leaves the guard epochs to judge it, and at
+        least one epoch after the judgement to train the model it keeps (a
+        step rolled back in the last epoch would waste that epoch)."""
+        if self.policy.max_accuracy_drop is None:
+            return True
+        return epoch + 1 + self.policy.recovery_epochs < self._epochs
+
+    def _take_step(
+        self, model, state, epoch, record, wrapped, *, keep, order, attempt
+    ):
+        """Rebuild `model` keeping `keep`; the guard puts it on trial."""
+        set_gamma_l1(model, 0.0)  # The next epoch sets it on the new model.
+        groups = {g.name: g for g in graph_lib.channel_groups(model)}
+        cost = metrics_lib.inference_cost(model)
+        new_model, surgery = self._rebuild(model, keep)
+        new_cost = metrics_lib.inference_cost(new_model)
+        step = {
+            "epoch": epoch,
+            "before": {name: groups[name].size for name in keep},
+            "after": {name: int(len(idx)) for name, idx in keep.items()},
+            "params_before": cost.params,
+            "params_after": new_cost.params,
+            "macs_before": cost.macs,
+            "macs_after": new_cost.macs,
+            "attempt": attempt,
+            "outcome": None,
+        }
+        record["pruning"] = step
+        state.steps.append(step)
+        state.steps_done += 1
+        if self.policy.max_accuracy_drop is not None:
+            state.pending = {
+                "epoch": epoch,
+                "attempt": attempt,
+                "epochs_trained": 0,
+                "order": order,
+                "before": step["before"],
+                "after": step["after"],
+                "last_prune_epoch": state.last_prune_epoch,
+            }
+            self._keep_pre_step(model, wrapped)
+        else:
+            step["outcome"] = "taken"
+        state.last_prune_epoch = epoch
+        if self._verbose:
+            print(_step_line(step), flush=True)
+        for callback in wrapped:
+            callback.rebuilt(model, surgery)
+            callback.set_model(new_model)
+        new_model.stop_training = False
+        probe = density_lib.DensityProbe(
+            new_model, threshold=self.policy.threshold
+        )
+        return new_model, probe
+
+    def _judge(self, model, probe, state, epoch, record, wrapped, final):
+        """The guard at the end of an epoch.
+
+        Returns:
+            `(model, probe, retry)`: the model to train next (the pre-step
+            one after a rollback) and its probe, and the keyword arguments
+            of a gentler `_take_step`, or None.
+        """
+        logs = record["logs"]
+        if state.monitor is None:
+            state.monitor = guard_lib.resolve_monitor(
+                self.policy.monitor, logs
+            )
+        monitor = state.monitor
+        if monitor not in logs:
+            guard_lib.resolve_monitor(monitor, logs)  # Raises.
+        value = float(logs[monitor])
+        pending = state.pending
+        if pending is None:
+            state.reference = guard_lib.better(monitor, state.reference, value)
+            return model, probe, None
+        pending["epochs_trained"] += 1
+        if pending["epochs_trained"] < self.policy.recovery_epochs and not final:
+            return model, probe, None
+        budget = float(self.policy.max_accuracy_drop)
+        decision = {
+            "epoch": epoch,
+            "step_epoch": pending["epoch"],
+            "attempt": pending["attempt"],
+            "monitor": monitor,
+            "value": value,
+            "reference": state.reference,
+            "budget": budget,
+        }
+        record["guard"] = decision
+        state.guard.append(decision)
+        step = state.steps[-1]
+        worse = state.reference is not None and guard_lib.is_worse_than_budget(
+            monitor, value, state.reference, budget
+        )
+        if not worse:
+            decision["action"] = "accepted"
+            step["outcome"] = "accepted"
+            state.pending = None
+            state.reference = guard_lib.better(monitor, state.reference, value)
+            self._drop_pre_step()
+            if self._verbose:
+                print(_guard_line(decision), flush=True)
+            return model, probe, None
+        restored = self._restore_pre_step(model, state, wrapped)
+        step["outcome"] = "rolled back"
+        state.steps_done -= 1
+        state.last_prune_epoch = pending["last_prune_epoch"]
+        state.pending = None
+        probe = density_lib.DensityProbe(
+            restored, threshold=self.policy.threshold
+        )
+        retry = None
+        if (
+            pending["attempt"] < self.policy.max_retries
+            and not final
+            and self._room_for_a_step(epoch)
+        ):
+            keep = guard_lib.gentler_keep(
+                pending["order"], pending["before"], pending["after"]
+            )
+            if keep:
+                retry = {
+                    "keep": keep,
+                    "order": pending["order"],
+                    "attempt": pending["attempt"] + 1,
+                }
+        if retry is None:
+            decision["action"] = "rolled back; pruning stops"
+            state.pruning_stopped = True
+        else:
+            decision["action"] = "rolled back; retrying half the removal"
+        if self._verbose:
+            print(_guard_line(decision), flush=True)
+        return restored, probe, retry
+
+    # ------------------------------------------------------- pre-step model
+    def _keep_pre_step(self, model, wrapped) -> None:
+        """Keeps the model before a step (in memory and in `run_dir`)."""
+        saved = [
+            (callback.callback, list(callback.callback.best_weights))
+            for callback in wrapped
+            if isinstance(callback.callback, keras.callbacks.EarlyStopping)
+            and callback.callback.best_weights is not None
+        ]
+        self._pre_step = (model, saved)
+        if self.run_dir:
+            distribute.write_on_chief(
+                model.distribute_strategy,
+                os.path.join(self.run_dir, checkpoints.PRE_STEP_DIR),
+                lambda directory: checkpoints.write_model_dir(directory, model),
+            )
+
+    def _drop_pre_step(self) -> None:
+        self._pre_step = None
+        if self.run_dir and distribute.is_chief(self._strategy):
+            shutil.rmtree(
+                os.path.join(self.run_dir, checkpoints.PRE_STEP_DIR),
+                ignore_errors=True,
+            )
+
+    def _restore_pre_step(self, model, state, wrapped):
+        """The pre-step model, its optimizer slots exactly as they were.
+
+        The optimizer's iteration count is set to the current one, so a
+        learning-rate schedule keeps its place.
+        """
+        if self._pre_step is not None:
+            restored, saved = self._pre_step
+        else:  # Resumed during the trial: read it from `run_dir`.
+            restored = self._read_pre_step()
+            saved = []
+        restored.optimizer.iterations.assign(model.optimizer.iterations)
+        for callback, best_weights in saved:
+            callback.best_weights = best_weights
+        for callback in wrapped:
+            callback.set_model(restored)
+        restored.stop_training = False
+        self._drop_pre_step()
+        return restored
+
+    def _rebuild(self, model, keep):
+        """The compiled smaller model to train next, and its `Rebuild`."""
+        with model.distribute_strategy.scope():
+            surgery = rebuild_lib.rebuild(model, keep)
+            if not self.policy.reinitialize:
+                new_model = surgery.model
+                optimizers_lib.carry_over(model, new_model, surgery)
+            else:
+                # Same architecture, newly initialised weights, fresh
+                # optimizer.
+                new_model = keras.models.clone_model(
+                    surgery.model,
+                    clone_function=lambda layer: rebuild_lib.layer_from_config(
+                        layer, layer.get_config()
+                    ),
+                )
+                optimizers_lib.carry_over(model, new_model, surgery, reset=True)
+            if self.policy.recalibrate_batch_norm:
+                rebuild_lib.recalibrate_batch_norm(new_model, self._calibration)
+            return new_model, surgery
+
+
+def _density_by_epoch(state) -> list[dict]:
+    """The density history indexed by epoch, as the policy reads it.
+
+    A run started at `initial_epoch` k has no measurement of epochs 0..k-1:
+    they are stood in for by densities that no converged window accepts
+    (infinitely far from any measurement).
+    """
+    history = state.density_history
+    if not state.first_epoch or not history:
+        return history
+    unknown = {name: math.inf for name in history[0]}
+    return [unknown] * state.first_epoch + history
+
+
+def _guard_line(decision) -> str:
+    return (
+        f"[keras-adp] epoch {decision['epoch'] + 1}: step of epoch "
+        f"{decision['step_epoch'] + 1} {decision['action']} "
+        f"({decision['monitor']} {decision['value']:.4f}, reference "
+        f"{decision['reference']:.4f}, budget {decision['budget']:g})"
+    )
+
+
+def channel_scores(model, groups, selection: str) -> dict[str, np.ndarray]:
+    """Per-channel importance used to rank (or break ties between) channels.
+
+    `"bn_gamma"`: |gamma| of the group's first BatchNormalization member.
+    Otherwise (and when a group has no BatchNormalization): the L1 norm of
+    each output channel's weights, summed over the group's producers.
+    """
+    scores = {}
+    for group in groups:
+        if not group.prunable:
+            continue
+        if selection == "bn_gamma":
+            gamma = _first_gamma(model, group)
+            if gamma is not None:
+                scores[group.name] = np.abs(gamma)
+                continue
+        total = np.zeros(group.size)
+        for name in group.producers:
+            layer = graph_lib.get_layer(model, name)
+            kernel_name, axis = _OUTPUT_AXIS.get(
+                type(layer).__name__, ("kernel", -1)
+            )
+            kernel = next(
+                np.asarray(weight.numpy())
+                for weight in layer.weights
+                if weight.name == kernel_name
+            )
+            other = tuple(
+                a for a in range(kernel.ndim) if a != axis % kernel.ndim
+            )
+            total += np.abs(kernel).sum(axis=other)
+        scores[group.name] = total
+    return scores
+
+
+_OUTPUT_AXIS = {
+    "Conv1DTranspose": ("kernel", -2),
+    "Conv2DTranspose": ("kernel", -2),
+    "Conv3DTranspose": ("kernel", -2),
+    "SeparableConv1D": ("pointwise_kernel", -1),
+    "SeparableConv2D": ("pointwise_kernel", -1),
+}
+
+
+def pruning_may_go_on(state, policy) -> bool:
+    """Whether another pruning step may still be taken."""
+    return not state.pruning_stopped and (
+        policy.max_prune_steps is None
+        or state.steps_done < policy.max_prune_steps
+    )
+
+
+_GAMMA_L1 = "_keras_adp_gamma_l1"  # Marks a regularizer the trainer set.
+
+
+def set_gamma_l1(model, strength: float) -> None:
+    """Adds (or removes, at 0) an L1 penalty on every BatchNormalization
+    gamma of `model`, as a regularizer of the gamma variable.
+
+    A regularizer the user configured (`gamma_regularizer=`) is left alone.
+    Keras reads variable regularizers when it traces the train function, so
+    the function is re-made when anything changes.
+    """
+    changed = False
+    for layer in graph_lib.all_layers(model):
+        if not isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        if not layer.scale:
+            continue
+        current = layer.gamma.regularizer
+        ours = current is not None and getattr(current, _GAMMA_L1, False)
+        if current is not None and not ours:
+            continue
+        if strength > 0:
+            if ours and current.l1 == strength:
+                continue
+            regularizer = keras.regularizers.L1(strength)
+            setattr(regularizer, _GAMMA_L1, True)
+            layer.gamma.regularizer = regularizer
+            changed = True
+        elif ours:
+            layer.gamma.regularizer = None
+            changed = True
+    if changed:
+        model.train_function = None
+
+
+def _first_gamma(model, group):
+    for name in group.members:
+        layer = graph_lib.get_layer(model, name)
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.scale:
+            return np.asarray(layer.gamma.numpy())
+    return None
+
+
+def _step_line(step) -> str:
+    changes = ", ".join(
+        f"{name} {step['before'][name]}->{step['after'][name]}"
+        for name in step["after"]
+    )
+    return (
+        f"[keras-adp] epoch {step['epoch'] + 1}: pruned {len(step['after'])} "
+        f"groups ({changes}); params {step['params_before']:,} -> "
+        f"{step['params_after']:,}, MACs {step['macs_before']:,} -> "
+        f"{step['macs_after']:,}"
+    )
