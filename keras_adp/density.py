@@ -38,10 +38,7 @@ import tensorflow as tf
 from keras_adp import graph as graph_lib
 from keras_adp import validation
 
-GATING_ACTIVATIONS = frozenset(
-    {"relu", "relu6", "leaky_relu", "prelu", "elu", "selu", "gelu", "silu",
-     "swish", "hard_silu", "hard_swish", "mish", "celu"}
-)
+GATING_ACTIVATIONS = graph_lib.GATING_ACTIVATIONS
 
 
 @dataclasses.dataclass(frozen=True)

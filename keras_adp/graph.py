@@ -33,6 +33,13 @@ from keras_adp import layers as layer_handlers
 
 MODEL_INPUT = "model_input"
 
+# Nonlinearities with a silent (zero or negative) branch: "fired" (> 0)
+# then means the pre-activation was positive.
+GATING_ACTIVATIONS = frozenset(
+    {"relu", "relu6", "leaky_relu", "prelu", "elu", "selu", "gelu", "silu",
+     "swish", "hard_silu", "hard_swish", "mish", "celu"}
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class Part:
@@ -141,12 +148,17 @@ class ChannelGroup:
 
     @property
     def measured_at(self) -> ActivationSite | None:
-        """Where activation density is measured: the first activation site.
+        """Where activation density is measured: the first activation site
+        whose nonlinearity has a silent branch (`GATING_ACTIVATIONS`), else
+        the first site (which then gives no density); None without sites.
 
         A site inside a nested sub-model (`layer` like `"backbone/relu"`) is
         measured there (`keras_adp.graph.site_tensors` reaches it from the
-        outer model's inputs). None when the group has no site.
+        outer model's inputs).
         """
+        for site in self.activation_sites:
+            if site.activation in GATING_ACTIVATIONS:
+                return site
         return self.activation_sites[0] if self.activation_sites else None
 
 
@@ -500,6 +512,11 @@ class GraphAnalysis:
                 self._add_sites(inputs[0], name, activation, node.outputs[0])
         elif role == "merge":
             outputs = [self._merge(name, inputs)]
+            gated = _self_gate(node)
+            if gated is not None:
+                self._add_sites(
+                    self._refresh(outputs[0]), name, gated, node.outputs[0]
+                )
         elif role == "concat":
             outputs = [self._concat(layer, name, inputs, in_shapes)]
         elif role == "flatten":
@@ -673,6 +690,85 @@ def _constant_operand(node: Any) -> str | None:
                 "hold one value per channel, which cannot be sliced; write "
                 "it as a layer with a weight instead"
             )
+    return None
+
+
+def _producer_of(tensor: Any) -> tuple[Any, Any] | None:
+    """(operation, node) that computed a symbolic tensor, or None."""
+    history = getattr(tensor, "_keras_history", None)
+    if not history:
+        return None
+    operation, node_index, _ = history
+    return operation, operation._inbound_nodes[node_index]
+
+
+def _scalar_operand(node: Any) -> float | None:
+    for value in node.arguments._flat_arguments:
+        if isinstance(value, (int, float, np.number)) and not isinstance(
+            value, bool
+        ):
+            return float(value)
+    return None
+
+
+def _self_gate(node: Any) -> str | None:
+    """The activation `x * gate(x)` computes, for a two-input product.
+
+    Recognises swish (`x * sigmoid(x)`) and hard-swish (`x *
+    hard_sigmoid(x)`, `x * relu6(x + 3) / 6`), written with layers or
+    `keras.ops` (MobileNetV3's `x * ReLU(6.)(x + 3.) * (1. / 6.)`). Their
+    output is positive exactly where `x` is, like a ReLU's.
+    """
+    from keras.src.ops import nn as ops_nn
+    from keras.src.ops import numpy as ops_numpy
+
+    operation = node.operation
+    if not isinstance(operation, (ops_numpy.Multiply, keras.layers.Multiply)):
+        return None
+    tensors = list(node.input_tensors)
+    if len(tensors) != 2:
+        return None
+    for x, gate in (tensors, tensors[::-1]):
+        found = _producer_of(gate)
+        # Strip a positive constant factor: `* (1 / 6)` or `/ 6`.
+        while found and isinstance(
+            found[0], (ops_numpy.Multiply, ops_numpy.Divide,
+                       ops_numpy.TrueDivide)
+        ) and len(found[1].input_tensors) == 1 and (
+            _scalar_operand(found[1]) or 0
+        ) > 0:
+            found = _producer_of(found[1].input_tensors[0])
+        if not found:
+            continue
+        operation, gate_node = found
+        inputs = list(gate_node.input_tensors)
+        if len(inputs) != 1:
+            continue
+        name = (
+            layer_handlers.activation_name(operation.activation)
+            if isinstance(operation, keras.layers.Activation) else None
+        )
+        if inputs[0] is x and (
+            isinstance(operation, ops_nn.Sigmoid) or name == "sigmoid"
+        ):
+            return "silu"
+        if inputs[0] is x and (
+            isinstance(operation, ops_nn.HardSigmoid) or name == "hard_sigmoid"
+        ):
+            return "hard_swish"
+        relu6 = isinstance(operation, ops_nn.Relu6) or (
+            isinstance(operation, keras.layers.ReLU)
+            and operation.max_value == 6
+            and not operation.negative_slope
+            and not operation.threshold
+        )
+        shifted = _producer_of(inputs[0])
+        if relu6 and shifted and isinstance(shifted[0], ops_numpy.Add) and (
+            len(shifted[1].input_tensors) == 1
+            and shifted[1].input_tensors[0] is x
+            and _scalar_operand(shifted[1]) == 3.0
+        ):
+            return "hard_swish"
     return None
 
 
