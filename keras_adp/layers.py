@@ -713,20 +713,23 @@ def _infer(node, operation, in_shapes, out_shapes) -> Verdict:
         copy.set_weights([new[w.name] for w in operation.weights])
         return np.asarray(keras.ops.convert_to_numpy(copy(*args, **kwargs)))
 
-    permutation = rng.permutation(channels)
     config = operation.get_config() if is_layer else None
-    try:
-        permuted = copy_with(config, permutation)
-    except Exception as error:
-        return Verdict(
-            None, f"a copy with permuted weights failed ({type(error).__name__})"
-        )
-    if not _close(np.take(reference, permutation, axis=-1), permuted):
-        return Verdict(
-            None,
-            "permuting its input channels does not permute its output "
-            "channels the same way",
-        )
+    # A random permutation may commute with what the layer does to the
+    # channels (e.g. reversing them); a rotation by one also checked.
+    for permutation in (rng.permutation(channels), np.roll(np.arange(channels), 1)):
+        try:
+            permuted = copy_with(config, permutation)
+        except Exception as error:
+            return Verdict(
+                None,
+                f"a copy with permuted weights failed ({type(error).__name__})",
+            )
+        if not _close(np.take(reference, permutation, axis=-1), permuted):
+            return Verdict(
+                None,
+                "permuting its input channels does not permute its output "
+                "channels the same way",
+            )
     keep = np.sort(rng.choice(channels, size=max(1, channels // 2),
                               replace=False))
     resize_keys: tuple[str, ...] = ()
