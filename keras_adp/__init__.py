@@ -52,6 +52,9 @@ _SUBMODULES = (
     "pruning_steps",
     "rebuild",
     "report",
+    "report_data",
+    "report_markdown",
+    "report_plots",
     "training",
     "validation",
 )

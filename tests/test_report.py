@@ -17,6 +17,8 @@ from matplotlib import image as mpimg
 from keras_adp import checkpoints
 from keras_adp import export
 from keras_adp import report
+from keras_adp import report_markdown
+from keras_adp import report_plots
 from keras_adp import training
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -242,7 +244,7 @@ def test_summary_table_shows_dense_architecture_as_not_trained():
         f"{100 * (final_params / dense_params - 1):+.1f}% "
         f"({dense_params / final_params:.2f}x smaller)"
     )
-    assert rows["MACs / inference"][0] == report._si(result.dense["macs"])
+    assert rows["MACs / inference"][0] == report_markdown._si(result.dense["macs"])
     assert rows["Pruning steps"][1] == "1 kept"
     # Estimated dense training compute: every epoch at dense cost.
     per_epoch = 3.0 * result.dense["macs"] * 100 + 10.0 * result.dense["macs"]
@@ -425,7 +427,12 @@ def _marks(figure):
 
 
 @pytest.mark.parametrize(
-    "draw", [report._plot_widths, report._plot_density, report._plot_accuracy_params]
+    "draw",
+    [
+        report_plots._plot_widths,
+        report_plots._plot_density,
+        report_plots._plot_accuracy_params,
+    ],
 )
 def test_plots_mark_rolled_back_steps_apart_from_kept_ones(draw):
     written = report.build_report(guarded_result())
@@ -449,7 +456,7 @@ def test_accuracy_plot_draws_the_dense_baseline_beside_the_pruned_run():
         dense_baseline={"accuracy": 0.8, "history": dense_history},
     )
 
-    axes = report._plot_accuracy_params(written).axes[0]
+    axes = report_plots._plot_accuracy_params(written).axes[0]
 
     by_label = {line.get_label(): line for line in axes.get_lines()}
     dense_line = by_label["val_accuracy, dense baseline"]
