@@ -1,6 +1,7 @@
 """Is ADP better than just training a narrower model? Accuracy vs size.
 
-On Fashion-MNIST, every run trains vgg_small (BN->ReLU) from scratch on
+On Fashion-MNIST, every run trains `--model` (vgg_small or resnet18, both
+BN->ReLU, at `--base-width`: "dense" below is that width) from scratch on
 the same training samples for the same epochs, batch size and optimizer
 (Adam with cosine decay), for each seed:
 
@@ -63,8 +64,11 @@ def load(train_samples, test_samples, source):
 
 
 def build(args, width, seed):
+    """`--model` at `--base-width` x `width`, compiled, seeded."""
     keras.utils.set_random_seed(seed)
-    model = models_lib.vgg_small((28, 28, 1), 10, width)
+    model = models_lib.build_model(
+        args.model, (28, 28, 1), 10, args.base_width * width
+    )
     steps = args.epochs * int(np.ceil(args.train_size / args.batch_size))
     model.compile(
         optimizer=keras.optimizers.Adam(
@@ -153,11 +157,10 @@ def summarise(rows):
     return table
 
 
-def print_table(rows):
+def print_table(rows, title="vgg_small on Fashion-MNIST"):
     table = summarise(rows)
     reference = table.get("dense") or next(iter(table.values()))
-    print("\nvgg_small on Fashion-MNIST: mean ± half-range over seeds; "
-          "ratios to dense")
+    print(f"\n{title}: mean ± half-range over seeds; ratios to dense")
     print(f"{'run':<13} {'seeds':>5} {'acc %':>13} {'Δ pt':>6} "
           f"{'params':>17} {'÷':>6} {'MACs':>12} {'÷':>6} "
           f"{'train GMAC':>10} {'×':>5} {'wall s':>13} {'×':>5} "
@@ -194,7 +197,7 @@ def print_table(rows):
                       f"{list(value['widths'].values())}; steps {outcomes}")
 
 
-def plot(rows, path):
+def plot(rows, path, title="vgg_small on Fashion-MNIST"):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,7 +231,7 @@ def plot(rows, path):
     axes.set_xscale("log")
     axes.set_xlabel("parameters (log)")
     axes.set_ylabel("test accuracy (%)")
-    axes.set_title("vgg_small on Fashion-MNIST: accuracy vs size")
+    axes.set_title(f"{title}: accuracy vs size")
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -243,6 +246,10 @@ def main(argv=None):
     parser.add_argument("--uniform-widths", type=float, nargs="*",
                         default=[0.125, 0.25, 0.375, 0.5])
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
+    parser.add_argument("--model", choices=["vgg_small", "resnet18"],
+                        default="vgg_small")
+    parser.add_argument("--base-width", type=float, default=1.0,
+                        help="width multiplier of the dense model")
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -259,14 +266,15 @@ def main(argv=None):
                         help="merge earlier --out files and print, no training")
     args = parser.parse_args(argv)
     rows = {}
+    title = f"{args.model} x{args.base_width:g} on Fashion-MNIST"
     if args.table_from:
         for path in args.table_from:
             with open(path) as handle:
                 for run, per_seed in json.load(handle)["rows"].items():
                     rows.setdefault(run, {}).update(per_seed)
-        print_table(rows)
+        print_table(rows, title)
         if args.plot:
-            plot(rows, args.plot)
+            plot(rows, args.plot, title)
         return rows
     data = load(args.train_samples, args.test_samples, args.data)
     args.train_size = len(data["x"])
@@ -304,9 +312,9 @@ def main(argv=None):
                 json.dump({"args": {k: v for k, v in vars(args).items()},
                            "adp_policy": adp_policy.get_config(),
                            "rows": rows}, handle, indent=1)
-    print_table(rows)
+    print_table(rows, title)
     if args.plot:
-        plot(rows, args.plot)
+        plot(rows, args.plot, title)
     return rows
 
 
