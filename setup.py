@@ -31,6 +31,8 @@ setup(
     extras_require={
         "dev": ["pytest>=7", "hypothesis>=6"],
         "tfmot": ["tensorflow-model-optimization>=0.8", "tf-keras"],
+        # Tests on keras-hub backbones (built from config, no download).
+        "hub": ["keras-hub>=0.32"],
     },
     entry_points={"console_scripts": ["keras-adp=keras_adp.cli:main"]},
 )

@@ -1,0 +1,86 @@
+"""Models no one here wrote: keras.applications families and keras-hub
+backbones under a new head. Every group that does not reach the output is
+prunable, every ReLU-family group is measured, and removing channels equals
+zeroing their consumers' input slices (tests/surgery.py), in float64.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras
+import numpy as np
+import pytest
+
+import keras_adp
+from keras_adp import density, graph
+from tests import surgery, zoo
+from tests.test_nested import float64  # noqa: F401 (fixture)
+
+L = keras.layers
+
+
+def _check_coverage_and_surgery(model, size, skip_layer_norm=False):
+    zoo.randomize_batchnorm(model)
+    groups = keras_adp.channel_groups(model)
+    inner = [g for g in groups if "reaches the model output" not in g.reason]
+    blocked = {g.name: g.reason for g in inner if not g.prunable}
+    assert not blocked
+    relu_family = {
+        g.name for g in inner
+        if any(s.activation in density.GATING_ACTIVATIONS
+               for s in g.activation_sites)
+    }
+    assert relu_family <= set(density.DensityProbe(model).names)
+    keep = surgery.random_keep(groups, np.random.default_rng(0), 0.5)
+    if skip_layer_norm:
+        # A pruned LayerNormalization normalises over the kept channels only.
+        keep = {
+            name: kept for name, kept in keep.items()
+            if not any(
+                isinstance(graph.get_layer(model, member),
+                           L.LayerNormalization)
+                for member in next(g for g in groups if g.name == name).members
+            )
+        }
+    assert keep
+    small = keras_adp.prune_channels(model, keep)
+    reference = surgery.zeroed_copy(model, groups, keep)
+    x = np.random.default_rng(1).standard_normal((2, size, size, 3))
+    np.testing.assert_allclose(small(x), reference(x), rtol=0, atol=1e-9)
+    assert small.count_params() < model.count_params()
+    return groups
+
+
+@pytest.mark.parametrize(
+    "name, size",
+    [("ConvNeXtTiny", 32), ("InceptionResNetV2", 75)],
+)
+def test_keras_application_is_fully_prunable_and_exact(name, size, float64):
+    model = getattr(keras.applications, name)(
+        input_shape=(size, size, 3), include_top=False, weights=None
+    )
+    _check_coverage_and_surgery(
+        model, size, skip_layer_norm=name.startswith("ConvNeXt")
+    )
+
+
+def _under_head(backbone, size=32):
+    inputs = keras.Input((size, size, 3))
+    x = L.GlobalAveragePooling2D()(backbone(inputs))
+    return keras.Model(inputs, L.Dense(4, name="head")(x))
+
+
+def test_keras_hub_densenet_backbone_under_a_head(float64):
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.DenseNetBackbone(
+        stackwise_num_repeats=[2, 2], image_shape=(32, 32, 3), growth_rate=8,
+        name="densenet",
+    )
+    model = _under_head(backbone)
+    groups = _check_coverage_and_surgery(model, 32)
+    inside = [g for g in groups if g.name.startswith("densenet/")]
+    assert len(inside) >= 8
+    x = np.random.default_rng(2).standard_normal((4, 32, 32, 3))
+    densities = keras_adp.measure_density(model, x)
+    assert {g.name for g in inside if g.prunable} <= set(densities)
