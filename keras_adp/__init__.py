@@ -40,6 +40,7 @@ _SUBMODULES = (
     "data",
     "density",
     "distribute",
+    "experiment",
     "export",
     "graph",
     "guard",

@@ -1,14 +1,13 @@
 """The `keras-adp` subcommands: their argument parsers and handlers.
 
 `keras_adp.cli.main(argv)` (the console script) hides TensorFlow's log
-lines, then calls `run(argv)` here. Each handler is a thin layer over the
-library:
+lines, then calls `run(argv)` here. Each handler parses, checks what only
+the command line knows, calls the library and prints:
 
-- `train`: `keras_adp.models` builds the model, `keras_adp.data` loads the
-  training, validation and test splits, `ADPTrainer` trains and prunes it
-  (validating on the validation split), a dense baseline is trained the
-  same way without pruning, both are evaluated on the test split and
-  exported (`keras_adp.export`), and `keras_adp.report` writes the report.
+- `train`: checks the run directory (`--resume`, `--overwrite`, the options
+  a resumed run was started with), then `keras_adp.experiment.run_training`
+  trains and prunes, trains the dense baseline, evaluates, exports and
+  writes the report; the handler prints the summary.
 - `export`: `keras_adp.export` converts, checks parity and times a model.
 - `report`: `keras_adp.report.regenerate_report`.
 """
@@ -16,7 +15,6 @@ library:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import math
@@ -24,8 +22,6 @@ import pathlib
 import shlex
 import shutil
 import sys
-import time
-import warnings
 import zipfile
 
 import keras
@@ -34,16 +30,14 @@ import numpy as np
 from keras_adp import checkpoints
 from keras_adp import cli
 from keras_adp import data
+from keras_adp import experiment
 from keras_adp import export
-from keras_adp import metrics
 from keras_adp import models
 from keras_adp import report as report_lib
 from keras_adp import training
 from keras_adp.policy import ADPPolicy, SELECTIONS, TRIGGERS
 
 OPTIONS_FILE = "train_options.json"
-TRAIN_EXPORT_MODES = ("float32", "int8")
-PARITY_SAMPLES = 200
 EXPORT_SAMPLES = 200
 RANDOM_PARITY_SAMPLES = 64
 _MAX_SEED = 2**31 - 1
@@ -342,239 +336,42 @@ def _add_train_parser(commands, common) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    run_dir = pathlib.Path(args.run_dir or f"runs/adp-{args.model}-{args.dataset}")
+    options = _train_options(args)
+    run_dir = pathlib.Path(options.run_dir)
     _prepare_run_dir(run_dir, resume=args.resume, overwrite=args.overwrite)
     _record_or_check_options(run_dir, args)
-    splits = _load_splits(args)
-    _say(
-        f"data: {splits.name}, {splits.num_train:,} train / "
-        f"{splits.num_validation:,} validation (held out from the training "
-        f"data) / {splits.num_test:,} test samples, input "
-        f"{'x'.join(map(str, splits.input_shape))}, {splits.num_classes} "
-        "classes"
-    )
-    model = _compiled_model(args, splits)
-    cost = metrics.inference_cost(model)
-    _say(
-        f"model: {args.model} at width {args.width:g}, {cost.params:,} "
-        f"params, {cost.macs:,} MACs per sample"
-    )
-    policy = _policy(args)
-    calibration = data.calibration_batch(
-        splits, num_samples=args.calibration_samples, seed=args.seed
-    )
-    trainer = training.ADPTrainer(
-        policy, run_dir=run_dir, seed=args.seed, verbose=args.verbose
-    )
-    started = time.perf_counter()
     try:
-        with _no_shuffle_warning():
-            result = trainer.fit(
-                model,
-                splits.train,
-                epochs=args.epochs,
-                validation_data=splits.validation,
-                calibration_data=calibration,
-                resume=args.resume,
-            )
-    except KeyboardInterrupt:
+        run = experiment.run_training(options, say=_say, warn=_warn)
+    except experiment.RunInterrupted:
         print(
             f"\n[keras-adp] stopped; the finished epochs are checkpointed in "
             f"'{run_dir}'. Continue with: {_resume_command(args)}",
             file=sys.stderr,
         )
         raise
-    timing = {"train_seconds": time.perf_counter() - started}
-
-    result.model.save(run_dir / checkpoints.FINAL_MODEL_FILE)
-    evaluation = _evaluate(result.model, splits.test)
-    _say(
-        f"test split: accuracy {evaluation.get('accuracy', math.nan):.4f}, "
-        f"loss {evaluation.get('loss', math.nan):.4f}"
-    )
-
-    # Without a baseline, the model passed to `fit` (trained until the first
-    # pruning step) stands for the dense architecture: TFLite size and
-    # latency do not depend on the weights.
-    dense_model, dense_baseline = model, {"accuracy": None}
-    if args.dense_baseline:
-        started = time.perf_counter()
-        dense_model, dense_baseline = _train_dense_baseline(
-            args, policy, calibration
-        )
-        timing["dense_baseline_seconds"] = time.perf_counter() - started
-
-    tflite = {}
-    if not args.no_export:
-        parity_inputs = _first_inputs(splits.test, PARITY_SAMPLES)
-        tflite = _export_all(result.model, run_dir, "model", calibration, parity_inputs)
-        dense_baseline["tflite"] = _export_all(
-            dense_model, run_dir, "dense", calibration, None
-        )
-
-    report = report_lib.write_report(
-        run_dir,
-        result,
-        dense_baseline=dense_baseline,
-        tflite=tflite,
-        extra={
-            "config": _run_config(args, splits, policy),
-            "evaluation": evaluation,
-            "timing": timing,
-            "model_file": checkpoints.FINAL_MODEL_FILE,
-        },
-    )
     print(
         f"\nReport: {run_dir / report_lib.REPORT_MD} (numbers in "
         f"{report_lib.REPORT_JSON}; plots "
         f"{', '.join(report_lib.PLOT_FILES.values())})"
     )
     print(f"Pruned model: {run_dir / checkpoints.FINAL_MODEL_FILE}\n")
-    print(report_lib.summary_table(report))
+    print(report_lib.summary_table(run.report))
     return 0
 
 
-def _load_splits(args: argparse.Namespace) -> data.DatasetSplits:
-    """The dataset, its pipelines created in the same random state every
-    time, so that the dense baseline sees the batches the ADP run saw."""
-    keras.utils.set_random_seed(args.seed)
-    return data.load_dataset(
-        args.dataset,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        limit=args.limit,
-        augment=args.augment,
-        validation_split=args.validation_split,
-        **_dataset_location(args.dataset, args.data_dir),
+def _train_options(args: argparse.Namespace) -> experiment.TrainOptions:
+    """The `train` options as the experiment's `TrainOptions`."""
+    names = {
+        field.name for field in dataclasses.fields(experiment.TrainOptions)
+    } - {"run_dir", "export"}
+    run_dir = args.run_dir or experiment.default_run_dir(
+        args.model, args.dataset
     )
-
-
-def _compiled_model(
-    args: argparse.Namespace, splits: data.DatasetSplits
-) -> keras.Model:
-    """The dense reference model, compiled for training from logits."""
-    keras.utils.set_random_seed(args.seed)
-    model = models.build_model(
-        args.model, splits.input_shape, splits.num_classes, args.width
+    return experiment.TrainOptions(
+        **{name: getattr(args, name) for name in names},
+        run_dir=str(run_dir),
+        export=not args.no_export,
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=args.lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
-
-
-def _evaluate(model: keras.Model, dataset) -> dict:
-    evaluation = model.evaluate(dataset, return_dict=True, verbose=0)
-    return {key: float(value) for key, value in evaluation.items()}
-
-
-def _train_dense_baseline(
-    args: argparse.Namespace, policy: ADPPolicy, calibration: np.ndarray
-) -> tuple[keras.Model, dict]:
-    """The same model, trained the same way without pruning.
-
-    Same initial weights, batches, per-epoch seeds, epochs and validation
-    split as the ADP run: `ADPTrainer` with a policy that never prunes.
-    """
-    _say("dense baseline: the same model, data, seed and epochs, without pruning")
-    splits = _load_splits(args)
-    model = _compiled_model(args, splits)
-    never_prune = dataclasses.replace(
-        policy, max_prune_steps=0, max_accuracy_drop=None
-    )
-    trainer = training.ADPTrainer(never_prune, seed=args.seed, verbose=args.verbose)
-    with _no_shuffle_warning():
-        result = trainer.fit(
-            model,
-            splits.train,
-            epochs=args.epochs,
-            validation_data=splits.validation,
-            calibration_data=calibration,
-        )
-    evaluation = _evaluate(result.model, splits.test)
-    _say(
-        "dense baseline on the test split: accuracy "
-        f"{evaluation.get('accuracy', math.nan):.4f}, loss "
-        f"{evaluation.get('loss', math.nan):.4f}"
-    )
-    return result.model, {
-        "trained": True,
-        "accuracy": evaluation.get("accuracy"),
-        "loss": evaluation.get("loss"),
-        "training_macs": result.summary()["training_macs"],
-        "history": [
-            {"epoch": record["epoch"], "logs": record["logs"]}
-            for record in result.history
-        ],
-    }
-
-
-@contextlib.contextmanager
-def _no_shuffle_warning():
-    """Keras warns on every fit() that `shuffle` does not apply to a
-    tf.data pipeline; ours are shuffled by keras_adp.data."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=".*`shuffle=True` was passed", category=UserWarning
-        )
-        yield
-
-
-def _policy(args: argparse.Namespace) -> ADPPolicy:
-    return ADPPolicy(
-        warmup_epochs=args.warmup_epochs,
-        min_channels=args.min_channels,
-        round_to=args.round_to,
-        selection=args.selection,
-        trigger=args.trigger,
-        interval=args.interval,
-        max_prune_steps=args.max_prune_steps,
-        calibration_samples=args.calibration_samples,
-        max_accuracy_drop=args.max_accuracy_drop,
-    )
-
-
-def _run_config(args, splits: data.DatasetSplits, policy: ADPPolicy) -> dict:
-    """The run's settings, as shown in the report."""
-    return {
-        "model": args.model,
-        "dataset": args.dataset,
-        "width": args.width,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "optimizer": "adam",
-        "learning_rate": args.lr,
-        "seed": args.seed,
-        "limit": args.limit,
-        "augment": args.augment,
-        "validation_split": args.validation_split,
-        "num_train": splits.num_train,
-        "num_validation": splits.num_validation,
-        "num_test": splits.num_test,
-        "input_shape": list(splits.input_shape),
-        "num_classes": splits.num_classes,
-        "resumed": args.resume,
-        "dense_baseline": args.dense_baseline,
-        "policy": policy.get_config(),
-    }
-
-
-def _export_all(model, run_dir, prefix, calibration, parity_inputs) -> dict:
-    """`prefix_<mode>.tflite` for each of TRAIN_EXPORT_MODES, measured."""
-    entries = {}
-    for mode in TRAIN_EXPORT_MODES:
-        entry = _export_and_measure(
-            model, run_dir / f"{prefix}_{mode}.tflite", mode, calibration,
-            parity_inputs,
-        )
-        entries[mode] = entry
-        _say(_tflite_line(entry))
-        parity = entry.get("parity")
-        if parity and not parity["passed"]:
-            print(f"warning: {_one_line(parity['message'])}", file=sys.stderr)
-    return entries
 
 
 def _prepare_run_dir(run_dir: pathlib.Path, *, resume: bool, overwrite: bool) -> None:
@@ -667,85 +464,6 @@ def _run_files(run_dir: pathlib.Path) -> list[pathlib.Path]:
         or path.name.startswith("checkpoint-")
         or (path.suffix == ".tflite" and path.stem.startswith(("model_", "dense_")))
     ]
-
-
-def _dataset_location(dataset: str, data_dir: str | None) -> dict:
-    """The `load_dataset` keyword that points `dataset` at `data_dir`."""
-    if data_dir is None:
-        return {}
-    if dataset == "embedded":
-        raise ValueError(
-            "Received --data-dir with the embedded dataset, which is bundled "
-            "with the package and reads no files. Drop --data-dir, or pick a "
-            "dataset read from files (fashion_mnist_idx, tiny_imagenet, or a "
-            "tensorflow_datasets name)."
-        )
-    if dataset in data.TFDS_NAMES:
-        return {"data_dir": data_dir}
-    return {"directory": data_dir}
-
-
-def _export_and_measure(model, path, mode, calibration, parity_inputs) -> dict:
-    """Export `model` to `path` in `mode`; check parity if given inputs; time it."""
-    export.export_tflite(
-        model,
-        path,
-        quantization=mode,
-        representative_data=calibration if mode == "int8" else None,
-    )
-    entry = {"path": path.name, "quantization": mode}
-    if parity_inputs is not None:
-        entry["parity"] = _parity(path, model, parity_inputs)
-    entry["latency"] = dataclasses.asdict(export.benchmark_tflite(path))
-    entry["size_bytes"] = entry["latency"]["size_bytes"]
-    return entry
-
-
-def _parity(path, model, inputs) -> dict:
-    """`verify_tflite` with its default tolerances; a mismatch is recorded
-    (with the measured errors) instead of raised."""
-    try:
-        verified = export.verify_tflite(path, model, inputs)
-        return {**dataclasses.asdict(verified), "passed": True}
-    except export.TFLiteMismatchError as error:
-        measured = export.verify_tflite(
-            path, model, inputs, atol=math.inf, min_top1_agreement=0.0
-        )
-        return {
-            **dataclasses.asdict(measured),
-            "passed": False,
-            "message": str(error),
-        }
-
-
-def _tflite_line(entry: dict) -> str:
-    latency = entry["latency"]
-    text = (
-        f"{pathlib.Path(entry['path']).name}: "
-        f"{latency['size_bytes'] / 1024:.1f} KiB, "
-        f"latency {latency['median_ms']:.3f} ms median "
-        f"({latency['num_threads']} thread, {latency['runs']} runs)"
-    )
-    parity = entry.get("parity")
-    if parity:
-        verdict = "ok" if parity["passed"] else "FAILED"
-        text += (
-            f", parity {verdict}: top-1 agreement "
-            f"{100 * parity['top1_agreement']:.1f}%, max abs error "
-            f"{parity['max_abs_error']:.3g} on {parity['num_samples']} samples"
-        )
-    return text
-
-
-def _first_inputs(dataset, count: int) -> np.ndarray:
-    """The first `count` inputs of a batched `(x, y)` pipeline."""
-    chunks, total = [], 0
-    for inputs, _ in dataset:
-        chunks.append(np.asarray(inputs))
-        total += len(chunks[-1])
-        if total >= count:
-            break
-    return np.concatenate(chunks)[:count]
 
 
 def _resume_command(args: argparse.Namespace) -> str:
@@ -939,10 +657,10 @@ def _export_inputs(args, model) -> tuple[np.ndarray | None, np.ndarray, str]:
         return None, inputs, "random inputs"
     if args.calibration in data.DATASET_NAMES:
         splits = data.load_dataset(
-            args.calibration, **_dataset_location(args.calibration, args.data_dir)
+            args.calibration, **experiment.dataset_location(args.calibration, args.data_dir)
         )
         calibration = data.calibration_batch(splits, num_samples=args.samples)
-        return calibration, _first_inputs(splits.test, args.samples), "test samples"
+        return calibration, experiment.first_inputs(splits.test, args.samples), "test samples"
     inputs = _load_array(pathlib.Path(args.calibration))[: args.samples]
     return inputs, inputs, "calibration samples"
 
@@ -1150,6 +868,10 @@ def _positive_float(text: str) -> float:
 
 def _say(text: str) -> None:
     print(f"[keras-adp] {text}", flush=True)
+
+
+def _warn(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 def _one_line(error) -> str:

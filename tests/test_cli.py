@@ -27,6 +27,7 @@ import keras_adp
 from keras_adp import cli
 from keras_adp import commands
 from keras_adp import data
+from keras_adp import experiment
 from keras_adp import export
 from keras_adp import report
 from keras_adp import training
@@ -364,7 +365,7 @@ def test_failed_parity_is_recorded_with_the_measured_errors(monkeypatch):
 
     monkeypatch.setattr(export, "verify_tflite", verify)
 
-    parity = commands._parity("m.tflite", None, None)
+    parity = experiment.parity("m.tflite", None, None)
 
     assert parity["passed"] is False
     assert parity["top1_agreement"] == 0.6

@@ -1,0 +1,483 @@
+"""The experiment `keras-adp train` runs, as a library function.
+
+`run_training(TrainOptions(...))` builds a reference model
+(`keras_adp.models`), loads a dataset with a validation split held out of
+the training data (`keras_adp.data`), trains it from scratch with ADP
+(`ADPTrainer`, checkpointing into the run directory), trains the same model
+without pruning as the dense baseline, evaluates both on the test split,
+exports both to TFLite in float32 and int8 with parity and latency
+(`keras_adp.export`) and writes the run report (`keras_adp.report`). The
+command line (`keras_adp.commands`) parses its options into `TrainOptions`,
+checks the run directory, calls this and prints the summary.
+
+Example:
+
+```python
+from keras_adp import experiment
+
+run = experiment.run_training(
+    experiment.TrainOptions(epochs=4, limit=512, run_dir="runs/try"),
+    say=print,
+)
+print(run.report["summary"])
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import pathlib
+import time
+import warnings
+from typing import Callable
+
+import keras
+import numpy as np
+
+from keras_adp import checkpoints
+from keras_adp import data
+from keras_adp import export
+from keras_adp import metrics
+from keras_adp import models
+from keras_adp import report as report_lib
+from keras_adp import training
+from keras_adp.policy import ADPPolicy
+
+__all__ = [
+    "TrainOptions",
+    "TrainingRun",
+    "RunInterrupted",
+    "run_training",
+    "default_run_dir",
+    "load_splits",
+    "compiled_model",
+    "evaluate",
+    "policy_of",
+    "run_config",
+    "export_and_measure",
+    "parity",
+    "tflite_line",
+    "first_inputs",
+    "dataset_location",
+]
+
+TRAIN_EXPORT_MODES = ("float32", "int8")
+PARITY_SAMPLES = 200
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """The settings of a training experiment (`keras-adp train`'s options).
+
+    Attributes:
+        model, width: reference architecture (`keras_adp.models`) and its
+            width multiplier.
+        dataset, data_dir, limit, validation_split, augment: what
+            `keras_adp.data.load_dataset` loads (`data_dir`: the folder of
+            its files, or tensorflow_datasets' `data_dir`).
+        epochs, batch_size, lr, seed: training (Adam at `lr`).
+        dense_baseline: also train the model without pruning.
+        verbose: the trainer's `verbose`.
+        warmup_epochs, trigger, interval, max_prune_steps,
+            max_accuracy_drop, min_channels, round_to, selection,
+            calibration_samples: the `ADPPolicy`.
+        run_dir: where checkpoints, model, TFLite files and report go.
+            Defaults to `default_run_dir(model, dataset)`.
+        resume: continue the run in `run_dir` from its last checkpoint.
+        export: export to TFLite.
+    """
+
+    model: str = "vgg_small"
+    dataset: str = "embedded"
+    data_dir: str | None = None
+    width: float = 0.5
+    limit: int | None = None
+    validation_split: float = 0.1
+    augment: bool = False
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    dense_baseline: bool = True
+    verbose: int = 1
+    warmup_epochs: int = 2
+    trigger: str = "interval"
+    interval: int = 2
+    max_prune_steps: int | None = 2
+    max_accuracy_drop: float | None = ADPPolicy.max_accuracy_drop
+    min_channels: int = 4
+    round_to: int = 1
+    selection: str = "density"
+    calibration_samples: int = 512
+    run_dir: str | None = None
+    resume: bool = False
+    export: bool = True
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """What `run_training` returns.
+
+    Attributes:
+        run_dir: the run directory.
+        result: the `ADPResult` of the ADP run.
+        report: the report dict written to `run_dir` (`report.json`).
+    """
+
+    run_dir: pathlib.Path
+    result: training.ADPResult
+    report: dict
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Training was interrupted; the finished epochs are checkpointed in
+    `run_dir`."""
+
+    def __init__(self, run_dir):
+        super().__init__(str(run_dir))
+        self.run_dir = run_dir
+
+
+def default_run_dir(model: str, dataset: str) -> pathlib.Path:
+    """`runs/adp-MODEL-DATASET`."""
+    return pathlib.Path(f"runs/adp-{model}-{dataset}")
+
+
+def _quiet(text: str) -> None:
+    del text
+
+
+def run_training(
+    options: TrainOptions,
+    *,
+    say: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> TrainingRun:
+    """Train, evaluate, export and report one ADP run.
+
+    Args:
+        options: the run's `TrainOptions`.
+        say: called with each progress line (data, model, evaluations,
+            TFLite files). Defaults to `None` (silent).
+        warn: called with a line for each TFLite parity failure. Defaults
+            to `None` (`say`).
+
+    Returns:
+        A `TrainingRun`.
+
+    Raises:
+        RunInterrupted: training was interrupted (a `KeyboardInterrupt`).
+        ValueError, OSError, TrainingDivergedError: as the library raises
+            them.
+    """
+    say = say or _quiet
+    warn = warn or say
+    run_dir = pathlib.Path(
+        options.run_dir or default_run_dir(options.model, options.dataset)
+    )
+    splits = load_splits(options)
+    say(
+        f"data: {splits.name}, {splits.num_train:,} train / "
+        f"{splits.num_validation:,} validation (held out from the training "
+        f"data) / {splits.num_test:,} test samples, input "
+        f"{'x'.join(map(str, splits.input_shape))}, {splits.num_classes} "
+        "classes"
+    )
+    model = compiled_model(options, splits)
+    cost = metrics.inference_cost(model)
+    say(
+        f"model: {options.model} at width {options.width:g}, {cost.params:,} "
+        f"params, {cost.macs:,} MACs per sample"
+    )
+    policy = policy_of(options)
+    calibration = data.calibration_batch(
+        splits, num_samples=options.calibration_samples, seed=options.seed
+    )
+    trainer = training.ADPTrainer(
+        policy, run_dir=run_dir, seed=options.seed, verbose=options.verbose
+    )
+    started = time.perf_counter()
+    try:
+        with _no_shuffle_warning():
+            result = trainer.fit(
+                model,
+                splits.train,
+                epochs=options.epochs,
+                validation_data=splits.validation,
+                calibration_data=calibration,
+                resume=options.resume,
+            )
+    except KeyboardInterrupt as interrupt:
+        raise RunInterrupted(run_dir) from interrupt
+    timing = {"train_seconds": time.perf_counter() - started}
+
+    result.model.save(run_dir / checkpoints.FINAL_MODEL_FILE)
+    evaluation = evaluate(result.model, splits.test)
+    say(
+        f"test split: accuracy {evaluation.get('accuracy', math.nan):.4f}, "
+        f"loss {evaluation.get('loss', math.nan):.4f}"
+    )
+
+    # Without a baseline, the model passed to `fit` (trained until the first
+    # pruning step) stands for the dense architecture: TFLite size and
+    # latency do not depend on the weights.
+    dense_model, dense_baseline = model, {"accuracy": None}
+    if options.dense_baseline:
+        started = time.perf_counter()
+        dense_model, dense_baseline = _train_dense_baseline(
+            options, policy, calibration, say
+        )
+        timing["dense_baseline_seconds"] = time.perf_counter() - started
+
+    tflite = {}
+    if options.export:
+        parity_inputs = first_inputs(splits.test, PARITY_SAMPLES)
+        tflite = _export_all(
+            result.model, run_dir, "model", calibration, parity_inputs, say,
+            warn,
+        )
+        dense_baseline["tflite"] = _export_all(
+            dense_model, run_dir, "dense", calibration, None, say, warn
+        )
+
+    report = report_lib.write_report(
+        run_dir,
+        result,
+        dense_baseline=dense_baseline,
+        tflite=tflite,
+        extra={
+            "config": run_config(options, splits, policy),
+            "evaluation": evaluation,
+            "timing": timing,
+            "model_file": checkpoints.FINAL_MODEL_FILE,
+        },
+    )
+    return TrainingRun(run_dir=run_dir, result=result, report=report)
+
+
+def load_splits(options: TrainOptions) -> data.DatasetSplits:
+    """The dataset, its pipelines created in the same random state every
+    time, so that the dense baseline sees the batches the ADP run saw."""
+    keras.utils.set_random_seed(options.seed)
+    return data.load_dataset(
+        options.dataset,
+        batch_size=options.batch_size,
+        seed=options.seed,
+        limit=options.limit,
+        augment=options.augment,
+        validation_split=options.validation_split,
+        **dataset_location(options.dataset, options.data_dir),
+    )
+
+
+def compiled_model(
+    options: TrainOptions, splits: data.DatasetSplits
+) -> keras.Model:
+    """The dense reference model, compiled for training from logits."""
+    keras.utils.set_random_seed(options.seed)
+    model = models.build_model(
+        options.model, splits.input_shape, splits.num_classes, options.width
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=options.lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def evaluate(model: keras.Model, dataset) -> dict:
+    evaluation = model.evaluate(dataset, return_dict=True, verbose=0)
+    return {key: float(value) for key, value in evaluation.items()}
+
+
+def _train_dense_baseline(
+    options: TrainOptions, policy: ADPPolicy, calibration: np.ndarray, say
+) -> tuple[keras.Model, dict]:
+    """The same model, trained the same way without pruning.
+
+    Same initial weights, batches, per-epoch seeds, epochs and validation
+    split as the ADP run: `ADPTrainer` with a policy that never prunes.
+    """
+    say("dense baseline: the same model, data, seed and epochs, without pruning")
+    splits = load_splits(options)
+    model = compiled_model(options, splits)
+    never_prune = dataclasses.replace(
+        policy, max_prune_steps=0, max_accuracy_drop=None
+    )
+    trainer = training.ADPTrainer(
+        never_prune, seed=options.seed, verbose=options.verbose
+    )
+    with _no_shuffle_warning():
+        result = trainer.fit(
+            model,
+            splits.train,
+            epochs=options.epochs,
+            validation_data=splits.validation,
+            calibration_data=calibration,
+        )
+    evaluation = evaluate(result.model, splits.test)
+    say(
+        "dense baseline on the test split: accuracy "
+        f"{evaluation.get('accuracy', math.nan):.4f}, loss "
+        f"{evaluation.get('loss', math.nan):.4f}"
+    )
+    return result.model, {
+        "trained": True,
+        "accuracy": evaluation.get("accuracy"),
+        "loss": evaluation.get("loss"),
+        "training_macs": result.summary()["training_macs"],
+        "history": [
+            {"epoch": record["epoch"], "logs": record["logs"]}
+            for record in result.history
+        ],
+    }
+
+
+@contextlib.contextmanager
+def _no_shuffle_warning():
+    """Keras warns on every fit() that `shuffle` does not apply to a
+    tf.data pipeline; ours are shuffled by keras_adp.data."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=".*`shuffle=True` was passed", category=UserWarning
+        )
+        yield
+
+
+def policy_of(options: TrainOptions) -> ADPPolicy:
+    return ADPPolicy(
+        warmup_epochs=options.warmup_epochs,
+        min_channels=options.min_channels,
+        round_to=options.round_to,
+        selection=options.selection,
+        trigger=options.trigger,
+        interval=options.interval,
+        max_prune_steps=options.max_prune_steps,
+        calibration_samples=options.calibration_samples,
+        max_accuracy_drop=options.max_accuracy_drop,
+    )
+
+
+def run_config(options, splits: data.DatasetSplits, policy: ADPPolicy) -> dict:
+    """The run's settings, as shown in the report."""
+    return {
+        "model": options.model,
+        "dataset": options.dataset,
+        "width": options.width,
+        "epochs": options.epochs,
+        "batch_size": options.batch_size,
+        "optimizer": "adam",
+        "learning_rate": options.lr,
+        "seed": options.seed,
+        "limit": options.limit,
+        "augment": options.augment,
+        "validation_split": options.validation_split,
+        "num_train": splits.num_train,
+        "num_validation": splits.num_validation,
+        "num_test": splits.num_test,
+        "input_shape": list(splits.input_shape),
+        "num_classes": splits.num_classes,
+        "resumed": options.resume,
+        "dense_baseline": options.dense_baseline,
+        "policy": policy.get_config(),
+    }
+
+
+def _export_all(
+    model, run_dir, prefix, calibration, parity_inputs, say, warn
+) -> dict:
+    """`prefix_<mode>.tflite` for each of TRAIN_EXPORT_MODES, measured."""
+    entries = {}
+    for mode in TRAIN_EXPORT_MODES:
+        entry = export_and_measure(
+            model, run_dir / f"{prefix}_{mode}.tflite", mode, calibration,
+            parity_inputs,
+        )
+        entries[mode] = entry
+        say(tflite_line(entry))
+        parity = entry.get("parity")
+        if parity and not parity["passed"]:
+            warn(f"warning: {' '.join(str(parity['message']).split())}")
+    return entries
+
+
+def export_and_measure(model, path, mode, calibration, parity_inputs) -> dict:
+    """Export `model` to `path` in `mode`; check parity if given inputs; time it."""
+    export.export_tflite(
+        model,
+        path,
+        quantization=mode,
+        representative_data=calibration if mode == "int8" else None,
+    )
+    entry = {"path": path.name, "quantization": mode}
+    if parity_inputs is not None:
+        entry["parity"] = parity(path, model, parity_inputs)
+    entry["latency"] = dataclasses.asdict(export.benchmark_tflite(path))
+    entry["size_bytes"] = entry["latency"]["size_bytes"]
+    return entry
+
+
+def parity(path, model, inputs) -> dict:
+    """`verify_tflite` with its default tolerances; a mismatch is recorded
+    (with the measured errors) instead of raised."""
+    try:
+        verified = export.verify_tflite(path, model, inputs)
+        return {**dataclasses.asdict(verified), "passed": True}
+    except export.TFLiteMismatchError as error:
+        measured = export.verify_tflite(
+            path, model, inputs, atol=math.inf, min_top1_agreement=0.0
+        )
+        return {
+            **dataclasses.asdict(measured),
+            "passed": False,
+            "message": str(error),
+        }
+
+
+def tflite_line(entry: dict) -> str:
+    latency = entry["latency"]
+    text = (
+        f"{pathlib.Path(entry['path']).name}: "
+        f"{latency['size_bytes'] / 1024:.1f} KiB, "
+        f"latency {latency['median_ms']:.3f} ms median "
+        f"({latency['num_threads']} thread, {latency['runs']} runs)"
+    )
+    parity = entry.get("parity")
+    if parity:
+        verdict = "ok" if parity["passed"] else "FAILED"
+        text += (
+            f", parity {verdict}: top-1 agreement "
+            f"{100 * parity['top1_agreement']:.1f}%, max abs error "
+            f"{parity['max_abs_error']:.3g} on {parity['num_samples']} samples"
+        )
+    return text
+
+
+def first_inputs(dataset, count: int) -> np.ndarray:
+    """The first `count` inputs of a batched `(x, y)` pipeline."""
+    chunks, total = [], 0
+    for inputs, _ in dataset:
+        chunks.append(np.asarray(inputs))
+        total += len(chunks[-1])
+        if total >= count:
+            break
+    return np.concatenate(chunks)[:count]
+
+
+def dataset_location(dataset: str, data_dir: str | None) -> dict:
+    """The `load_dataset` keyword that points `dataset` at `data_dir`."""
+    if data_dir is None:
+        return {}
+    if dataset == "embedded":
+        raise ValueError(
+            "Received --data-dir with the embedded dataset, which is bundled "
+            "with the package and reads no files. Drop --data-dir, or pick a "
+            "dataset read from files (fashion_mnist_idx, tiny_imagenet, or a "
+            "tensorflow_datasets name)."
+        )
+    if dataset in data.TFDS_NAMES:
+        return {"data_dir": data_dir}
+    return {"directory": data_dir}

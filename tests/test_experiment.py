@@ -1,0 +1,64 @@
+"""`keras_adp.experiment`: the `keras-adp train` experiment from Python."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest
+
+from keras_adp import checkpoints
+from keras_adp import experiment
+from keras_adp import report
+from keras_adp import training
+
+TINY = dict(
+    limit=256, epochs=3, warmup_epochs=1, interval=1, width=0.25, verbose=0,
+    dense_baseline=False, export=False,
+)
+
+
+def test_run_training_trains_prunes_and_writes_the_report(tmp_path):
+    lines = []
+    options = experiment.TrainOptions(**TINY, run_dir=str(tmp_path / "run"))
+    run = experiment.run_training(options, say=lines.append)
+    assert run.run_dir == tmp_path / "run"
+    assert isinstance(run.result, training.ADPResult)
+    assert len(run.result.history) == 3
+    assert run.report["extra"]["config"]["epochs"] == 3
+    assert run.report["summary"]["accuracy_source"] == (
+        "evaluation on the test split"
+    )
+    for name in (
+        checkpoints.FINAL_MODEL_FILE, report.REPORT_JSON, report.REPORT_MD
+    ):
+        assert (run.run_dir / name).is_file()
+    assert lines[0].startswith("data: embedded")
+    assert lines[1].startswith("model: vgg_small at width 0.25")
+    assert lines[2].startswith("test split: accuracy")
+
+
+def test_run_training_is_silent_without_say(tmp_path, capsys):
+    options = experiment.TrainOptions(
+        **dict(TINY, epochs=2, max_accuracy_drop=None),
+        run_dir=str(tmp_path / "run"),
+    )
+    experiment.run_training(options)
+    assert capsys.readouterr().out == ""
+
+
+def test_an_interrupted_run_names_its_run_dir(tmp_path, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.ADPTrainer, "fit", interrupt)
+    options = experiment.TrainOptions(**TINY, run_dir=str(tmp_path / "run"))
+    with pytest.raises(experiment.RunInterrupted) as raised:
+        experiment.run_training(options)
+    assert raised.value.run_dir == tmp_path / "run"
+    assert isinstance(raised.value, KeyboardInterrupt)
+
+
+def test_default_run_dir_names_model_and_dataset():
+    assert str(experiment.default_run_dir("vgg_small", "embedded")) == (
+        os.path.join("runs", "adp-vgg_small-embedded")
+    )
