@@ -210,9 +210,40 @@ def _clone(
             input_tensors=keras.tree.pack_sequence_as(source.input, input_tensors),
             clone_function=clone_function,
         )
+        new_model = _keep_class(model, new_model)
     if not model.trainable:
         new_model.trainable = False
     return new_model
+
+
+def _keep_class(model: keras.Model, new_model: keras.Model) -> keras.Model:
+    """`new_model`'s graph as an instance of `model`'s class, where possible.
+
+    A subclass of `keras.Model` whose constructor takes `(inputs, outputs)`
+    (it calls `super().__init__(inputs, outputs, ...)` with what it is
+    given) is re-created over the pruned graph, as `keras.models.clone_model`
+    does. Other subclassed functional models (keras-hub `Backbone`s and
+    `Task`s such as `ImageClassifier`, whose constructors build the graph
+    from architecture arguments like `growth_rate`) come back as plain
+    functional models: their config describes the unpruned architecture, so
+    an instance of their class would not reload with the pruned weights.
+    """
+    import inspect
+
+    cls = type(model)
+    if cls is type(new_model):
+        return new_model
+    try:
+        parameters = list(inspect.signature(cls.__init__).parameters)[1:3]
+    except (TypeError, ValueError):
+        return new_model
+    if parameters != ["inputs", "outputs"]:
+        return new_model
+    try:
+        rebuilt = cls(new_model.inputs, new_model.outputs, name=model.name)
+    except Exception:  # A constructor that needs more: keep Functional.
+        return new_model
+    return rebuilt if isinstance(rebuilt, cls) else new_model
 
 
 def _transfer_weights(pairs: list, plan: dict) -> None:

@@ -276,3 +276,24 @@ def test_adp_trainer_prunes_inside_a_nested_model():
     after = result.model.get_layer("backbone").get_layer("c1").filters
     assert after < before
     assert isinstance(result.model.get_layer("backbone"), keras.Model)
+
+
+class FunctionalSubclass(keras.Model):
+    """A user class over a functional graph: `super().__init__(inputs, outputs)`."""
+
+    def __init__(self, inputs, outputs, **kwargs):
+        super().__init__(inputs, outputs, **kwargs)
+
+
+def test_functional_subclass_keeps_its_class_outside_and_nested():
+    inner = _backbone()
+    backbone = FunctionalSubclass(inner.input, inner.output, name="backbone")
+    inputs = keras.Input((8, 8, 4))
+    x = L.GlobalAveragePooling2D()(backbone(inputs))
+    model = FunctionalSubclass(inputs, L.Dense(2, name="head")(x), name="top")
+    model.compile(optimizer="sgd", loss="mse")
+    small = keras_adp.prune_channels(model, {"backbone/c1": [0, 1]})
+    assert type(small) is FunctionalSubclass and small.name == "top"
+    assert type(small.get_layer("backbone")) is FunctionalSubclass
+    assert small.get_layer("backbone").get_layer("c1").filters == 2
+    assert small.compiled
