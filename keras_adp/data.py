@@ -85,6 +85,28 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import tensorflow as tf
 
+__all__ = [
+    "DatasetSplits",
+    "PipelineOptions",
+    "load_dataset",
+    "load_embedded",
+    "load_embedded_arrays",
+    "load_fashion_mnist_idx",
+    "read_fashion_mnist_idx",
+    "fashion_mnist_search_paths",
+    "read_idx",
+    "load_tiny_imagenet",
+    "load_tfds",
+    "validation_indices",
+    "calibration_batch",
+    "DATASET_NAMES",
+    "TFDS_NAMES",
+    "NORMALIZATIONS",
+    "FASHION_MNIST_CLASS_NAMES",
+    "FASHION_MNIST_FILES",
+    "EMBEDDED_FILENAME",
+]
+
 FASHION_MNIST_CLASS_NAMES = (
     "T-shirt/top",
     "Trouser",
@@ -134,6 +156,80 @@ _STATS_CHUNK = 4096
 # Seed of the permutation that picks the validation samples: fixed, so that
 # every run holds out the same samples whatever its `seed`.
 _VALIDATION_SEED = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineOptions:
+    """How every loader builds its pipelines (see the module docstring).
+
+    Args:
+        batch_size: Batch size of every pipeline. Defaults to `128`.
+        augment: Whether to augment the training pipeline with a random
+            padded crop and a random horizontal flip. Defaults to `False`.
+        horizontal_flip: Whether augmentation flips images horizontally.
+            `None` flips for every dataset except digits ("mnist").
+            Defaults to `None`.
+        crop_padding: Zero padding in pixels on each side before the random
+            crop. `None` uses 4, or 2 for images smaller than 32x32.
+            Defaults to `None`.
+        normalization: "standardize" (per-channel mean/std of the training
+            split) or "rescale" ([0, 1]). Defaults to `"standardize"`.
+        seed: Seed of shuffling and augmentation; `None` for a random run.
+            Defaults to `0`.
+        limit: If set, keep only the first `limit` samples of each split.
+            Defaults to `None`.
+        validation_split: Fraction of the training samples held out as the
+            validation split (see the module docstring), in `[0, 1)`.
+            Defaults to `0.1`.
+
+    Example:
+
+    ```python
+    options = data.PipelineOptions(batch_size=64, augment=True)
+    splits = data.load_embedded(options)
+    more = data.load_embedded(options, limit=512)  # fields override
+    ```
+    """
+
+    batch_size: int = 128
+    augment: bool = False
+    horizontal_flip: bool | None = None
+    crop_padding: int | None = None
+    normalization: str = "standardize"
+    seed: int | None = 0
+    limit: int | None = None
+    validation_split: float = 0.1
+
+    def __post_init__(self):
+        _validate_common(
+            self.batch_size, self.normalization, self.limit,
+            self.crop_padding, self.validation_split,
+        )
+
+
+_PIPELINE_FIELDS = frozenset(
+    field.name for field in dataclasses.fields(PipelineOptions)
+)
+
+
+def _pipeline_options(
+    options: PipelineOptions | None, overrides: dict
+) -> PipelineOptions:
+    """`options` (default `PipelineOptions()`) with `overrides` applied."""
+    if options is None:
+        options = PipelineOptions()
+    elif not isinstance(options, PipelineOptions):
+        raise ValueError(
+            "Expected `options` to be a `PipelineOptions` or None. "
+            f"Received: options={options!r}"
+        )
+    unknown = sorted(set(overrides) - _PIPELINE_FIELDS)
+    if unknown:
+        raise TypeError(
+            f"Unexpected keyword argument(s) {', '.join(unknown)}. Expected "
+            f"`PipelineOptions` fields: {', '.join(sorted(_PIPELINE_FIELDS))}."
+        )
+    return dataclasses.replace(options, **overrides) if overrides else options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,9 +295,10 @@ def load_dataset(name: str = "embedded", **kwargs) -> DatasetSplits:
             "cifar100", "mnist" or "fashion_mnist" (through
             `tensorflow_datasets`). Defaults to `"embedded"`.
         **kwargs: Passed to the matching loader (`load_embedded`,
-            `load_fashion_mnist_idx`, `load_tiny_imagenet` or `load_tfds`),
-            for example `batch_size`, `augment`, `normalization`, `seed`,
-            `limit`, `validation_split`, `directory` or `data_dir`.
+            `load_fashion_mnist_idx`, `load_tiny_imagenet` or `load_tfds`):
+            `options` (a `PipelineOptions`), its fields (for example
+            `batch_size`, `augment`, `normalization`, `seed`, `limit`,
+            `validation_split`), `directory` or `data_dir`.
 
     Returns:
         A `DatasetSplits`.
@@ -229,15 +326,8 @@ def load_dataset(name: str = "embedded", **kwargs) -> DatasetSplits:
 
 
 def load_embedded(
-    *,
-    batch_size: int = 128,
-    augment: bool = False,
-    horizontal_flip: bool | None = None,
-    crop_padding: int | None = None,
-    normalization: str = "standardize",
-    seed: int | None = 0,
-    limit: int | None = None,
-    validation_split: float = 0.1,
+    options: PipelineOptions | None = None,
+    **kwargs,
 ) -> DatasetSplits:
     """Loads the Fashion-MNIST subset bundled with the package.
 
@@ -249,27 +339,16 @@ def load_embedded(
     Copyright (c) 2017 Zalando SE, MIT license.
 
     Args:
-        batch_size: Batch size of every pipeline. Defaults to `128`.
-        augment: Whether to augment the training pipeline with a random
-            padded crop and a random horizontal flip. Defaults to `False`.
-        horizontal_flip: Whether augmentation flips images horizontally.
-            `None` flips for every dataset except digits. Defaults to `None`.
-        crop_padding: Zero padding in pixels on each side before the random
-            crop. `None` uses 4, or 2 for images smaller than 32x32. Defaults
-            to `None`.
-        normalization: "standardize" (per-channel mean/std of the training
-            split) or "rescale" ([0, 1]). Defaults to `"standardize"`.
-        seed: Seed of shuffling and augmentation; `None` for a random run.
-            Defaults to `0`.
-        limit: If set, keep only the first `limit` samples of each split.
-            Defaults to `None`.
-        validation_split: Fraction of the training samples held out as the
-            validation split (see the module docstring), in `[0, 1)`.
-            Defaults to `0.1`.
+        options: How the pipelines are built (`PipelineOptions`).
+            Defaults to `None` (`PipelineOptions()`).
+        **kwargs: `PipelineOptions` fields (`batch_size`, `augment`,
+            `horizontal_flip`, `crop_padding`, `normalization`, `seed`,
+            `limit`, `validation_split`), overriding those of `options`.
 
     Returns:
         A `DatasetSplits` named "embedded".
     """
+    options = _pipeline_options(options, kwargs)
     arrays = load_embedded_arrays()
     return _splits_from_arrays(
         "embedded",
@@ -279,14 +358,7 @@ def load_embedded(
         arrays["y_test"],
         num_classes=10,
         class_names=FASHION_MNIST_CLASS_NAMES,
-        batch_size=batch_size,
-        augment=augment,
-        horizontal_flip=horizontal_flip,
-        crop_padding=crop_padding,
-        normalization=normalization,
-        seed=seed,
-        limit=limit,
-        validation_split=validation_split,
+        options=options,
     )
 
 
@@ -310,14 +382,8 @@ def load_embedded_arrays() -> dict[str, np.ndarray]:
 def load_fashion_mnist_idx(
     directory: str | os.PathLike | None = None,
     *,
-    batch_size: int = 128,
-    augment: bool = False,
-    horizontal_flip: bool | None = None,
-    crop_padding: int | None = None,
-    normalization: str = "standardize",
-    seed: int | None = 0,
-    limit: int | None = None,
-    validation_split: float = 0.1,
+    options: PipelineOptions | None = None,
+    **kwargs,
 ) -> DatasetSplits:
     """Loads the full Fashion-MNIST from local IDX files.
 
@@ -333,22 +399,11 @@ def load_fashion_mnist_idx(
             where `keras.datasets.fashion_mnist` caches its download) and
             `/usr/share/datasets/fashion-mnist` (installed by
             `apt-get install dataset-fashion-mnist`). Defaults to `None`.
-        batch_size: Batch size of every pipeline. Defaults to `128`.
-        augment: Whether to augment the training pipeline. Defaults to
-            `False`.
-        horizontal_flip: Whether augmentation flips images horizontally.
-            `None` means yes (clothes are mirror-symmetric). Defaults to
-            `None`.
-        crop_padding: Zero padding before the random crop; `None` uses 2 for
-            these 28x28 images. Defaults to `None`.
-        normalization: "standardize" or "rescale". Defaults to
-            `"standardize"`.
-        seed: Seed of shuffling and augmentation. Defaults to `0`.
-        limit: If set, keep only the first `limit` samples of each split.
-            Defaults to `None`.
-        validation_split: Fraction of the training samples held out as the
-            validation split (see the module docstring), in `[0, 1)`.
-            Defaults to `0.1`.
+        options: How the pipelines are built (`PipelineOptions`).
+            Defaults to `None` (`PipelineOptions()`).
+        **kwargs: `PipelineOptions` fields (`batch_size`, `augment`,
+            `horizontal_flip`, `crop_padding`, `normalization`, `seed`,
+            `limit`, `validation_split`), overriding those of `options`.
 
     Returns:
         A `DatasetSplits` named "fashion_mnist_idx" with 28x28x1 images.
@@ -358,6 +413,7 @@ def load_fashion_mnist_idx(
             message lists every place searched.
         ValueError: If a file is not a valid IDX file or the files disagree.
     """
+    options = _pipeline_options(options, kwargs)
     arrays = read_fashion_mnist_idx(directory)
     return _splits_from_arrays(
         "fashion_mnist_idx",
@@ -367,14 +423,7 @@ def load_fashion_mnist_idx(
         arrays["y_test"],
         num_classes=10,
         class_names=FASHION_MNIST_CLASS_NAMES,
-        batch_size=batch_size,
-        augment=augment,
-        horizontal_flip=horizontal_flip,
-        crop_padding=crop_padding,
-        normalization=normalization,
-        seed=seed,
-        limit=limit,
-        validation_split=validation_split,
+        options=options,
     )
 
 
@@ -511,14 +560,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 def load_tiny_imagenet(
     directory: str | os.PathLike,
     *,
-    batch_size: int = 128,
-    augment: bool = False,
-    horizontal_flip: bool | None = None,
-    crop_padding: int | None = None,
-    normalization: str = "standardize",
-    seed: int | None = 0,
-    limit: int | None = None,
-    validation_split: float = 0.1,
+    options: PipelineOptions | None = None,
+    **kwargs,
 ) -> DatasetSplits:
     """Loads Tiny ImageNet from a local `tiny-imagenet-200` folder.
 
@@ -536,21 +579,11 @@ def load_tiny_imagenet(
 
     Args:
         directory: The `tiny-imagenet-200` folder.
-        batch_size: Batch size of every pipeline. Defaults to `128`.
-        augment: Whether to augment the training pipeline. Defaults to
-            `False`.
-        horizontal_flip: Whether augmentation flips images horizontally.
-            `None` means yes. Defaults to `None`.
-        crop_padding: Zero padding before the random crop; `None` uses 4.
-            Defaults to `None`.
-        normalization: "standardize" or "rescale". Defaults to
-            `"standardize"`.
-        seed: Seed of shuffling and augmentation. Defaults to `0`.
-        limit: If set, keep only the first `limit` samples of each split.
-            Defaults to `None`.
-        validation_split: Fraction of the training samples held out as the
-            validation split (see the module docstring), in `[0, 1)`.
-            Defaults to `0.1`.
+        options: How the pipelines are built (`PipelineOptions`).
+            Defaults to `None` (`PipelineOptions()`).
+        **kwargs: `PipelineOptions` fields (`batch_size`, `augment`,
+            `horizontal_flip`, `crop_padding`, `normalization`, `seed`,
+            `limit`, `validation_split`), overriding those of `options`.
 
     Returns:
         A `DatasetSplits` named "tiny_imagenet"; `class_names` are the wnids.
@@ -559,9 +592,7 @@ def load_tiny_imagenet(
         FileNotFoundError: If the folder or a required file is missing.
         ValueError: If an annotation names an unknown wnid.
     """
-    _validate_common(
-        batch_size, normalization, limit, crop_padding, validation_split
-    )
+    options = _pipeline_options(options, kwargs)
     directory = os.fspath(directory)
     wnids_path = os.path.join(directory, "wnids.txt")
     annotations_path = os.path.join(directory, "val", "val_annotations.txt")
@@ -629,14 +660,7 @@ def load_tiny_imagenet(
         input_shape=input_shape,
         num_classes=len(wnids),
         class_names=tuple(wnids),
-        batch_size=batch_size,
-        augment=augment,
-        horizontal_flip=horizontal_flip,
-        crop_padding=crop_padding,
-        normalization=normalization,
-        seed=seed,
-        limit=limit,
-        validation_split=validation_split,
+        options=options,
     )
 
 
@@ -645,14 +669,8 @@ def load_tfds(
     *,
     data_dir: str | os.PathLike | None = None,
     download: bool = True,
-    batch_size: int = 128,
-    augment: bool = False,
-    horizontal_flip: bool | None = None,
-    crop_padding: int | None = None,
-    normalization: str = "standardize",
-    seed: int | None = 0,
-    limit: int | None = None,
-    validation_split: float = 0.1,
+    options: PipelineOptions | None = None,
+    **kwargs,
 ) -> DatasetSplits:
     """Loads CIFAR-10, CIFAR-100, MNIST or Fashion-MNIST with `tensorflow_datasets`.
 
@@ -666,21 +684,11 @@ def load_tfds(
             (`~/tensorflow_datasets`). Defaults to `None`.
         download: Whether `tensorflow_datasets` may download and prepare the
             data if it is not in `data_dir`. Defaults to `True`.
-        batch_size: Batch size of every pipeline. Defaults to `128`.
-        augment: Whether to augment the training pipeline. Defaults to
-            `False`.
-        horizontal_flip: Whether augmentation flips images horizontally.
-            `None` flips except for "mnist" (digits). Defaults to `None`.
-        crop_padding: Zero padding before the random crop; `None` uses 4 for
-            32x32 images and 2 for 28x28. Defaults to `None`.
-        normalization: "standardize" or "rescale". Defaults to
-            `"standardize"`.
-        seed: Seed of shuffling and augmentation. Defaults to `0`.
-        limit: If set, keep only the first `limit` samples of each split.
-            Defaults to `None`.
-        validation_split: Fraction of the training samples held out as the
-            validation split (see the module docstring), in `[0, 1)`.
-            Defaults to `0.1`.
+        options: How the pipelines are built (`PipelineOptions`).
+            Defaults to `None` (`PipelineOptions()`).
+        **kwargs: `PipelineOptions` fields (`batch_size`, `augment`,
+            `horizontal_flip`, `crop_padding`, `normalization`, `seed`,
+            `limit`, `validation_split`), overriding those of `options`.
 
     Returns:
         A `DatasetSplits` named `name`.
@@ -691,9 +699,7 @@ def load_tfds(
             f"Received: name={name!r}. Other datasets are loaded with "
             "`load_dataset()`."
         )
-    _validate_common(
-        batch_size, normalization, limit, crop_padding, validation_split
-    )
+    options = _pipeline_options(options, kwargs)
     import tensorflow_datasets as tfds
 
     (train_ds, test_ds), info = tfds.load(
@@ -704,8 +710,8 @@ def load_tfds(
         data_dir=None if data_dir is None else os.fspath(data_dir),
         download=download,
     )
-    x_train, y_train = _tfds_to_numpy(train_ds, limit)
-    x_test, y_test = _tfds_to_numpy(test_ds, limit)
+    x_train, y_train = _tfds_to_numpy(train_ds, options.limit)
+    x_test, y_test = _tfds_to_numpy(test_ds, options.limit)
     label_feature = info.features["label"]
     return _splits_from_arrays(
         name,
@@ -715,14 +721,7 @@ def load_tfds(
         y_test,
         num_classes=int(label_feature.num_classes),
         class_names=tuple(label_feature.names),
-        batch_size=batch_size,
-        augment=augment,
-        horizontal_flip=horizontal_flip,
-        crop_padding=crop_padding,
-        normalization=normalization,
-        seed=seed,
-        limit=limit,
-        validation_split=validation_split,
+        options=options,
     )
 
 
@@ -865,7 +864,8 @@ class _Source:
 
 
 def _splits_from_arrays(
-    name, x_train, y_train, x_test, y_test, *, num_classes, **options
+    name, x_train, y_train, x_test, y_test, *, num_classes, class_names,
+    options,
 ) -> DatasetSplits:
     """Builds `DatasetSplits` from uint8 NHWC arrays and integer labels."""
     if x_train.ndim != 4 or x_test.ndim != 4:
@@ -880,7 +880,8 @@ def _splits_from_arrays(
         _Source(np.asarray(x_test, np.uint8), np.asarray(y_test, np.int64)),
         input_shape=tuple(int(dim) for dim in x_train.shape[1:]),
         num_classes=num_classes,
-        **options,
+        class_names=class_names,
+        options=options,
     )
 
 
@@ -892,18 +893,11 @@ def _build_splits(
     input_shape: tuple[int, int, int],
     num_classes: int,
     class_names: tuple[str, ...],
-    batch_size: int,
-    augment: bool,
-    horizontal_flip: bool | None,
-    crop_padding: int | None,
-    normalization: str,
-    seed: int | None,
-    limit: int | None,
-    validation_split: float,
+    options: PipelineOptions,
 ) -> DatasetSplits:
-    _validate_common(
-        batch_size, normalization, limit, crop_padding, validation_split
-    )
+    batch_size, seed, limit = options.batch_size, options.seed, options.limit
+    horizontal_flip = options.horizontal_flip
+    crop_padding = options.crop_padding
     train_source = train_source.head(limit)
     test_source = test_source.head(limit)
     if len(train_source.items) == 0 or len(test_source.items) == 0:
@@ -913,13 +907,13 @@ def _build_splits(
             f"test samples for {name!r}."
         )
     train_indices, held_indices = validation_indices(
-        len(train_source.items), validation_split
+        len(train_source.items), options.validation_split
     )
     validation_source = train_source.take(held_indices)
     train_source = train_source.take(train_indices)
     num_train, num_test = len(train_source.items), len(test_source.items)
     channels = input_shape[-1]
-    if normalization == "rescale":
+    if options.normalization == "rescale":
         mean, std = (0.0,) * channels, (255.0,) * channels
     else:
         mean, std = _channel_mean_std(train_source, channels)
@@ -940,7 +934,7 @@ def _build_splits(
         num_train, seed=seed, reshuffle_each_iteration=True
     )
     train = train_source.decoded(train)
-    if augment:
+    if options.augment:
         if horizontal_flip is None:
             horizontal_flip = name not in _DIGIT_DATASETS
         if crop_padding is None:

@@ -634,3 +634,27 @@ def test_calibration_batch_rejects_invalid_arguments():
         data.calibration_batch([1, 2, 3])
     with pytest.raises(ValueError, match="infinite"):
         data.calibration_batch(tf.data.Dataset.from_tensors(1.0).repeat())
+
+
+def test_pipeline_options_are_shared_by_the_loaders_and_overridden_by_keywords():
+    options = data.PipelineOptions(batch_size=8, limit=40, validation_split=0)
+    splits = data.load_dataset("embedded", options=options)
+    assert splits.num_train == 40
+    assert next(iter(splits.train))[0].shape[0] == 8
+    smaller = data.load_embedded(options, limit=16)
+    assert smaller.num_train == 16
+    assert options.limit == 40  # Not modified.
+
+
+def test_pipeline_options_are_checked_when_made():
+    with pytest.raises(ValueError, match="`batch_size` to be an integer"):
+        data.PipelineOptions(batch_size=0)
+    with pytest.raises(ValueError, match="`validation_split` to be a number"):
+        data.load_embedded(validation_split=1.5)
+
+
+def test_loaders_reject_unknown_keywords_and_other_options():
+    with pytest.raises(TypeError, match="batchsize"):
+        data.load_embedded(batchsize=8)
+    with pytest.raises(ValueError, match="`options` to be a `PipelineOptions`"):
+        data.load_embedded({"batch_size": 8})
