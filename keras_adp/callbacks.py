@@ -19,6 +19,12 @@ from tensorflow.core.framework import summary_pb2
 from keras_adp import density as density_lib
 from keras_adp import validation
 
+__all__ = [
+    "ActivationDensity",
+    "LOG_PREFIX",
+    "HISTOGRAM_BUCKETS",
+]
+
 LOG_PREFIX = "density/"
 HISTOGRAM_BUCKETS = 20
 

@@ -49,6 +49,12 @@ import os
 import sys
 import tempfile
 
+__all__ = [
+    "main",
+    "hidden_tensorflow_output",
+    "TF_LOGS_OPTION",
+]
+
 # The option that leaves TensorFlow's output alone; every subcommand
 # accepts it (`keras_adp.commands.build_parser`).
 TF_LOGS_OPTION = "--tf-logs"

@@ -32,10 +32,17 @@ from keras_adp import cli
 from keras_adp import data
 from keras_adp import experiment
 from keras_adp import export
+from keras_adp import inputs as inputs_lib
 from keras_adp import models
 from keras_adp import report as report_lib
 from keras_adp import training
 from keras_adp.policy import ADPPolicy, SELECTIONS, TRIGGERS
+
+__all__ = [
+    "run",
+    "build_parser",
+    "OPTIONS_FILE",
+]
 
 OPTIONS_FILE = "train_options.json"
 EXPORT_SAMPLES = 200
@@ -660,7 +667,8 @@ def _export_inputs(args, model) -> tuple[np.ndarray | None, np.ndarray, str]:
             args.calibration, **experiment.dataset_location(args.calibration, args.data_dir)
         )
         calibration = data.calibration_batch(splits, num_samples=args.samples)
-        return calibration, experiment.first_inputs(splits.test, args.samples), "test samples"
+        parity_inputs = inputs_lib.calibration_inputs(splits.test, args.samples)
+        return calibration, parity_inputs, "test samples"
     inputs = _load_array(pathlib.Path(args.calibration))[: args.samples]
     return inputs, inputs, "calibration samples"
 

@@ -39,6 +39,7 @@ import numpy as np
 from keras_adp import checkpoints
 from keras_adp import data
 from keras_adp import export
+from keras_adp import inputs as inputs_lib
 from keras_adp import metrics
 from keras_adp import models
 from keras_adp import report as report_lib
@@ -59,7 +60,6 @@ __all__ = [
     "export_and_measure",
     "parity",
     "tflite_line",
-    "first_inputs",
     "dataset_location",
 ]
 
@@ -233,7 +233,9 @@ def run_training(
 
     tflite = {}
     if options.export:
-        parity_inputs = first_inputs(splits.test, PARITY_SAMPLES)
+        parity_inputs = inputs_lib.calibration_inputs(
+            splits.test, PARITY_SAMPLES
+        )
         tflite = _export_all(
             result.model, run_dir, "model", calibration, parity_inputs, say,
             warn,
@@ -421,20 +423,13 @@ def export_and_measure(model, path, mode, calibration, parity_inputs) -> dict:
 
 
 def parity(path, model, inputs) -> dict:
-    """`verify_tflite` with its default tolerances; a mismatch is recorded
-    (with the measured errors) instead of raised."""
-    try:
-        verified = export.verify_tflite(path, model, inputs)
-        return {**dataclasses.asdict(verified), "passed": True}
-    except export.TFLiteMismatchError as error:
-        measured = export.verify_tflite(
-            path, model, inputs, atol=math.inf, min_top1_agreement=0.0
-        )
-        return {
-            **dataclasses.asdict(measured),
-            "passed": False,
-            "message": str(error),
-        }
+    """`export.measure_tflite` with its default tolerances, as a dict; a
+    mismatch is recorded (with the measured errors) instead of raised."""
+    check = export.measure_tflite(path, model, inputs)
+    entry = {**dataclasses.asdict(check.result), "passed": check.passed}
+    if not check.passed:
+        entry["message"] = check.message
+    return entry
 
 
 def tflite_line(entry: dict) -> str:
@@ -454,17 +449,6 @@ def tflite_line(entry: dict) -> str:
             f"{parity['max_abs_error']:.3g} on {parity['num_samples']} samples"
         )
     return text
-
-
-def first_inputs(dataset, count: int) -> np.ndarray:
-    """The first `count` inputs of a batched `(x, y)` pipeline."""
-    chunks, total = [], 0
-    for inputs, _ in dataset:
-        chunks.append(np.asarray(inputs))
-        total += len(chunks[-1])
-        if total >= count:
-            break
-    return np.concatenate(chunks)[:count]
 
 
 def dataset_location(dataset: str, data_dir: str | None) -> dict:

@@ -52,6 +52,19 @@ import tensorflow as tf
 
 PathLike = Union[str, os.PathLike]
 
+__all__ = [
+    "export_tflite",
+    "verify_tflite",
+    "measure_tflite",
+    "benchmark_tflite",
+    "VerifyResult",
+    "ParityCheck",
+    "LatencyResult",
+    "TFLiteMismatchError",
+    "QUANTIZATION_MODES",
+    "DEFAULT_CALIBRATION_SAMPLES",
+]
+
 QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8")
 DEFAULT_CALIBRATION_SAMPLES = 200
 _KERAS_BATCH_SIZE = 64
@@ -89,6 +102,25 @@ class VerifyResult:
     atol: float | None
     rtol: float
     min_top1_agreement: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityCheck:
+    """What `measure_tflite` returns.
+
+    Attributes:
+        result: the measured `VerifyResult`.
+        message: why the file disagrees with its model beyond the
+            thresholds, or `None` when it agrees.
+    """
+
+    result: VerifyResult
+    message: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """Whether the file agrees with its model within the thresholds."""
+        return self.message is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -312,6 +344,38 @@ def verify_tflite(
             NaN or inf, or a tolerance is negative.
         FileNotFoundError: if `path` does not exist.
     """
+    check = measure_tflite(
+        path, model, x, atol=atol, rtol=rtol,
+        min_top1_agreement=min_top1_agreement,
+    )
+    if not check.passed:
+        raise TFLiteMismatchError(check.message)
+    return check.result
+
+
+def measure_tflite(
+    path: PathLike,
+    model: keras.Model,
+    x: Any,
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    min_top1_agreement: float | None = None,
+) -> ParityCheck:
+    """`verify_tflite`'s measurement, returning a mismatch instead of
+    raising it.
+
+    Arguments, defaults and the other errors are `verify_tflite`'s.
+
+    Returns:
+        A `ParityCheck`: the `VerifyResult` (measured errors and applied
+        thresholds) and, when the outputs disagree beyond the thresholds,
+        the message `verify_tflite` would raise.
+
+    Raises:
+        TFLiteMismatchError: if the outputs differ in shape (nothing to
+            measure).
+    """
     path = _existing_tflite_path(path)
     tolerance_args = {
         "atol": atol,
@@ -389,8 +453,9 @@ def verify_tflite(
             f"top1_agreement={agreement:.4f} is below the required "
             f"{applied_agreement:g}"
         )
+    message = None
     if problems:
-        raise TFLiteMismatchError(
+        message = (
             f"The LiteRT model {str(path)!r} (quantization: {mode}) "
             f"disagrees with the Keras model on {len(samples)} samples: "
             + "; ".join(problems)
@@ -400,7 +465,7 @@ def verify_tflite(
             "`min_top1_agreement`; otherwise check that the file was "
             "exported from this model."
         )
-    return result
+    return ParityCheck(result=result, message=message)
 
 
 def benchmark_tflite(

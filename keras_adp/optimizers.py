@@ -13,10 +13,21 @@ as plain arrays, for checkpoints.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 import numpy as np
 
-from keras_adp import rebuild as rebuild_lib
+if TYPE_CHECKING:  # Only for annotations: rebuild imports this module.
+    from keras_adp.rebuild import Rebuild
+
+__all__ = [
+    "compile_like",
+    "fresh_optimizer",
+    "carry_over",
+    "optimizer_state",
+    "restore_optimizer_state",
+]
 
 
 def compile_like(source: keras.Model, target: keras.Model, optimizer) -> None:
@@ -68,7 +79,7 @@ def _reference_of(slot, references: list) -> object | None:
 def carry_over(
     source: keras.Model,
     target: keras.Model,
-    surgery: rebuild_lib.Rebuild,
+    surgery: Rebuild,
     *,
     reset: bool = False,
 ) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 import os
 import re
 import shutil
@@ -355,20 +354,22 @@ def test_data_dir_with_the_embedded_dataset_is_an_error(tmp_path, capsys):
 def test_failed_parity_is_recorded_with_the_measured_errors(monkeypatch):
     measured = export.VerifyResult(
         max_abs_error=0.5, top1_agreement=0.6, num_samples=10,
-        quantization="int8", atol=math.inf, rtol=0.0, min_top1_agreement=0.0,
+        quantization="int8", atol=None, rtol=0.0, min_top1_agreement=0.9,
     )
+    calls = []
 
-    def verify(path, model, inputs, atol=None, min_top1_agreement=None):
-        if atol is None:
-            raise export.TFLiteMismatchError("top1_agreement=0.6000 is below 0.9")
-        return measured
+    def measure(path, model, inputs):
+        calls.append(path)
+        return export.ParityCheck(measured, "top1_agreement=0.6000 is below 0.9")
 
-    monkeypatch.setattr(export, "verify_tflite", verify)
+    monkeypatch.setattr(export, "measure_tflite", measure)
 
     parity = experiment.parity("m.tflite", None, None)
 
+    assert calls == ["m.tflite"]  # Measured once.
     assert parity["passed"] is False
     assert parity["top1_agreement"] == 0.6
+    assert parity["min_top1_agreement"] == 0.9
     assert "below 0.9" in parity["message"]
 
 

@@ -757,6 +757,28 @@ def test_verify_tflite_raises_on_a_different_model(float_file, data):
     assert "atol=0.0001" in message
 
 
+def test_measure_tflite_returns_a_mismatch_instead_of_raising(float_file, data):
+    other = conv_bn_relu_pool_model(filters=8, seed=7)
+
+    check = export.measure_tflite(float_file, other, data["x_test"][:20])
+
+    assert not check.passed
+    assert "quantization: float32" in check.message
+    assert check.result.atol == 0.0001
+    assert check.result.max_abs_error > 0.0001
+
+
+def test_measure_tflite_passes_where_verify_tflite_does(float_file, trained_models, data):
+    check = export.measure_tflite(
+        float_file, trained_models["full"], data["x_test"][:20]
+    )
+
+    assert check.passed and check.message is None
+    assert check.result == export.verify_tflite(
+        float_file, trained_models["full"], data["x_test"][:20]
+    )
+
+
 def test_tflite_mismatch_error_is_a_value_error():
     assert issubclass(export.TFLiteMismatchError, ValueError)
 
