@@ -20,7 +20,8 @@ For one model per `keras.applications` family (built with `weights=None`,
   group removed except groups through a LayerNormalization (which
   normalises over the kept channels only, so is not exact by design).
 
-The last row is MobileNetV2 used as one layer of a model with a new head.
+The last rows are MobileNetV2 and keras-hub backbones (built from config, no
+download) used as one layer of a model with a new head.
 
     python benchmarks/coverage.py [--repeats 1] [--check] [--models ...]
 """
@@ -59,16 +60,36 @@ FAMILIES = {
     "ConvNeXtTiny": 32,
 }
 NESTED = "MobileNetV2 under a head"
+# keras-hub backbones built from config (no preset, no download), under a
+# new head; skipped when keras-hub is not installed (`pip install .[hub]`).
+HUB = {
+    "hub DenseNet121 under head": lambda hub: hub.models.DenseNetBackbone(
+        stackwise_num_repeats=[6, 12, 24, 16], image_shape=(32, 32, 3),
+        name="densenet121",
+    ),
+    "hub VGG16 under head": lambda hub: hub.models.VGGBackbone(
+        stackwise_num_repeats=[2, 2, 3, 3, 3],
+        stackwise_num_filters=[64, 128, 256, 512, 512],
+        image_shape=(32, 32, 3), name="vgg16",
+    ),
+}
+
+
+def _under_head(backbone, size):
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.GlobalAveragePooling2D()(backbone(inputs, training=False))
+    return keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
 
 
 def build(name, size):
     if name == NESTED:
-        base = keras.applications.MobileNetV2(
+        return _under_head(keras.applications.MobileNetV2(
             input_shape=(size, size, 3), include_top=False, weights=None
-        )
-        inputs = keras.Input((size, size, 3))
-        x = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
-        return keras.Model(inputs, keras.layers.Dense(10, name="head")(x))
+        ), size)
+    if name in HUB:
+        import keras_hub
+
+        return _under_head(HUB[name](keras_hub), size)
     return getattr(keras.applications, name)(
         input_shape=(size, size, 3), include_top=False, weights=None
     )
@@ -147,12 +168,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--check", action="store_true")
-    parser.add_argument(
-        "--models", nargs="*", default=[*FAMILIES, NESTED]
-    )
+    parser.add_argument("--models", nargs="*", default=None)
     args = parser.parse_args(argv)
+    if args.models is None:
+        args.models = [*FAMILIES, NESTED]
+        try:
+            import keras_hub  # noqa: F401
+
+            args.models += list(HUB)
+        except ImportError:
+            print("keras-hub not installed: its backbones are skipped")
     header = (
-        f"| {'model':<24} | groups | inner | prunable | share | relu | "
+        f"| {'model':<26} | groups | inner | prunable | share | relu | "
         "measured | inferred | analyse s | rebuild s | max err |"
     )
     print(header)
@@ -161,7 +188,7 @@ def main(argv=None):
         size = FAMILIES.get(name, 32)
         r = row(name, size, args.repeats, args.check)
         print(
-            f"| {r['model']:<24} | {r['groups']:>6} | {r['inner']:>5} | "
+            f"| {r['model']:<26} | {r['groups']:>6} | {r['inner']:>5} | "
             f"{r['prunable']:>8} | {r['share']:>5.0%} | {r['relu']:>4} | "
             f"{r['measured']:>8} | {r['inferred']:>8} | {r['analyse']:>9.2f} | "
             f"{r['rebuild']:>9.2f} | {r['error']:>7.1e} |",

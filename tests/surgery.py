@@ -33,7 +33,15 @@ def get_layer(model, qualified_name):
 
 
 def copy_model(model):
-    clone = keras.models.clone_model(model)
+    """Copy with the same weights; nested models keep their names (a
+    keras-hub backbone's own `from_config` would give it a new one)."""
+
+    def clone_layer(layer):
+        if isinstance(layer, keras.Model):
+            return keras.models.clone_model(layer, clone_function=clone_layer)
+        return layer.__class__.from_config(layer.get_config())
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
     clone.set_weights(model.get_weights())
     return clone
 

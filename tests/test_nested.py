@@ -297,3 +297,16 @@ def test_functional_subclass_keeps_its_class_outside_and_nested():
     assert type(small.get_layer("backbone")) is FunctionalSubclass
     assert small.get_layer("backbone").get_layer("c1").filters == 2
     assert small.compiled
+
+
+def test_nested_model_saves_and_reloads_after_density_probe(tmp_path):
+    model = nested_model()
+    x = _images()
+    keras_adp.measure_density(model, x)
+    small = keras_adp.prune_channels(model, {"backbone/c1": [0, 4]})
+    keras_adp.measure_density(small, x)
+    path = str(tmp_path / "small.keras")
+    small.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(loaded(x), small(x), rtol=1e-6, atol=1e-6)
+    assert loaded.get_layer("backbone").get_layer("c1").filters == 2
