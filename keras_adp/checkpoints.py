@@ -27,6 +27,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
+from keras_adp import distribute
 from keras_adp import optimizers as optimizers_lib
 
 __all__ = [
@@ -58,6 +59,8 @@ __all__ = [
     "newest_checkpoint",
     "run_entries",
     "load_newest",
+    "load_run",
+    "check_run_dir",
 ]
 
 STATE_FILE = "state.json"
@@ -416,3 +419,66 @@ def load_newest(
             "over."
         )
     return None
+
+
+def load_run(
+    run_dir: str, user_model, signature: dict, epochs: int, *,
+    safe_mode: bool,
+):
+    """`(path, model, state)` of the newest checkpoint in `run_dir` that
+    loads, or None when there is none.
+
+    The model is compiled like `user_model` and its optimizer state is
+    restored. A checkpoint of a run started with another architecture or
+    optimizer, or that already trained more than `epochs` epochs, is an
+    error (not skipped for an older one). Every worker of a multi-worker
+    run must call this.
+    """
+    names = checkpoints_newest_last(run_dir)
+    # Before any variable is created: under MultiWorkerMirroredStrategy
+    # that is a collective op, which every worker must run alike.
+    distribute.check_workers_agree(
+        user_model.distribute_strategy, names, run_dir, checkpoint_number
+    )
+
+    def read(path):
+        return read_checkpoint(
+            path, user_model, signature, epochs, safe_mode=safe_mode
+        )
+
+    loaded = load_newest(run_dir, names, read, safe_mode=safe_mode)
+    if loaded is None:
+        return None
+    path, (model, state) = loaded
+    return path, model, state
+
+
+def check_run_dir(run_dir: str | None, resume: bool, *, writes: bool) -> None:
+    """Raise unless `run_dir` suits a new run (empty) or a resumed one, and
+    can be written by this worker when it `writes` (the chief)."""
+    if resume and not run_dir:
+        raise ValueError(
+            "Received resume=True without a `run_dir`. Fix: pass "
+            "`ADPTrainer(run_dir=...)` where the run was checkpointed."
+        )
+    if run_dir and not resume:
+        previous = run_entries(run_dir)
+        if previous:
+            raise ValueError(
+                f"Run directory '{run_dir}' holds a previous run "
+                f"({', '.join(previous[:3])}). Fix: pass `resume=True` "
+                "to continue it, or an empty `run_dir` to start a new "
+                "run."
+            )
+    if run_dir and writes:
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+            probe_file = os.path.join(run_dir, ".write_test")
+            with open(probe_file, "w") as handle:
+                handle.write("ok")
+            os.remove(probe_file)
+        except OSError as error:
+            raise ValueError(
+                f"Run directory '{run_dir}' is not writable "
+                f"({error}). Fix: pass a run_dir you can write to."
+            ) from error

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -34,6 +35,7 @@ __all__ = [
     "is_chief",
     "is_multi_worker",
     "write_on_chief",
+    "warn_if_unseeded",
     "check_workers_agree",
     "distributed_fit_fixes",
     "ReplicaSafeInputs",
@@ -53,6 +55,23 @@ def is_multi_worker(strategy) -> bool:
         return False
     spec = strategy.cluster_resolver.cluster_spec()
     return sum(spec.num_tasks(job) for job in spec.jobs) > 1
+
+
+def warn_if_unseeded(strategy, seed, x) -> None:
+    """Warn when arrays are trained on by several workers without a seed:
+    each would shuffle them its own way before taking its shard."""
+    if (
+        seed is None
+        and is_multi_worker(strategy)
+        and not isinstance(x, tf.data.Dataset)
+    ):
+        warnings.warn(
+            "Multi-worker training without `seed`: each worker shuffles "
+            "the arrays its own way before its shard is taken, so "
+            "workers may train on overlapping samples. Fix: pass "
+            "`ADPTrainer(seed=...)`.",
+            stacklevel=3,
+        )
 
 
 def write_on_chief(

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_adp import density as density_lib
+from keras_adp import graph as graph_lib
 from keras_adp import validation
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "split_last",
     "calibration_inputs",
     "check_steps",
+    "check_model_and_epochs",
     "check_training_data",
     "check_fit_keywords",
     "split_validation",
@@ -113,6 +115,38 @@ def check_steps(name: str, steps) -> None:
         raise ValueError(
             f"Expected `{name}` to be None or an integer >= 1. "
             f"Received: {name}={steps!r}"
+        )
+
+
+def check_model_and_epochs(model, epochs, *, warmup_epochs: int) -> None:
+    """Raise unless `model` is a compiled model with a prunable channel
+    group and `epochs` leaves room for pruning after the warm-up."""
+    graph_lib._check_model(model)
+    if not getattr(model, "compiled", False) or model.optimizer is None:
+        raise ValueError(
+            f"Expected a compiled model. Received model '{model.name}' "
+            "that was not compiled. Fix: call `model.compile(optimizer="
+            "..., loss=..., metrics=...)` first; ADPTrainer reuses those "
+            "settings after every rebuild."
+        )
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
+        raise ValueError(
+            "Expected `epochs` to be an integer. "
+            f"Received: epochs={epochs!r}"
+        )
+    if epochs <= warmup_epochs:
+        raise ValueError(
+            "Expected `epochs` > "
+            f"warmup_epochs={warmup_epochs} "
+            f"so that pruning can happen. Received: epochs={epochs}. Fix: "
+            "train longer or lower `ADPPolicy(warmup_epochs=...)`."
+        )
+    groups = graph_lib.channel_groups(model)
+    if not any(g.prunable for g in groups):
+        reasons = "; ".join(f"{g.name}: {g.reason}" for g in groups)
+        raise ValueError(
+            f"Model '{model.name}' has no prunable channel group, so "
+            f"there is nothing to prune. Groups: {reasons or 'none'}."
         )
 
 

@@ -400,20 +400,40 @@ class ADPTrainer:
             self._guard_holdout if guard_on else None,
         )
         fit_options.update(batch_size=batch_size, sample_weight=sample_weight)
-        if (
-            self.seed is None
-            and distribute.is_multi_worker(model.distribute_strategy)
-            and not isinstance(x, tf.data.Dataset)
-        ):
-            warnings.warn(
-                "Multi-worker training without `seed`: each worker shuffles "
-                "the arrays its own way before its shard is taken, so "
-                "workers may train on overlapping samples. Fix: pass "
-                "`ADPTrainer(seed=...)`.",
-                stacklevel=2,
-            )
+        distribute.warn_if_unseeded(model.distribute_strategy, self.seed, x)
         user_model = model
         model, state = self._start_state(model, epochs, resume, initial_epoch)
+        probe, inputs, wrapped = self._set_up_run(
+            model, user_model, state, epochs, x, y, batch_size,
+            validation_data, steps_per_epoch, calibration_data, callbacks,
+        )
+        first_epoch = epochs if state.training_stopped else state.next_epoch
+        try:
+            for epoch in range(first_epoch, epochs):
+                model, probe, stop = self._run_epoch(
+                    model, probe, state, epoch, inputs, wrapped, fit_options
+                )
+                if stop:
+                    break
+        finally:
+            # The penalty is the trainer's: no model leaves with it.
+            steps_lib.set_gamma_l1(model, 0.0)
+            steps_lib.set_gamma_l1(user_model, 0.0)
+        for callback in wrapped:
+            callback.callback.on_train_end()
+        return ADPResult(model, state.history, state.steps, state.dense)
+
+    def _set_up_run(
+        self, model, user_model, state, epochs, x, y, batch_size,
+        validation_data, steps_per_epoch, calibration_data, callbacks,
+    ):
+        """The calibration set, the density probe, the inputs each epoch's
+        `model.fit` gets, the wrapped callbacks (told the run begins) and
+        the run's `PruningSteps`.
+
+        Returns:
+            `(probe, inputs, wrapped)`.
+        """
         calibration = inputs_lib.calibration_inputs(
             x if calibration_data is None else calibration_data,
             self.policy.calibration_samples,
@@ -437,7 +457,6 @@ class ADPTrainer:
         if self._verbose == 1:
             self._callbacks.append(_Progbar(epochs))
         model.stop_training = False
-        first_epoch = epochs if state.training_stopped else state.next_epoch
         self._epochs = epochs
         self._calibration = calibration
         self._steps = steps_lib.PruningSteps(
@@ -453,20 +472,7 @@ class ADPTrainer:
                 safe_mode=self.safe_mode,
             ),
         )
-        try:
-            for epoch in range(first_epoch, epochs):
-                model, probe, stop = self._run_epoch(
-                    model, probe, state, epoch, inputs, wrapped, fit_options
-                )
-                if stop:
-                    break
-        finally:
-            # The penalty is the trainer's: no model leaves with it.
-            steps_lib.set_gamma_l1(model, 0.0)
-            steps_lib.set_gamma_l1(user_model, 0.0)
-        for callback in wrapped:
-            callback.callback.on_train_end()
-        return ADPResult(model, state.history, state.steps, state.dense)
+        return probe, inputs, wrapped
 
     def _run_epoch(
         self, model, probe, state, epoch, inputs, wrapped, fit_options
@@ -540,9 +546,18 @@ class ADPTrainer:
         )
         if not resume:
             return model, state
-        loaded = self._load_checkpoint(model, signature, epochs)
+        loaded = checkpoints.load_run(
+            self.run_dir, model, signature, epochs, safe_mode=self.safe_mode
+        )
         if loaded is not None:
-            return loaded
+            path, model, state = loaded
+            if self._verbose:
+                print(
+                    f"[keras-adp] resuming from '{path}' at epoch "
+                    f"{state.next_epoch + 1}",
+                    flush=True,
+                )
+            return model, state
         warnings.warn(
             f"resume=True, but '{self.run_dir}' holds no checkpoint "
             "to resume: a new run starts.",
@@ -552,59 +567,13 @@ class ADPTrainer:
 
     # ------------------------------------------------------------ internals
     def _validate(self, model, epochs, resume) -> None:
-        graph_lib._check_model(model)
-        if not getattr(model, "compiled", False) or model.optimizer is None:
-            raise ValueError(
-                f"Expected a compiled model. Received model '{model.name}' "
-                "that was not compiled. Fix: call `model.compile(optimizer="
-                "..., loss=..., metrics=...)` first; ADPTrainer reuses those "
-                "settings after every rebuild."
-            )
-        if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral):
-            raise ValueError(
-                "Expected `epochs` to be an integer. "
-                f"Received: epochs={epochs!r}"
-            )
-        if epochs <= self.policy.warmup_epochs:
-            raise ValueError(
-                "Expected `epochs` > "
-                f"warmup_epochs={self.policy.warmup_epochs} "
-                f"so that pruning can happen. Received: epochs={epochs}. Fix: "
-                "train longer or lower `ADPPolicy(warmup_epochs=...)`."
-            )
-        groups = graph_lib.channel_groups(model)
-        if not any(g.prunable for g in groups):
-            reasons = "; ".join(f"{g.name}: {g.reason}" for g in groups)
-            raise ValueError(
-                f"Model '{model.name}' has no prunable channel group, so "
-                f"there is nothing to prune. Groups: {reasons or 'none'}."
-            )
-        if resume and not self.run_dir:
-            raise ValueError(
-                "Received resume=True without a `run_dir`. Fix: pass "
-                "`ADPTrainer(run_dir=...)` where the run was checkpointed."
-            )
-        if self.run_dir and not resume:
-            previous = checkpoints.run_entries(self.run_dir)
-            if previous:
-                raise ValueError(
-                    f"Run directory '{self.run_dir}' holds a previous run "
-                    f"({', '.join(previous[:3])}). Fix: pass `resume=True` "
-                    "to continue it, or an empty `run_dir` to start a new "
-                    "run."
-                )
-        if self.run_dir and distribute.is_chief(model.distribute_strategy):
-            try:
-                os.makedirs(self.run_dir, exist_ok=True)
-                probe_file = os.path.join(self.run_dir, ".write_test")
-                with open(probe_file, "w") as handle:
-                    handle.write("ok")
-                os.remove(probe_file)
-            except OSError as error:
-                raise ValueError(
-                    f"Run directory '{self.run_dir}' is not writable "
-                    f"({error}). Fix: pass a run_dir you can write to."
-                ) from error
+        inputs_lib.check_model_and_epochs(
+            model, epochs, warmup_epochs=self.policy.warmup_epochs
+        )
+        checkpoints.check_run_dir(
+            self.run_dir, resume,
+            writes=distribute.is_chief(model.distribute_strategy),
+        )
 
     def _end_of_epoch(
         self, model, probe, state, epoch, logs, densities, samples,
@@ -653,42 +622,6 @@ class ADPTrainer:
                 directory, model, state, extra
             ),
         )
-
-    def _load_checkpoint(self, user_model, signature, epochs):
-        """`(model, state)` of the newest checkpoint that loads, or None
-        when there is none.
-
-        The model is compiled like `user_model` and its optimizer state is
-        restored. A checkpoint of a run started with another architecture
-        or optimizer, or that already trained more than `epochs` epochs, is
-        an error (not skipped for an older one).
-        """
-        names = checkpoints.checkpoints_newest_last(self.run_dir)
-        # Before any variable is created: under MultiWorkerMirroredStrategy
-        # that is a collective op, which every worker must run alike.
-        distribute.check_workers_agree(
-            user_model.distribute_strategy, names, self.run_dir,
-            checkpoints.checkpoint_number,
-        )
-
-        def read(path):
-            return checkpoints.read_checkpoint(
-                path, user_model, signature, epochs, safe_mode=self.safe_mode
-            )
-
-        loaded = checkpoints.load_newest(
-            self.run_dir, names, read, safe_mode=self.safe_mode
-        )
-        if loaded is None:
-            return None
-        path, (model, state) = loaded
-        if self._verbose:
-            print(
-                f"[keras-adp] resuming from '{path}' at epoch "
-                f"{state.next_epoch + 1}",
-                flush=True,
-            )
-        return model, state
 
     def _guard_holdout(self, x):
         """The guard's random split of `x`'s indices: (train, held out)."""
