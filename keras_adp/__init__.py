@@ -44,6 +44,7 @@ _SUBMODULES = (
     "export",
     "graph",
     "guard",
+    "idx",
     "inputs",
     "layers",
     "metrics",

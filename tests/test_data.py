@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from keras_adp import data
+from keras_adp import idx
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -178,8 +179,8 @@ def test_limit_keeps_first_samples_of_each_split(embedded_small):
 
 
 def test_embedded_subset_matches_official_files_when_available():
-    source = data._SYSTEM_FASHION_MNIST_DIR
-    if data._idx_files_in(source) is None:
+    source = idx._SYSTEM_FASHION_MNIST_DIR
+    if idx._idx_files_in(source) is None:
         pytest.skip(f"official Fashion-MNIST files not installed in {source}")
     spec = importlib.util.spec_from_file_location(
         "make_embedded_subset", REPO_ROOT / "benchmarks" / "make_embedded_subset.py"
@@ -485,7 +486,7 @@ def test_default_search_finds_files_under_keras_adp_data(tmp_path, monkeypatch):
 def test_missing_idx_files_error_lists_every_searched_path(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_ADP_DATA", str(tmp_path / "adp"))
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(data, "_SYSTEM_FASHION_MNIST_DIR", str(tmp_path / "system"))
+    monkeypatch.setattr(idx, "_SYSTEM_FASHION_MNIST_DIR", str(tmp_path / "system"))
     with pytest.raises(FileNotFoundError) as error:
         data.load_fashion_mnist_idx()
     message = str(error.value)
