@@ -31,6 +31,15 @@ All knobs of the method live here, with their defaults:
   `live_threshold` (0.01) and, behind a BatchNormalization, whose |gamma|
   exceeds `gamma_threshold` (0.05) x the group's largest -- so each layer
   keeps its own count of channels that carry signal.
+- `width_rule="relative"`: each group's AD relative to the densest group
+  measured at that step, `ceil(AD / max AD x width)`: the densest group
+  keeps its width and every other shrinks by how much less it fires. Under
+  BatchNormalization->ReLU the absolute AD says little (about 0.5
+  everywhere) but the groups still differ from each other (0.40-0.57 on
+  vgg_small), and this rule follows those differences, a few percent to a
+  few tens of percent per step, so widths come out different per layer.
+- `max_removal` (None): the largest fraction of a group's channels one
+  step may remove, whatever the width rule says.
 - `recalibrate_batch_norm` (True): after each rebuild, the moving means
   and variances of every BatchNormalization are re-estimated on the
   calibration set (`keras_adp.rebuild.recalibrate_batch_norm`). Removing
@@ -140,8 +149,8 @@ class ADPPolicy:
             before pruning stops. Defaults to `1`.
         validation_split: fraction of the training arrays held out for the
             guard when `fit` gets no `validation_data`. Defaults to `0.1`.
-        width_rule: `"density"` (the paper's) or `"live"`. Defaults to
-            `"density"`.
+        width_rule: `"density"` (the paper's), `"relative"` or `"live"`.
+            Defaults to `"density"`.
         live_threshold: per-channel density at or below which a channel
             is dead (`"live"`). Defaults to `0.01`.
         gamma_threshold: |gamma| at or below this fraction of the group's
@@ -151,6 +160,9 @@ class ADPPolicy:
         recalibrate_batch_norm: after each rebuild, re-estimate the
             BatchNormalization moving statistics on the calibration set.
             Defaults to `True`.
+        max_removal: the most of a group's channels (a fraction in
+            (0, 1]) one step removes, or None for no cap. Defaults to
+            `None`.
     """
 
     warmup_epochs: int = 2
