@@ -47,6 +47,7 @@ _SUBMODULES = (
     "idx",
     "inputs",
     "layers",
+    "litert",
     "metrics",
     "models",
     "optimizers",

@@ -13,6 +13,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from keras_adp import export
+from keras_adp import litert
 
 IMAGE_SHAPE = (8, 8, 3)
 NUM_CLASSES = 3
@@ -264,10 +265,10 @@ def test_quantization_detection_without_ops_details_tells_int8_from_dynamic(
         model, tmp_path / "dynamic.tflite", quantization="dynamic"
     )
 
-    assert export._detect_quantization(
+    assert litert.detect_quantization(
         _InterpreterWithoutOpsDetails(int8_path)
     ) == "int8"
-    assert export._detect_quantization(
+    assert litert.detect_quantization(
         _InterpreterWithoutOpsDetails(dynamic_path)
     ) == "dynamic"
 
@@ -446,10 +447,10 @@ class _InterpreterWithInfiniteScale:
 def test_export_tflite_raises_on_non_finite_quantization_scales(
     tmp_path, monkeypatch, data
 ):
-    open_interpreter = export._open_interpreter
+    open_interpreter = litert.open_interpreter
     monkeypatch.setattr(
-        export,
-        "_open_interpreter",
+        litert,
+        "open_interpreter",
         lambda *args: _InterpreterWithInfiniteScale(open_interpreter(*args)),
     )
 
