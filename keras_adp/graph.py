@@ -15,9 +15,21 @@ offsets; after `Flatten`, every spatial position repeats the channels, so a
 part is interleaved: channel `c` of the group sits at index
 `p * stride + offset + c` for each position `p < positions`.
 
+Nodes of `keras.ops` operations (Python arithmetic on symbolic tensors,
+`keras.ops.relu6(x)`, ...) are analysed like layers, with handlers keyed by
+operation class. Nested functional and Sequential sub-models are walked
+with their layer names prefixed (`"backbone/conv1"`); an activation site
+inside one records which calls of the sub-models lead to it (`context`), so
+that `site_tensors` can reach it from the outer model's inputs.
+
+A group is split when a tensor cut into groups one way is merged with one
+cut another way (a concatenation added to one convolution's output): the
+convolution's filters then belong to several groups.
+
 This is the only module that reads Keras' private graph attributes
-(`Functional._nodes_by_depth`, `Sequential._functional`). It never mutates the
-model it analyses.
+(`Functional._nodes_by_depth`, `Sequential._functional`, a node's
+`arguments`). It never mutates the model it analyses (`site_tensors` adds
+symbolic calls to its layers, which change no config or weight).
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ a `check` that rejects configurations it cannot slice, and two pure functions
 used by the rebuilder: `config` (the smaller layer's config) and `weights`
 (the retained slices of the layer's weights, by variable name).
 
+Operation classes of `keras.ops` (`keras.src.ops.numpy.Add`,
+`keras.src.ops.nn.Relu6`, ...) have handlers in the same registry: Python
+arithmetic on symbolic tensors and `keras.ops` calls become such nodes in a
+functional graph. Layers and operations without a handler can still be
+accepted by `infer_handler`, a behaviour-based permutation test.
+
 Roles:
     producer: defines new output channels and consumes input channels
         (Conv*, Conv*Transpose, SeparableConv*, Dense).
@@ -626,7 +632,10 @@ def _config_key(operation, node) -> str:
         if not name.startswith("_") and name != "name"
     }
     constants = [
-        value for value in node.arguments._flat_arguments
+        value
+        for value in keras.tree.flatten(
+            (node.arguments.args, node.arguments.kwargs)
+        )
         if not isinstance(value, keras.KerasTensor)
     ]
     return repr((sorted(state.items()), constants))
