@@ -310,3 +310,15 @@ def test_nested_model_saves_and_reloads_after_density_probe(tmp_path):
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(loaded(x), small(x), rtol=1e-6, atol=1e-6)
     assert loaded.get_layer("backbone").get_layer("c1").filters == 2
+
+
+def test_activation_density_callback_logs_groups_inside_a_nested_model():
+    model = nested_model()
+    model.compile(optimizer="sgd", loss="mse")
+    x = _images((16, 8, 8, 3)).astype("float32")
+    callback = keras_adp.ActivationDensity(x, num_samples=16)
+    history = model.fit(
+        x, np.zeros((16, 2)), epochs=1, verbose=0, callbacks=[callback]
+    )
+    assert "density/backbone/c1" in history.history
+    assert 0.0 <= history.history["density/backbone/c1"][0] <= 1.0
