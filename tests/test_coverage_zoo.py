@@ -84,3 +84,25 @@ def test_keras_hub_densenet_backbone_under_a_head(float64):
     x = np.random.default_rng(2).standard_normal((4, 32, 32, 3))
     densities = keras_adp.measure_density(model, x)
     assert {g.name for g in inside if g.prunable} <= set(densities)
+
+
+def test_keras_hub_image_classifier_prunes_into_a_functional_model():
+    """keras-hub Tasks rebuild their graph from architecture arguments, so
+    the pruned copy is a plain functional model with the same layers."""
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.DenseNetBackbone(
+        stackwise_num_repeats=[2, 2], image_shape=(32, 32, 3), growth_rate=8,
+        name="densenet",
+    )
+    classifier = keras_hub.models.ImageClassifier(backbone=backbone, num_classes=3)
+    groups = keras_adp.channel_groups(classifier)
+    keep = {g.name: [0] for g in groups if g.prunable}
+    assert len(keep) >= 8
+    small = keras_adp.prune_channels(classifier, keep)
+    assert type(small) is keras.Model or type(small).__name__ == "Functional"
+    assert [layer.name for layer in small.layers] == [
+        layer.name for layer in classifier.layers
+    ]
+    x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype("float32")
+    assert small(x).shape == (2, 3)
+    assert small.count_params() < classifier.count_params()
