@@ -185,6 +185,22 @@ def print_table(rows, title="vgg_small on Fashion-MNIST"):
             f"{entry['cpu_s'][0]:>7.1f} "
             f"{entry['cpu_s'][0] / reference['cpu_s'][0]:>5.2f}"
         )
+    curve = sorted(
+        (entry["params"][0], entry["accuracy"][0])
+        for run, entry in table.items()
+        if run.startswith("uniform@") or run == "dense"
+    )
+    for run, per_seed in rows.items():
+        gaps = [
+            value["accuracy"] - uniform_at(curve, value["params"])
+            for value in per_seed.values()
+            if "widths" in value
+        ]
+        if gaps and not any(np.isnan(gaps)):
+            print(f"  {run}: accuracy minus uniform width's at the same "
+                  f"params (log-linear between uniform runs' means), per "
+                  f"seed: {' '.join(f'{100 * gap:+.2f}' for gap in gaps)}; "
+                  f"mean {100 * np.mean(gaps):+.2f} pt")
     for run, per_seed in rows.items():
         for seed, value in sorted(per_seed.items()):
             if "widths" in value:
@@ -195,6 +211,18 @@ def print_table(rows, title="vgg_small on Fashion-MNIST"):
                 )
                 print(f"  {run} seed {seed}: widths "
                       f"{list(value['widths'].values())}; steps {outcomes}")
+
+
+def uniform_at(curve, params):
+    """Accuracy of uniform width at `params`, interpolated linearly in
+    log(params) between the two nearest runs of `curve` ((params, mean
+    accuracy) pairs, sorted); NaN outside its range."""
+    sizes = np.log([point[0] for point in curve])
+    if len(curve) < 2 or not sizes[0] <= np.log(params) <= sizes[-1]:
+        return float("nan")
+    return float(np.interp(
+        np.log(params), sizes, [point[1] for point in curve]
+    ))
 
 
 def plot(rows, path, title="vgg_small on Fashion-MNIST"):
