@@ -145,6 +145,12 @@ class ChannelGroup:
         inferred: layers and operations the group passes through that have
             no registered handler but were found channel-wise by the
             permutation rule (`keras_adp.layers.infer_handler`).
+        producer_offsets: `(producer, offset)` pairs: the index of the
+            group's channel 0 among the producer's output channels (not 0
+            when a producer's filters are split between groups).
+        member_offsets: `(member, offset)` pairs: the index of the group's
+            channel 0 among the member's channels (not 0 after a
+            concatenation, e.g. DenseNet's BatchNormalization).
     """
 
     name: str
@@ -157,6 +163,8 @@ class ChannelGroup:
     consumer_slices: tuple[ConsumerSlice, ...] = ()
     activation_sites: tuple[ActivationSite, ...] = ()
     inferred: tuple[str, ...] = ()
+    producer_offsets: tuple[tuple[str, int], ...] = ()
+    member_offsets: tuple[tuple[str, int], ...] = ()
 
     @property
     def measured_at(self) -> ActivationSite | None:
@@ -620,9 +628,26 @@ class GraphAnalysis:
         return Layout(parts, layout.width * positions)
 
     # ---------------------------------------------------------------- result
+    def _channel_offsets(self) -> tuple[dict, dict]:
+        """rep -> {layer name: offset of the group in its output / input}."""
+        outputs: dict[int, dict[str, int]] = {}
+        inputs: dict[int, dict[str, int]] = {}
+        for io in self.layer_io.values():
+            for layouts, table in (
+                (io.output_layouts[:1], outputs), (io.input_layouts[:1], inputs)
+            ):
+                for layout in layouts:
+                    for part in layout.parts:
+                        if part.positions == 1:
+                            table.setdefault(self.find(part.root), {}).setdefault(
+                                io.name, part.offset
+                            )
+        return outputs, inputs
+
     def _assemble_groups(self) -> list[ChannelGroup]:
         groups = []
         seen = set()
+        out_offsets, in_offsets = self._channel_offsets()
         for index in range(len(self._roots)):
             rep = self.find(index)
             if rep in seen or not self._roots[rep].producers:
@@ -647,6 +672,14 @@ class GraphAnalysis:
                     consumer_slices=tuple(info.consumer_slices),
                     activation_sites=tuple(info.sites),
                     inferred=tuple(dict.fromkeys(info.inferred)),
+                    producer_offsets=tuple(
+                        (producer, out_offsets.get(rep, {}).get(producer, 0))
+                        for producer in dict.fromkeys(info.producers)
+                    ),
+                    member_offsets=tuple(
+                        (member, in_offsets.get(rep, {}).get(member, 0))
+                        for member in dict.fromkeys(info.members)
+                    ),
                 )
             )
         return groups

@@ -384,6 +384,7 @@ def channel_scores(model, groups, selection: str) -> dict[str, np.ndarray]:
                 scores[group.name] = np.abs(gamma)
                 continue
         total = np.zeros(group.size)
+        offsets = dict(group.producer_offsets)
         for name in group.producers:
             layer = graph_lib.get_layer(model, name)
             kernel_name, axis = _OUTPUT_AXIS.get(
@@ -397,7 +398,9 @@ def channel_scores(model, groups, selection: str) -> dict[str, np.ndarray]:
             other = tuple(
                 a for a in range(kernel.ndim) if a != axis % kernel.ndim
             )
-            total += np.abs(kernel).sum(axis=other)
+            # A producer split between groups owns a slice of its filters.
+            start = offsets.get(name, 0)
+            total += np.abs(kernel).sum(axis=other)[start:start + group.size]
         scores[group.name] = total
     return scores
 
@@ -455,10 +458,13 @@ def set_gamma_l1(model, strength: float) -> None:
 
 
 def _first_gamma(model, group):
+    offsets = dict(group.member_offsets)
     for name in group.members:
         layer = graph_lib.get_layer(model, name)
         if isinstance(layer, keras.layers.BatchNormalization) and layer.scale:
-            return np.asarray(layer.gamma.numpy())
+            # After a concatenation the group is a slice of the BN's channels.
+            start = offsets.get(name, 0)
+            return np.asarray(layer.gamma.numpy())[start:start + group.size]
     return None
 
 

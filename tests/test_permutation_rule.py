@@ -240,3 +240,42 @@ def test_supported_ops_lists_arithmetic_and_activations():
     names = layer_handlers.supported_ops()
     assert {"Add", "Multiply", "Relu6", "Mean"} <= set(names)
     assert "LayerScale" in layer_handlers.supported_layers()
+
+
+def test_groups_record_their_offset_in_split_producers_and_members():
+    inputs = keras.Input((6, 6, 3))
+    b0 = L.Conv2D(2, 1, name="b0")(inputs)
+    b1 = L.Conv2D(3, 1, name="b1")(inputs)
+    x = L.Concatenate(name="cat")([b0, b1])
+    up = L.Conv2D(5, 1, name="up")(x)
+    x = L.BatchNormalization(name="bn")(L.Add()([x, up]))
+    y = L.Conv2D(4, 1, name="c")(L.ReLU()(x))
+    model = keras.Model(inputs, L.GlobalAveragePooling2D()(y))
+    groups = {g.name: g for g in keras_adp.channel_groups(model)}
+    assert groups["b1"].producer_offsets == (("b1", 0), ("up", 2))
+    assert groups["b1"].member_offsets == (("bn", 2),)
+    assert groups["b0"].member_offsets == (("bn", 0),)
+
+
+@pytest.mark.parametrize("selection", ["l1", "bn_gamma"])
+def test_channel_scores_take_a_split_group_slice(selection):
+    from keras_adp import pruning_steps
+
+    inputs = keras.Input((6, 6, 3))
+    b0 = L.Conv2D(2, 1, name="b0")(inputs)
+    b1 = L.Conv2D(3, 1, name="b1")(inputs)
+    x = L.Concatenate(name="cat")([b0, b1])
+    up = L.Conv2D(5, 1, name="up")(x)
+    x = L.BatchNormalization(name="bn")(L.Add()([x, up]))
+    y = L.Conv2D(4, 1, name="c")(L.ReLU()(x))
+    model = keras.Model(inputs, L.GlobalAveragePooling2D()(y))
+    model.get_layer("bn").gamma.assign(np.arange(1.0, 6.0))
+    groups = keras_adp.channel_groups(model)
+    scores = pruning_steps.channel_scores(model, groups, selection)
+    if selection == "bn_gamma":
+        np.testing.assert_array_equal(scores["b1"], [3.0, 4.0, 5.0])
+    else:
+        l1 = lambda name: np.abs(model.get_layer(name).kernel.numpy()).sum(
+            axis=(0, 1, 2)
+        )
+        np.testing.assert_allclose(scores["b1"], l1("b1") + l1("up")[2:5])
