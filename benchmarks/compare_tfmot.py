@@ -1,8 +1,8 @@
 """Compare activation-density pruning with tensorflow-model-optimization.
 
-Three runs of the same VGG-style CNN (`keras_adp.models.vgg_small` at
-`--width`) on the same Fashion-MNIST samples, from the same initial weights,
-for the same epochs, batch size, optimizer (Adam), batch-norm momentum
+Runs of the same VGG-style CNN (`keras_adp.models.vgg_small` at `--width`)
+on the same Fashion-MNIST samples, from the same initial weights, for the
+same epochs, batch size, optimizer (Adam), batch-norm momentum
 (`--bn-momentum`, 0.9) and seed:
 
 1. dense baseline: Keras 3, plain `model.fit`.
@@ -11,18 +11,49 @@ for the same epochs, batch size, optimizer (Adam), batch-norm momentum
    `--warmup-epochs` dense epochs, prune at the end of each epoch, at most
    `--prune-steps` times. (With batch normalization before each ReLU the
    density stays near 0.5, so each step roughly halves every layer; without
-   the cap, pruning would go on until the 4-channel minimum.)
+   the cap, pruning would go on until the 4-channel minimum.) keras_adp's
+   accuracy guard is off here by default (`--max-accuracy-drop none`): this
+   benchmark compares the two methods at whatever size ADP's capped steps
+   reach, and the guard would judge the steps on `validation_data`, which
+   here are the test samples. `--max-accuracy-drop 0.01` turns it on.
 3. tfmot: tf-keras (Keras 2) with `prune_low_magnitude` and a
-   `PolynomialDecay` schedule from 0 to the sparsity that leaves exactly as
-   many non-zero parameters as the ADP model has parameters, ramped up over
-   the epochs in which ADP prunes, then `strip_pruning` (the result is the
-   dense architecture with zeros).
+   `PolynomialDecay` schedule to the sparsity that leaves exactly as many
+   non-zero parameters as the ADP model has parameters, then
+   `strip_pruning` (the result is the dense architecture with zeros). Two
+   schedules, chosen with `--tfmot-schedule {adp-matched,gradual,both}`
+   (default `both`, one tfmot run and one table row each):
+
+   - `adp-matched`: from 0 to the target sparsity within the epochs in
+     which ADP prunes (from the end of the warm-up to the end of the epoch
+     of ADP's last step, at least one epoch), every quarter epoch. This
+     mirrors ADP's steps, but ramps to e.g. 94 % sparsity within a single
+     epoch, much faster than tfmot recommends.
+   - `gradual`: tfmot's own recommendation. The "Pruning in Keras example"
+     (https://www.tensorflow.org/model_optimization/guide/pruning/pruning_with_keras)
+     prunes with `PolynomialDecay(initial_sparsity=0.50, final_sparsity=...,
+     begin_step=0, end_step=...)` and the default `frequency=100` (the
+     `PolynomialDecay` API page,
+     https://www.tensorflow.org/model_optimization/api_docs/python/tfmot/sparsity/keras/PolynomialDecay,
+     whose docstring cites the gradual schedule of Zhu & Gupta, "To prune
+     or not to prune", arXiv:1710.01878); the pruning comprehensive guide
+     (https://www.tensorflow.org/model_optimization/guide/pruning/comprehensive_guide)
+     advises not to prune too often, so that the model recovers between
+     mask updates. The guide prunes a trained model; here tfmot trains from
+     the same random initial weights as the other runs, so the gradual
+     schedule (`gradual_schedule`) trains one dense epoch first (when there
+     are at least 3 epochs), then ramps from `min(0.5, target)` to the
+     target, and reaches it a quarter of the epochs (at least one) before
+     the end, so that the last epochs train at the final sparsity. It
+     prunes every 100 steps, or more often when the ramp has fewer than
+     1,000 steps, so that the sparsity still rises in at least 10 mask
+     updates.
 
 tfmot only runs on tf-keras, which cannot share a process with Keras 3, so
-run 3 happens in `benchmarks/tfmot_worker.py`, started with
-`TF_USE_LEGACY_KERAS=1`; data and initial weights are handed over in `.npz`
-files. The three models are exported to float32 TFLite and all three files
-are measured here with `keras_adp.export.benchmark_tflite` (one thread).
+the tfmot runs happen in `benchmarks/tfmot_worker.py`, started with
+`TF_USE_LEGACY_KERAS=1`, one process per schedule; data, initial weights and
+the schedule are handed over in `.npz` and `.json` files. All models are
+exported to float32 TFLite and all files are measured here with
+`keras_adp.export.benchmark_tflite` (one thread).
 
 Requires `pip install "tensorflow-model-optimization>=0.8" tf-keras` with
 the tf-keras release matching TensorFlow (tf-keras 2.21.* for TF 2.21), and
@@ -30,9 +61,10 @@ the Fashion-MNIST IDX files (`keras_adp.data.read_fashion_mnist_idx`, e.g.
 Debian's `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist), or
 `--dataset embedded` for the 6,000-image subset bundled with keras_adp.
 
-    python benchmarks/compare_tfmot.py                  # ~10-15 min, 2 cores
-    python benchmarks/compare_tfmot.py --quick          # ~2-3 min
+    python benchmarks/compare_tfmot.py                  # ~15-20 min, 2 cores
+    python benchmarks/compare_tfmot.py --quick          # ~3-5 min
     python benchmarks/compare_tfmot.py --out result.json --train-samples 60000
+    python benchmarks/compare_tfmot.py --tfmot-schedule gradual
 
 Matching the sparsity. tfmot prunes the kernels of `Conv2D` and `Dense`
 layers; batch-norm parameters and biases stay. With `K` dense kernel
@@ -41,8 +73,8 @@ the target sparsity is `s = 1 - (P - F) / K`, so that `F + (1 - s) K = P`
 non-zero parameters remain (up to tfmot's per-layer rounding).
 
 Training wall time covers `fit` only (per-epoch validation on the test
-samples included for all three runs; for ADP also its density measurements
-and rebuilds; for tfmot the mask updates).
+samples included for all runs; for ADP also its density measurements and
+rebuilds; for tfmot the mask updates).
 """
 
 from __future__ import annotations
@@ -88,6 +120,8 @@ class Settings:
     latency_runs: int = 200
     dataset: str = "fashion_mnist_idx"
     data_dir: str | None = None
+    tfmot_schedule: str = "both"
+    max_accuracy_drop: float | None = None
     verbose: int = 2
 
     @classmethod
@@ -185,6 +219,156 @@ def matching_sparsity(dense: keras.Model, adp_params: int) -> float:
     return float(min(0.99, max(0.0, 1.0 - (adp_params - others) / kernels)))
 
 
+# ------------------------------------------------------ tfmot schedules
+TFMOT_SCHEDULES = ("adp-matched", "gradual")
+TFMOT_SCHEDULE_CHOICES = TFMOT_SCHEDULES + ("both",)
+# tfmot's `PolynomialDecay(frequency=100)` default, and the initial sparsity of
+# its "Pruning in Keras example".
+TFMOT_DEFAULT_FREQUENCY = 100
+GRADUAL_INITIAL_SPARSITY = 0.5
+# The gradual ramp updates the masks at least this many times.
+GRADUAL_MIN_PRUNING_EVENTS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class TfmotSchedule:
+    """Arguments of one `tfmot.sparsity.keras.PolynomialDecay`, in steps.
+
+    `end_step - begin_step` is a multiple of `frequency`, so that the last
+    mask update happens at `end_step` and reaches `final_sparsity` (tfmot
+    only prunes on steps `begin_step + k * frequency <= end_step`).
+    """
+
+    name: str
+    initial_sparsity: float
+    final_sparsity: float
+    begin_step: int
+    end_step: int
+    frequency: int
+    steps_per_epoch: int
+
+    def describe(self) -> str:
+        """E.g. "gradual: 0.5000 -> 0.7453 from step 24 to 48 (epochs 1-2),
+        every 2 steps"."""
+        begin_epoch = self.begin_step / self.steps_per_epoch
+        end_epoch = self.end_step / self.steps_per_epoch
+        return (
+            f"{self.name}: {self.initial_sparsity:.4f} -> "
+            f"{self.final_sparsity:.4f} from step {self.begin_step} to "
+            f"{self.end_step} (epochs {begin_epoch:.3g}-{end_epoch:.3g}), "
+            f"every {self.frequency} steps"
+        )
+
+
+def steps_per_epoch(num_samples: int, batch_size: int) -> int:
+    """Batches in one epoch of `model.fit`, the last one partial."""
+    return -(-num_samples // batch_size)
+
+
+def _aligned_end_step(begin_step: int, span: int, frequency: int) -> int:
+    """The last pruning step at most `span` after `begin_step` (>= 1 update)."""
+    return begin_step + max(frequency, span // frequency * frequency)
+
+
+def adp_matched_schedule(
+    steps_per_epoch: int,
+    warmup_epochs: int,
+    prune_steps: int,
+    final_sparsity: float,
+) -> TfmotSchedule:
+    """0 -> `final_sparsity` within the epochs in which ADP prunes.
+
+    From the end of the warm-up to the end of the epoch of ADP's last
+    pruning step (at least one epoch), with a mask update every quarter
+    epoch.
+    """
+    frequency = max(1, steps_per_epoch // 4)
+    begin_step = warmup_epochs * steps_per_epoch
+    span = max(1, prune_steps - 1) * steps_per_epoch
+    return TfmotSchedule(
+        name="adp-matched",
+        initial_sparsity=0.0,
+        final_sparsity=float(final_sparsity),
+        begin_step=begin_step,
+        end_step=_aligned_end_step(begin_step, span, frequency),
+        frequency=frequency,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+def gradual_schedule(
+    steps_per_epoch: int,
+    epochs: int,
+    final_sparsity: float,
+    initial_sparsity: float = GRADUAL_INITIAL_SPARSITY,
+) -> TfmotSchedule:
+    """tfmot's recommended gradual `PolynomialDecay` for training from scratch.
+
+    Args:
+        steps_per_epoch: batches per epoch.
+        epochs: training epochs, at least 2.
+        final_sparsity: the kernel sparsity to reach, in `[0, 1)`.
+        initial_sparsity: the sparsity of the first mask, capped at
+            `final_sparsity`. Defaults to `0.5`, as in tfmot's "Pruning in
+            Keras example".
+
+    Returns:
+        A `TfmotSchedule` that starts after one dense epoch (at step 0 when
+        `epochs` is 2), reaches `final_sparsity` `max(1, epochs // 4)` epochs
+        before the end, so that the last epochs fine-tune at the final
+        sparsity, and updates the masks every 100 steps (tfmot's default),
+        or every `ramp // 10` steps when the ramp has fewer than 1,000 steps.
+    """
+    if epochs < 2:
+        raise ValueError(
+            "Expected `epochs` >= 2, so that the gradual schedule has a ramp "
+            f"and a fine-tuning epoch. Received: epochs={epochs}."
+        )
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"Expected `steps_per_epoch` >= 1. Received: "
+            f"steps_per_epoch={steps_per_epoch}."
+        )
+    begin_epoch = 1 if epochs >= 3 else 0
+    end_epoch = epochs - max(1, epochs // 4)
+    begin_step = begin_epoch * steps_per_epoch
+    span = (end_epoch - begin_epoch) * steps_per_epoch
+    frequency = max(
+        1, min(TFMOT_DEFAULT_FREQUENCY, span // GRADUAL_MIN_PRUNING_EVENTS)
+    )
+    return TfmotSchedule(
+        name="gradual",
+        initial_sparsity=float(min(initial_sparsity, final_sparsity)),
+        final_sparsity=float(final_sparsity),
+        begin_step=begin_step,
+        end_step=_aligned_end_step(begin_step, span, frequency),
+        frequency=frequency,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+def tfmot_schedules(
+    settings: Settings, num_train: int, final_sparsity: float
+) -> list[TfmotSchedule]:
+    """The schedules `settings.tfmot_schedule` asks for, in table order."""
+    if settings.tfmot_schedule not in TFMOT_SCHEDULE_CHOICES:
+        raise ValueError(
+            f"Expected `tfmot_schedule` in {TFMOT_SCHEDULE_CHOICES}. "
+            f"Received: tfmot_schedule={settings.tfmot_schedule!r}."
+        )
+    steps = steps_per_epoch(num_train, settings.batch_size)
+    schedules = []
+    if settings.tfmot_schedule in ("adp-matched", "both"):
+        schedules.append(adp_matched_schedule(
+            steps, settings.warmup_epochs, settings.prune_steps, final_sparsity
+        ))
+    if settings.tfmot_schedule in ("gradual", "both"):
+        schedules.append(
+            gradual_schedule(steps, settings.epochs, final_sparsity)
+        )
+    return schedules
+
+
 # ----------------------------------------------------------------- runs
 def train_dense(settings, arrays, initial_weights):
     """Run 1: returns (trained model, fit wall seconds)."""
@@ -209,6 +393,7 @@ def train_adp(settings, arrays, initial_weights):
         keras_adp.ADPPolicy(
             warmup_epochs=settings.warmup_epochs,
             max_prune_steps=settings.prune_steps,
+            max_accuracy_drop=settings.max_accuracy_drop,
         ),
         seed=settings.seed,
         verbose=settings.verbose,
@@ -225,12 +410,13 @@ def train_adp(settings, arrays, initial_weights):
     return result, time.perf_counter() - start
 
 
-def train_tfmot(settings, arrays, initial, target_sparsity, work_dir) -> dict:
-    """Run 3, in a tf-keras subprocess; returns the worker's JSON result.
+def train_tfmot(settings, arrays, initial, schedule, work_dir) -> dict:
+    """Run 3 with `schedule`, in a tf-keras subprocess; returns its JSON result.
 
     `initial` is an untrained Keras 3 model holding the shared initial
-    weights. The data, the weights, the worker's config, its result and its
-    `tfmot.tflite` file are written to `work_dir`.
+    weights; `schedule` a `TfmotSchedule`. The data, the weights, the
+    worker's config, its result and its `tfmot_<schedule>.tflite` file are
+    written to `work_dir`.
     """
     work_dir = pathlib.Path(work_dir)
     np.savez(work_dir / "data.npz", **arrays)
@@ -240,6 +426,7 @@ def train_tfmot(settings, arrays, initial, target_sparsity, work_dir) -> dict:
         for index, value in enumerate(layer.get_weights())
     }
     np.savez(work_dir / "initial_weights.npz", **weights)
+    stem = f"tfmot_{schedule.name}"
     config = {
         "data": str(work_dir / "data.npz"),
         "initial_weights": str(work_dir / "initial_weights.npz"),
@@ -252,19 +439,12 @@ def train_tfmot(settings, arrays, initial, target_sparsity, work_dir) -> dict:
         "learning_rate": settings.learning_rate,
         "bn_momentum": settings.bn_momentum,
         "seed": settings.seed,
-        "target_sparsity": target_sparsity,
-        # Sparsity ramps up while ADP prunes: from the end of the warm-up to
-        # the end of the epoch of ADP's last pruning step (at least one epoch).
-        "begin_epoch": settings.warmup_epochs,
-        "end_epoch": settings.warmup_epochs + max(1, settings.prune_steps - 1),
-        "pruning_frequency": max(
-            1, -(-settings.train_samples // settings.batch_size) // 4
-        ),
-        "tflite_path": str(work_dir / "tfmot.tflite"),
-        "result_path": str(work_dir / "tfmot_result.json"),
+        "schedule": dataclasses.asdict(schedule),
+        "tflite_path": str(work_dir / f"{stem}.tflite"),
+        "result_path": str(work_dir / f"{stem}_result.json"),
         "verbose": settings.verbose,
     }
-    config_path = work_dir / "tfmot_config.json"
+    config_path = work_dir / f"{stem}_config.json"
     config_path.write_text(json.dumps(config, indent=2))
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
     completed = subprocess.run(
@@ -336,17 +516,17 @@ HEADERS = (
 
 
 def format_table(rows: list[dict]) -> str:
+    cells = [
+        [fmt.format(row[key]) for key, fmt, _ in COLUMNS] for row in rows
+    ]
     widths = [
-        max(width, len(header)) for (_, _, width), header in zip(COLUMNS, HEADERS)
+        max([width, len(header)] + [len(line[index]) for line in cells])
+        for index, ((_, _, width), header) in enumerate(zip(COLUMNS, HEADERS))
     ]
     lines = [" | ".join(h.rjust(w) for h, w in zip(HEADERS, widths))]
     lines.append("-+-".join("-" * w for w in widths))
-    for row in rows:
-        cells = [
-            fmt.format(row[key]).rjust(w)
-            for (key, fmt, _), w in zip(COLUMNS, widths)
-        ]
-        lines.append(" | ".join(cells))
+    for line in cells:
+        lines.append(" | ".join(c.rjust(w) for c, w in zip(line, widths)))
     return "\n".join(lines)
 
 
@@ -375,7 +555,7 @@ def keras_row(name, model, seconds, arrays, settings, work_dir) -> dict:
 def tfmot_row(tfmot, dense, arrays, settings) -> dict:
     """Table row of the worker's result; `dense` gives the MAC count."""
     return {
-        "run": "tfmot",
+        "run": f"tfmot ({tfmot['schedule']['name']} schedule)",
         "framework": tfmot["framework"],
         "accuracy": tfmot["accuracy"],
         "params": tfmot["params"],
@@ -388,7 +568,7 @@ def tfmot_row(tfmot, dense, arrays, settings) -> dict:
 
 
 def run(settings: Settings, work_dir) -> dict:
-    """Runs the three trainings and measurements; returns the JSON report."""
+    """Runs the trainings and measurements; returns the JSON report."""
     arrays = load_arrays(settings)
     initial = build_model(settings)
     initial_weights = initial.get_weights()
@@ -398,16 +578,23 @@ def run(settings: Settings, work_dir) -> dict:
     print("== ADP (Keras 3, keras_adp.ADPTrainer) ==", flush=True)
     adp, adp_seconds = train_adp(settings, arrays, initial_weights)
     target = matching_sparsity(dense, metrics_lib.count_params(adp.model))
-    print(
-        f"== tfmot (tf-keras, prune_low_magnitude to sparsity {target:.4f}) ==",
-        flush=True,
-    )
-    tfmot = train_tfmot(settings, arrays, initial, target, work_dir)
+    tfmot_results = {}
+    for schedule in tfmot_schedules(settings, len(arrays["x_train"]), target):
+        print(
+            "== tfmot (tf-keras, prune_low_magnitude, PolynomialDecay "
+            f"{schedule.describe()}) ==",
+            flush=True,
+        )
+        tfmot_results[schedule.name] = train_tfmot(
+            settings, arrays, initial, schedule, work_dir
+        )
 
     rows = [
         keras_row("dense", dense, dense_seconds, arrays, settings, work_dir),
         keras_row("ADP", adp.model, adp_seconds, arrays, settings, work_dir),
-        tfmot_row(tfmot, dense, arrays, settings),
+    ] + [
+        tfmot_row(tfmot, dense, arrays, settings)
+        for tfmot in tfmot_results.values()
     ]
     return {
         "settings": dataclasses.asdict(settings),
@@ -420,27 +607,41 @@ def run(settings: Settings, work_dir) -> dict:
             "steps": adp.steps,
             "final_widths": adp.history[-1]["widths"],
         },
+        # Per schedule: its PolynomialDecay arguments (`schedule`), the
+        # sparsity reached per kernel, the TFLite check and the history.
         "tfmot": {
-            key: tfmot[key]
-            for key in (
-                "tfmot_version", "kernel_sparsity", "schedule",
-                "tflite_max_abs_error",
-            )
+            name: {
+                key: tfmot[key]
+                for key in (
+                    "tfmot_version", "schedule", "kernel_sparsity",
+                    "tflite_max_abs_error", "history",
+                )
+            }
+            for name, tfmot in tfmot_results.items()
         },
     }
 
 
 def describe(report: dict) -> str:
-    """One line saying what the table compares."""
+    """Lines saying what the table compares."""
     settings = report["settings"]
-    return (
+    lines = [
         f"Fashion-MNIST ({settings['dataset']}), vgg_small width "
         f"{settings['width']}, {report['num_train']} train / "
         f"{report['num_test']} test samples, {settings['epochs']} epochs, "
         f"batch {settings['batch_size']}, seed {settings['seed']}; tfmot "
         f"target sparsity {report['target_sparsity']:.4f}; latency: median "
         f"of {settings['latency_runs']} single-thread invokes, batch 1"
-    )
+    ]
+    for tfmot in report["tfmot"].values():
+        schedule = TfmotSchedule(**tfmot["schedule"])
+        lines.append(f"tfmot PolynomialDecay {schedule.describe()}")
+    return "\n".join(lines)
+
+
+def _accuracy_drop(text: str) -> float | None:
+    """`--max-accuracy-drop` value: a float, or "none" for no guard."""
+    return None if text.lower() == "none" else float(text)
 
 
 def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
@@ -487,6 +688,19 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
                         "files (default: keras_adp's search path)")
     parser.add_argument("--work-dir", help="keep data, weights and .tflite "
                         "files here (default: a temporary folder)")
+    parser.add_argument("--tfmot-schedule", choices=TFMOT_SCHEDULE_CHOICES,
+                        default=defaults.tfmot_schedule,
+                        help="tfmot's PolynomialDecay: 'adp-matched' ramps "
+                        "from 0 within ADP's pruning epochs, 'gradual' "
+                        "follows tfmot's guide (from 0.5, every 100 steps, "
+                        "fine-tuning at the end), 'both' runs and reports "
+                        "each (default %(default)s)")
+    parser.add_argument("--max-accuracy-drop", type=_accuracy_drop,
+                        default=defaults.max_accuracy_drop,
+                        help="ADP's accuracy guard budget (ADPPolicy."
+                        "max_accuracy_drop), judged on the test samples "
+                        "passed as validation_data, or 'none' (default): "
+                        "no guard, every capped step is kept")
     parser.add_argument("--out", help="write the report as JSON here")
     parser.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                         help="Keras fit verbosity (default %(default)s)")
@@ -501,7 +715,9 @@ def parse_args(argv=None) -> tuple[Settings, argparse.Namespace]:
         width=args.width, batch_size=args.batch_size,
         learning_rate=args.learning_rate, bn_momentum=args.bn_momentum,
         seed=args.seed,
-        dataset=args.dataset, data_dir=args.data_dir, verbose=args.verbose,
+        dataset=args.dataset, data_dir=args.data_dir,
+        tfmot_schedule=args.tfmot_schedule,
+        max_accuracy_drop=args.max_accuracy_drop, verbose=args.verbose,
     )
     settings = Settings.quick(**overrides) if args.quick else Settings(**overrides)
     for name in ("train_samples", "test_samples", "epochs", "prune_steps",

@@ -18,8 +18,10 @@ The JSON config names everything the Keras 3 side prepared:
   Keras 3 model's parameter count, checked here so both sides train the
   same network).
 - `epochs`, `batch_size`, `learning_rate`, `seed`.
-- `target_sparsity`, `begin_epoch`, `end_epoch`, `pruning_frequency`: the
-  `PolynomialDecay` schedule (0 -> target sparsity between the two epochs).
+- `schedule`: the `PolynomialDecay` arguments, computed by
+  `compare_tfmot.py` (`adp_matched_schedule`, `gradual_schedule`): `name`,
+  `initial_sparsity`, `final_sparsity`, `begin_step`, `end_step`,
+  `frequency`, and the `steps_per_epoch` they assume (checked here).
 - `tflite_path`, `result_path`: where to write the float32 TFLite file and
   the JSON result (accuracy, non-zero parameters, achieved sparsity per
   layer, training wall time).
@@ -110,20 +112,25 @@ def load_initial_weights(model, path):
         layer.set_weights([stored[f"{layer.name}/{i}"] for i in range(count)])
 
 
-def pruning_schedule(config, steps_per_epoch):
-    """`PolynomialDecay` from 0 to the target sparsity, ending on a prune step."""
-    frequency = int(config["pruning_frequency"])
-    begin_step = int(config["begin_epoch"]) * steps_per_epoch
-    span = int(config["end_epoch"]) * steps_per_epoch - begin_step
-    # The schedule only reaches `final_sparsity` on a step where it prunes.
-    end_step = begin_step + max(frequency, span // frequency * frequency)
+def pruning_schedule(schedule, steps_per_epoch):
+    """The `PolynomialDecay` the config's `schedule` describes.
+
+    Fails if the schedule was computed for another number of steps per epoch
+    than this run's.
+    """
+    if int(schedule["steps_per_epoch"]) != steps_per_epoch:
+        raise SystemExit(
+            f"The {schedule['name']} schedule assumes "
+            f"{schedule['steps_per_epoch']} steps per epoch; this run has "
+            f"{steps_per_epoch}."
+        )
     return tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0,
-        final_sparsity=float(config["target_sparsity"]),
-        begin_step=begin_step,
-        end_step=end_step,
-        frequency=frequency,
-    ), begin_step, end_step
+        initial_sparsity=float(schedule["initial_sparsity"]),
+        final_sparsity=float(schedule["final_sparsity"]),
+        begin_step=int(schedule["begin_step"]),
+        end_step=int(schedule["end_step"]),
+        frequency=int(schedule["frequency"]),
+    )
 
 
 def kernel_sparsity(model):
@@ -194,9 +201,9 @@ def main(argv):
 
     batch_size = int(config["batch_size"])
     steps_per_epoch = -(-len(x_train) // batch_size)
-    schedule, begin_step, end_step = pruning_schedule(config, steps_per_epoch)
     pruned = tfmot.sparsity.keras.prune_low_magnitude(
-        model, pruning_schedule=schedule
+        model,
+        pruning_schedule=pruning_schedule(config["schedule"], steps_per_epoch),
     )
     pruned.compile(
         optimizer=tf_keras.optimizers.Adam(float(config["learning_rate"])),
@@ -232,13 +239,7 @@ def main(argv):
         "kernel_sparsity": kernel_sparsity(final),
         "train_seconds": train_seconds,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
-        "schedule": {
-            "final_sparsity": float(config["target_sparsity"]),
-            "begin_step": begin_step,
-            "end_step": end_step,
-            "frequency": int(config["pruning_frequency"]),
-            "steps_per_epoch": steps_per_epoch,
-        },
+        "schedule": config["schedule"],
         "tflite_path": config["tflite_path"],
         "tflite_max_abs_error": tflite_max_abs_error(
             config["tflite_path"], final, x_test[:32]

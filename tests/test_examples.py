@@ -92,10 +92,13 @@ def test_resnet18_cifar100_smoke_prunes(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_TFMOT, reason="needs tensorflow-model-optimization and tf-keras")
-def test_compare_tfmot_smoke_prints_the_three_rows(tmp_path):
+def test_compare_tfmot_smoke_prints_dense_adp_and_both_tfmot_rows(tmp_path):
     output = run_example("compare_tfmot.py", tmp_path)
     rows = [line.split("|")[0].strip() for line in output.splitlines() if "|" in line]
-    assert {"dense", "ADP", "tfmot"} <= set(rows)
+    assert {
+        "dense", "ADP", "tfmot (adp-matched schedule)",
+        "tfmot (gradual schedule)",
+    } <= set(rows)
 
 
 def test_matching_sparsity_leaves_the_adp_parameter_count_nonzero():
@@ -115,7 +118,13 @@ def test_compare_tfmot_quick_settings_keep_explicit_options():
     quick = benchmark.Settings.quick()
     assert settings.epochs == 4
     assert settings.train_samples == quick.train_samples
+    assert settings.tfmot_schedule == "both"
     assert benchmark.parse_args([])[0] == benchmark.Settings()
+    gradual, _ = benchmark.parse_args(["--quick", "--tfmot-schedule", "gradual"])
+    assert gradual.tfmot_schedule == "gradual"
+    assert settings.max_accuracy_drop is None
+    guarded, _ = benchmark.parse_args(["--max-accuracy-drop", "0.01"])
+    assert guarded.max_accuracy_drop == 0.01
 
 
 @pytest.mark.slow
