@@ -251,7 +251,7 @@ def test_mobilenet_v2_backbone_under_a_head_is_measured_and_pruned(float64):
     assert small.count_params() < model.count_params()
 
 
-def test_adp_trainer_prunes_inside_a_nested_model():
+def test_adp_trainer_prunes_inside_a_nested_model(tmp_path):
     keras.utils.set_random_seed(0)
     model = nested_model()
     model.compile(
@@ -262,11 +262,13 @@ def test_adp_trainer_prunes_inside_a_nested_model():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((96, 8, 8, 3)).astype("float32")
     y = (x[:, :, :, 0].mean(axis=(1, 2)) > 0).astype("int32")
+    # The paper's width rule (width = AD x width) always shrinks here.
     policy = keras_adp.ADPPolicy(
         warmup_epochs=1, min_channels=2, calibration_samples=32,
-        max_accuracy_drop=None,
+        max_accuracy_drop=None, width_rule="density",
     )
-    result = keras_adp.ADPTrainer(policy).fit(
+    run_dir = tmp_path / "run"
+    result = keras_adp.ADPTrainer(policy, run_dir=str(run_dir)).fit(
         model, x, y, epochs=2, batch_size=32, verbose=0
     )
     assert result.steps, "no pruning step was taken"
@@ -276,6 +278,11 @@ def test_adp_trainer_prunes_inside_a_nested_model():
     after = result.model.get_layer("backbone").get_layer("c1").filters
     assert after < before
     assert isinstance(result.model.get_layer("backbone"), keras.Model)
+    # Checkpoints hold the nested model; the report names the inner groups.
+    from keras_adp import report
+
+    report.write_report(run_dir, result)
+    assert "backbone/c1" in (run_dir / "report.md").read_text()
 
 
 class FunctionalSubclass(keras.Model):
