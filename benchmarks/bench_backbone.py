@@ -67,8 +67,11 @@ def main(argv=None):
         print(f"dense baseline (no pruning, {args.epochs} epochs): test "
               f"accuracy {dense_accuracy:.4f}, params {dense.count_params()}")
     model = build(args.alpha, args.seed)
+    policy = keras_adp.ADPPolicy()
+    print(f"default policy: width_rule={policy.width_rule!r}, "
+          f"max_accuracy_drop={policy.max_accuracy_drop}")
     start = time.perf_counter()
-    result = keras_adp.ADPTrainer(keras_adp.ADPPolicy(), seed=args.seed).fit(
+    result = keras_adp.ADPTrainer(policy, seed=args.seed).fit(
         model, x, y, epochs=args.epochs, batch_size=args.batch_size, verbose=0
     )
     seconds = time.perf_counter() - start
