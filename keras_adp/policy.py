@@ -3,12 +3,14 @@ channels survive.
 
 All knobs of the method live here, with their defaults:
 
-- Train the dense model for `warmup_epochs` (2) epochs.
+- Train the dense model for `warmup_epochs` (1) epoch(s).
 - At each pruning step, measure each prunable group's activation density AD
-  on a fixed calibration set (`calibration_samples`, 512). The new width is
-  `max(min_channels, ceil(AD * width))` (`min_channels` 4, never more than
-  the current width), rounded up to a multiple of `round_to` (1; 8 suits
-  mobile kernels), again capped at the current width.
+  on a fixed calibration set (`calibration_samples`, 512). The width rule
+  (`width_rule`) turns it into a new width: `"relative"` (default, below) or
+  the paper's `"density"`, `max(min_channels, ceil(AD * width))`
+  (`min_channels` 4, never more than the current width). Widths are rounded
+  up to a multiple of `round_to` (1; 8 suits mobile kernels), again capped
+  at the current width.
 - Channels kept (`selection`): `"density"` (default) keeps the channels with
   the highest per-channel density, ties broken by the L1 norm of their
   producer weights; `"l1"` keeps the largest L1 norms; `"bn_gamma"` the
@@ -26,12 +28,12 @@ All knobs of the method live here, with their defaults:
   weights.
 - `threshold` (0.0): an activation counts as non-zero when it is strictly
   greater.
-- `width_rule`: `"density"` (default) is the paper's rule above; `"live"`
+- `width_rule`: `"density"` is the paper's rule above; `"live"`
   keeps the channels that are live -- whose own density exceeds
   `live_threshold` (0.01) and, behind a BatchNormalization, whose |gamma|
   exceeds `gamma_threshold` (0.05) x the group's largest -- so each layer
   keeps its own count of channels that carry signal.
-- `width_rule="relative"`: each group's AD relative to the densest group
+- `width_rule="relative"` (default): each group's AD relative to the densest group
   measured at that step, `ceil(AD / max AD x width)`: the densest group
   keeps its width and every other shrinks by how much less it fires. Under
   BatchNormalization->ReLU the absolute AD says little (about 0.5
@@ -74,24 +76,50 @@ measured on `validation_data`; without it, the trainer holds out
 never trained on) and validates on it. `max_accuracy_drop=None` turns the
 guard off (and nothing is held out).
 
-Why the defaults are the paper's rule with the guard, not `"live"` with
-`gamma_l1`. Measured with `benchmarks/bn_density_signal.py` (vgg_small
-x1.0, BN->ReLU, 20,000 Fashion-MNIST images, 3 epochs, Adam 2e-3;
-`benchmarks/results/bn_density_signal_20k_3ep.log`): with `gamma_l1` at 0,
-3e-4, 1e-3 and 3e-3, every layer's AD stayed between 0.40 and 0.54 and not
-one channel was dead (density <= 0.01) or flat (|gamma| <= 0.05 x the
-layer's largest); at 3e-3 the penalty shrank every gamma together and test
-accuracy fell from 85.5% to 65.7%. Over a dense phase this short, the
-pressure creates no per-channel signal, so `"live"` would prune nothing
-behind BatchNormalization. The default therefore keeps the paper's rule and
-lets the accuracy guard bound how far it goes; `"live"` is the rule for
-networks whose channels do die (ReLU without BatchNormalization, longer
-training, or a stronger pressure of your own).
+Why the defaults are `"relative"` after one dense epoch, with the guard.
+Measured with `benchmarks/bench_tradeoff.py` (vgg_small x1.0, BN->ReLU,
+20,000 Fashion-MNIST images, 6 epochs, Adam 2e-3 cosine, 3 seeds;
+`benchmarks/results/tradeoff_20k*`), against the same architecture at a
+uniform width multiplier trained from scratch for the same epochs:
+
+- the paper's rule halves every group at each step (AD is about 0.5
+  everywhere behind BatchNormalization), so it produces uniform widths, and
+  its halvings mostly fail the guard: each rolled-back trial costs an
+  epoch, and it ended 1.1 points below uniform width at the same size;
+- capping the paper's rule at 25% per step (`max_removal=0.25`) still had
+  two of four steps rolled back (0.7 points below uniform, 1 seed);
+- `"relative"` from the first epoch took 4 gentle, per-layer steps (widths
+  such as 28/32, 31/32, 50/64, 34/64, 70/128, 71/128), 0.2 points below
+  uniform width at the same size on average (+0.2, -0.3, -0.6 over the
+  seeds; the two seeds below had one step rolled back), 1.2 points below
+  dense at 2-3x fewer parameters;
+- squaring the relative ratio (a harder cut) went to 7x fewer parameters
+  but 0.6 points below uniform width at that size.
+
+`"live"` with `gamma_l1` produced nothing to prune: with `benchmarks/
+bn_density_signal.py` (20,000 images, 3 epochs; `benchmarks/results/
+bn_density_signal_20k_3ep.log`), at `gamma_l1` 0, 3e-4, 1e-3 and 3e-3 every
+layer's AD stayed between 0.40 and 0.54 and not one channel was dead
+(density <= 0.01) or flat (|gamma| <= 0.05 x the layer's largest); at 3e-3
+the penalty shrank every gamma together and test accuracy fell from 85.5%
+to 65.7%. `"live"` is the rule for networks whose channels do die (ReLU
+without BatchNormalization, longer training, or a stronger pressure of
+your own).
+
+The trade-off of the defaults: `"relative"` keeps the densest group whole
+and the early, high-resolution layers are usually the densest, so it saves
+more parameters than operations (2.7x fewer parameters but 1.9x fewer MACs
+in the run above) and training compute is about 0.7x dense, not the 0.6x of
+the paper's halvings; and the guard's reference is the best validation
+value seen so far, not what the dense model would reach by the end, so
+over a short run the pruned model can end more than the budget below a
+dense model trained as long (by 1.2 points in the runs above).
 
 A property of the method worth knowing: where BatchNormalization directly
 precedes the ReLU, each channel's pre-activation is normalised to roughly
 zero mean, so activation density tends to stay near 0.5 however long the
-network trains. Each pruning step then roughly halves every group, and
+network trains. Under the paper's rule (`width_rule="density"`) each
+pruning step then roughly halves every group, and
 neither the `"converged"` trigger nor `min_reduction` stops it before
 `min_channels`. Bound the compression with `max_prune_steps` (each step
 costs about 4x in parameters) or a larger `interval`; the `keras-adp`
@@ -118,7 +146,7 @@ class ADPPolicy:
 
     Args:
         warmup_epochs: dense epochs before the first pruning step. Defaults
-            to `2`.
+            to `1`.
         min_channels: no group shrinks below this many channels (nor is it
             widened to reach it). Defaults to `4`.
         round_to: new widths are rounded up to a multiple of this. Defaults
@@ -149,8 +177,8 @@ class ADPPolicy:
             before pruning stops. Defaults to `1`.
         validation_split: fraction of the training arrays held out for the
             guard when `fit` gets no `validation_data`. Defaults to `0.1`.
-        width_rule: `"density"` (the paper's), `"relative"` or `"live"`.
-            Defaults to `"density"`.
+        width_rule: `"relative"`, `"density"` (the paper's) or `"live"`.
+            Defaults to `"relative"`.
         live_threshold: per-channel density at or below which a channel
             is dead (`"live"`). Defaults to `0.01`.
         gamma_threshold: |gamma| at or below this fraction of the group's
@@ -165,7 +193,7 @@ class ADPPolicy:
             `None`.
     """
 
-    warmup_epochs: int = 2
+    warmup_epochs: int = 1
     min_channels: int = 4
     round_to: int = 1
     selection: str = "density"
@@ -183,7 +211,7 @@ class ADPPolicy:
     recovery_epochs: int = 1
     max_retries: int = 1
     validation_split: float = 0.1
-    width_rule: str = "density"
+    width_rule: str = "relative"
     live_threshold: float = 0.01
     gamma_threshold: float = 0.05
     gamma_l1: float = 0.0

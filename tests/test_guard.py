@@ -130,7 +130,8 @@ def test_rolled_back_step_restores_weights_and_optimizer_state_exactly(
     monkeypatch.setattr(guard, "is_worse_than_budget", lambda *args: True)
     x, y = _data()
     policy = keras_adp.ADPPolicy(
-        warmup_epochs=1, min_channels=2, calibration_samples=32, max_retries=0
+        warmup_epochs=1, min_channels=2, calibration_samples=32, max_retries=0,
+        width_rule="density",
     )
     # The step follows epoch 0 and is judged after epoch 1; epoch 2 trains
     # the restored model.
@@ -179,7 +180,7 @@ def test_budget_holds_when_every_step_must_fail():
     model, x, targets = _teacher_regression()
     policy = keras_adp.ADPPolicy(
         warmup_epochs=1, min_channels=1, calibration_samples=32,
-        monitor="val_loss", max_accuracy_drop=0.0,
+        monitor="val_loss", max_accuracy_drop=0.0, width_rule="density",
     )
     result = keras_adp.ADPTrainer(policy, verbose=0).fit(
         model, x, targets, epochs=5, batch_size=16,
@@ -209,6 +210,7 @@ def test_steps_within_budget_are_accepted():
     policy = keras_adp.ADPPolicy(
         warmup_epochs=1, min_channels=2, calibration_samples=32,
         max_accuracy_drop=1.0,  # Any accuracy passes.
+        width_rule="density",
     )
     result = keras_adp.ADPTrainer(policy, verbose=0).fit(
         _classifier(), x, y, epochs=3, batch_size=16,
@@ -288,7 +290,8 @@ rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
 y = np.arange(64) % 3
 policy = keras_adp.ADPPolicy(warmup_epochs=1, min_channels=2,
-                             calibration_samples=32, max_prune_steps=1)
+                             calibration_samples=32, max_prune_steps=1,
+                             width_rule="density")
 result = keras_adp.ADPTrainer(policy, verbose=0).fit(
     model, x, y, epochs=4, batch_size=16, validation_data=(x[:16], y[:16]))
 variables = [v for v in result.model.weights]

@@ -184,7 +184,7 @@ def test_converged_trigger_respects_warmup_and_max_prune_steps():
 
 # ------------------------------------------------------------------- plan
 def test_plan_keeps_densest_channels_of_each_shrinking_group():
-    policy = ADPPolicy(min_channels=1)
+    policy = ADPPolicy(width_rule="density", min_channels=1)
     groups = [_group("a", 4), _group("b", 4), _group("head", 3, False)]
     densities = {
         "a": _density([0.0, 1.0, 0.0, 1.0]),  # AD 0.5 -> 2 channels
@@ -197,7 +197,7 @@ def test_plan_keeps_densest_channels_of_each_shrinking_group():
 
 
 def test_plan_skips_groups_without_density():
-    policy = ADPPolicy(min_channels=1)
+    policy = ADPPolicy(width_rule="density", min_channels=1)
     keep = policy.plan(
         [_group("a", 4), _group("b", 4)],
         {"a": _density([0.0, 1.0, 0.0, 1.0])},
@@ -212,14 +212,16 @@ def test_plan_skips_groups_without_density():
 )
 def test_plan_stops_when_no_group_loses_min_reduction(min_reduction, expected):
     # 10 channels at AD 0.9 -> 9: a 10% reduction.
-    policy = ADPPolicy(min_channels=1, min_reduction=min_reduction)
+    policy = ADPPolicy(
+        width_rule="density", min_channels=1, min_reduction=min_reduction
+    )
     channels = [1.0] * 9 + [0.0]
     keep = policy.plan([_group("a", 10)], {"a": _density(channels)}, {})
     assert set(keep) == expected
 
 
 def test_plan_includes_small_reductions_when_another_group_is_worth_it():
-    policy = ADPPolicy(min_channels=1, min_reduction=0.2)
+    policy = ADPPolicy(width_rule="density", min_channels=1, min_reduction=0.2)
     groups = [_group("big", 10), _group("small", 10)]
     densities = {
         "big": _density([1.0] * 5 + [0.0] * 5),  # 50% off
@@ -282,7 +284,7 @@ def test_unknown_field_in_config_raises_value_error():
 def test_defaults_match_the_documented_method():
     policy = ADPPolicy()
     assert policy.get_config() == {
-        "warmup_epochs": 2,
+        "warmup_epochs": 1,
         "min_channels": 4,
         "round_to": 1,
         "selection": "density",
@@ -300,11 +302,12 @@ def test_defaults_match_the_documented_method():
         "recovery_epochs": 1,
         "max_retries": 1,
         "validation_split": 0.1,
-        "width_rule": "density",
+        "width_rule": "relative",
         "live_threshold": 0.01,
         "gamma_threshold": 0.05,
         "gamma_l1": 0.0,
         "recalibrate_batch_norm": True,
+        "max_removal": None,
     }
 
 

@@ -66,7 +66,7 @@ def test_live_rule_keeps_exactly_the_live_channels_in_each_group():
     np.testing.assert_array_equal(keep["a"], [0, 2, 3, 5])
     np.testing.assert_array_equal(keep["b"], [0, 2, 3])
     # The paper's rule halves both whatever is live.
-    paper = keras_adp.ADPPolicy(min_channels=1).plan(
+    paper = keras_adp.ADPPolicy(width_rule="density", min_channels=1).plan(
         groups, densities, {}, gammas
     )
     assert {name: len(idx) for name, idx in paper.items()} == {"a": 2, "b": 2}
@@ -121,6 +121,7 @@ def test_gamma_l1_applies_while_pruning_may_happen_and_is_released():
     penalties = _Penalties()
     policy = keras_adp.ADPPolicy(
         warmup_epochs=1, min_channels=2, max_prune_steps=1,
+        width_rule="density",
         max_accuracy_drop=None, gamma_l1=1e-2,
     )
     result = keras_adp.ADPTrainer(policy, verbose=0).fit(
@@ -158,7 +159,9 @@ def test_relative_rule_keeps_the_densest_group_whole_and_scales_the_others():
     keep = policy.plan(groups, densities, {})
     assert {name: len(idx) for name, idx in keep.items()} == {"b": 4, "c": 15}
     # Without the relative rule the same densities cut every group.
-    paper = keras_adp.ADPPolicy(min_channels=1).plan(groups, densities, {})
+    paper = keras_adp.ADPPolicy(width_rule="density", min_channels=1).plan(
+        groups, densities, {}
+    )
     assert {name: len(idx) for name, idx in paper.items()} == {
         "a": 6, "b": 3, "c": 9,
     }
