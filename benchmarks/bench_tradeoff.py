@@ -292,13 +292,25 @@ def main(argv=None):
     parser.add_argument("--plot", help="write the Pareto plot (PNG)")
     parser.add_argument("--table-from", nargs="*",
                         help="merge earlier --out files and print, no training")
+    parser.add_argument("--rename", nargs="*", default=[],
+                        metavar="FILE:OLD=NEW",
+                        help="with --table-from: show run OLD of the file "
+                             "whose name ends in FILE as NEW")
     args = parser.parse_args(argv)
     rows = {}
     title = f"{args.model} x{args.base_width:g} on Fashion-MNIST"
     if args.table_from:
+        renames = {}
+        for item in args.rename:
+            suffix, _, pair = item.partition(":")
+            old, _, new = pair.partition("=")
+            renames[(suffix, old)] = new
         for path in args.table_from:
             with open(path) as handle:
                 for run, per_seed in json.load(handle)["rows"].items():
+                    for (suffix, old), new in renames.items():
+                        if path.endswith(suffix) and run == old:
+                            run = new
                     rows.setdefault(run, {}).update(per_seed)
         print_table(rows, title)
         if args.plot:

@@ -171,7 +171,11 @@ history = dense_model.fit(
 
 """
 The per-epoch densities, and the width each layer would get if it was
-pruned now (`ceil(AD * width)`, the rule `ADPPolicy` applies):
+pruned now under the default width rule, `"relative"`: the densest layer
+keeps its width and every other shrinks to `ceil(AD / max AD * width)`.
+(The paper's rule, `ADPPolicy(width_rule="density")`, is `ceil(AD * width)`;
+behind BatchNormalization AD sits near 0.5, so that rule halves every layer
+alike.)
 """
 
 group_sizes = {
@@ -180,11 +184,12 @@ group_sizes = {
     if group.prunable
 }
 policy = keras_adp.ADPPolicy()
+densest = max(history.history[f"density/{name}"][-1] for name in group_sizes)
 print(f"{'group':<14}" + "".join(f"  epoch {e + 1:>2}" for e in range(epochs)))
 for name, size in group_sizes.items():
     values = history.history[f"density/{name}"]
     row = "".join(f"{value:>10.3f}" for value in values)
-    suggested = policy.new_width(size, values[-1])
+    suggested = policy.new_width(size, values[-1] / densest if densest else 1.0)
     print(f"{name:<14}{row}   width {size} -> {suggested}")
 
 """

@@ -36,7 +36,7 @@ from keras_adp import inputs as inputs_lib
 from keras_adp import models
 from keras_adp import report as report_lib
 from keras_adp import training
-from keras_adp.policy import ADPPolicy, SELECTIONS, TRIGGERS
+from keras_adp.policy import ADPPolicy, SELECTIONS, TRIGGERS, WIDTH_RULES
 
 __all__ = [
     "run",
@@ -89,9 +89,9 @@ baseline; --no-dense-baseline skips it), and the summary puts the two side
 by side: test accuracy, parameters, MACs, TFLite size and latency. Then both
 are exported to TFLite (float32 and int8) and the report is written.
 
-The defaults are a quick demo on the bundled data; they differ from
-ADPPolicy's (--interval 2 and --max-prune-steps 2 here) so that the run
-ends with a few epochs on the final architecture.
+The pruning options default to ADPPolicy's: after one dense epoch, every
+epoch each layer shrinks by its activation density relative to the densest
+layer's, each step on trial before the accuracy guard.
 """
 
 _EXPORT_DESCRIPTION = """\
@@ -282,19 +282,27 @@ def _add_train_parser(commands, common) -> None:
     )
     pruning = parser.add_argument_group("pruning policy (see keras_adp.ADPPolicy)")
     pruning.add_argument(
-        "--warmup-epochs", type=_non_negative_int, default=2, metavar="N",
+        "--warmup-epochs", type=_non_negative_int,
+        default=ADPPolicy.warmup_epochs, metavar="N",
         help="dense epochs before the first pruning step",
     )
     pruning.add_argument(
-        "--trigger", choices=TRIGGERS, default="interval",
+        "--width-rule", choices=WIDTH_RULES, default=ADPPolicy.width_rule,
+        help="how density sets a layer's width: 'relative' (to the densest "
+        "layer's), the paper's 'density' (keep that fraction) or 'live'",
+    )
+    pruning.add_argument(
+        "--trigger", choices=TRIGGERS, default=ADPPolicy.trigger,
         help="prune every --interval epochs, or once densities stop changing",
     )
     pruning.add_argument(
-        "--interval", type=_positive_int, default=2, metavar="N",
+        "--interval", type=_positive_int, default=ADPPolicy.interval,
+        metavar="N",
         help="epochs between pruning steps (trigger 'interval')",
     )
     pruning.add_argument(
-        "--max-prune-steps", type=_optional_count, default=2, metavar="N",
+        "--max-prune-steps", type=_optional_count,
+        default=ADPPolicy.max_prune_steps, metavar="N",
         help="most pruning steps, or 'none'",
     )
     pruning.add_argument(

@@ -80,7 +80,7 @@ class TrainOptions:
         epochs, batch_size, lr, seed: training (Adam at `lr`).
         dense_baseline: also train the model without pruning.
         verbose: the trainer's `verbose`.
-        warmup_epochs, trigger, interval, max_prune_steps,
+        warmup_epochs, width_rule, trigger, interval, max_prune_steps,
             max_accuracy_drop, min_channels, round_to, selection,
             calibration_samples: the `ADPPolicy`.
         run_dir: where checkpoints, model, TFLite files and report go.
@@ -102,10 +102,11 @@ class TrainOptions:
     seed: int = 0
     dense_baseline: bool = True
     verbose: int = 1
-    warmup_epochs: int = 2
-    trigger: str = "interval"
-    interval: int = 2
-    max_prune_steps: int | None = 2
+    warmup_epochs: int = ADPPolicy.warmup_epochs
+    width_rule: str = ADPPolicy.width_rule
+    trigger: str = ADPPolicy.trigger
+    interval: int = ADPPolicy.interval
+    max_prune_steps: int | None = ADPPolicy.max_prune_steps
     max_accuracy_drop: float | None = ADPPolicy.max_accuracy_drop
     min_channels: int = 4
     round_to: int = 1
@@ -352,6 +353,7 @@ def _no_shuffle_warning():
 def policy_of(options: TrainOptions) -> ADPPolicy:
     return ADPPolicy(
         warmup_epochs=options.warmup_epochs,
+        width_rule=options.width_rule,
         min_channels=options.min_channels,
         round_to=options.round_to,
         selection=options.selection,
