@@ -1,10 +1,12 @@
 """Per-layer-class handlers: how each Keras layer moves and slices channels.
 
-Every supported layer class has one `Handler` in `REGISTRY`. A handler has a
-`role` that tells the graph analysis what the layer does to the channel axis,
-a `check` that rejects configurations it cannot slice, and two pure functions
-used by the rebuilder: `config` (the smaller layer's config) and `weights`
-(the retained slices of the layer's weights, by variable name).
+Every supported layer class has one `Handler` in `REGISTRY`, keyed by the
+class object itself (exact class: subclasses are not matched), so a misspelt
+class fails at import. A handler has a `role` that tells the graph analysis
+what the layer does to the channel axis, a `check` that rejects
+configurations it cannot slice, and two pure functions used by the
+rebuilder: `config` (the smaller layer's config) and `weights` (the retained
+slices of the layer's weights, by variable name).
 
 Operation classes of `keras.ops` (`keras.src.ops.numpy.Add`,
 `keras.src.ops.nn.Relu6`, ...) have handlers in the same registry: Python
@@ -41,10 +43,12 @@ anyway, because pruning during training retrains afterwards.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Callable
 
 import keras
 import numpy as np
+from keras import layers as keras_layers
 
 Weights = dict[str, np.ndarray]
 
@@ -327,91 +331,116 @@ _SPATIAL = Handler("passthrough", _spatial_passthrough_check)
 REGISTRY: dict[type, Handler] = {}
 
 
-def _register(names: list[str], handler: Handler) -> None:
-    for name in names:
-        cls = getattr(keras.layers, name, None)
-        if cls is not None:
-            REGISTRY[cls] = handler
+def _register(classes: list[type], handler: Handler) -> None:
+    """Map each class to `handler`. Classes, not names: a misspelt one fails
+    at import instead of silently leaving the layer unsupported."""
+    for cls in classes:
+        REGISTRY[cls] = handler
 
 
-_register(["Conv1D", "Conv2D", "Conv3D"], _PRODUCER)
 _register(
-    ["Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"],
+    [keras_layers.Conv1D, keras_layers.Conv2D, keras_layers.Conv3D],
+    _PRODUCER,
+)
+_register(
+    [
+        keras_layers.Conv1DTranspose, keras_layers.Conv2DTranspose,
+        keras_layers.Conv3DTranspose,
+    ],
     Handler(
         "producer", _conv_check, _filters_config("filters"),
         _conv_transpose_weights,
     ),
 )
 _register(
-    ["SeparableConv1D", "SeparableConv2D"],
+    [keras_layers.SeparableConv1D, keras_layers.SeparableConv2D],
     Handler(
         "producer", _conv_check, _filters_config("filters"), _separable_weights
     ),
 )
 _register(
-    ["Dense"],
+    [keras_layers.Dense],
     Handler("producer", _no_check, _filters_config("units"), _conv_weights),
 )
 _register(
-    ["DepthwiseConv1D", "DepthwiseConv2D"],
+    [keras_layers.DepthwiseConv1D, keras_layers.DepthwiseConv2D],
     Handler(
         "channelwise", _depthwise_check, weights=_depthwise_weights,
         activation=fused_activation,
     ),
 )
 _register(
-    ["BatchNormalization", "LayerNormalization"],
+    [keras_layers.BatchNormalization, keras_layers.LayerNormalization],
     Handler("channelwise", _axis_check, weights=_per_channel_weights),
 )
 _register(
-    ["PReLU"],
+    [keras_layers.PReLU],
     Handler("channelwise", _prelu_check, weights=_prelu_weights,
             activation=_named("prelu")),
 )
 _register(
-    ["Normalization"],
+    [keras_layers.Normalization],
     Handler(
         "channelwise", _axis_check, _per_channel_config("mean", "variance"),
         _normalization_weights,
     ),
 )
 _register(
-    ["Rescaling"],
+    [keras_layers.Rescaling],
     Handler("channelwise", _rescaling_check,
             _per_channel_config("scale", "offset")),
 )
-_register(["ReLU"], Handler("passthrough", activation=_relu_layer))
-_register(["LeakyReLU"], Handler("passthrough", activation=_named("leaky_relu")))
-_register(["ELU"], Handler("passthrough", activation=_named("elu")))
-_register(["Activation"], Handler("passthrough", activation=_activation_layer))
-_register(["Softmax"], Handler("passthrough", _softmax_check))
+_register([keras_layers.ReLU], Handler("passthrough", activation=_relu_layer))
+_register(
+    [keras_layers.LeakyReLU],
+    Handler("passthrough", activation=_named("leaky_relu")),
+)
+_register([keras_layers.ELU], Handler("passthrough", activation=_named("elu")))
+_register(
+    [keras_layers.Activation],
+    Handler("passthrough", activation=_activation_layer),
+)
+_register([keras_layers.Softmax], Handler("passthrough", _softmax_check))
 _register(
     [
-        "Dropout", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-        "ActivityRegularization", "Identity", "SpatialDropout1D",
+        keras_layers.Dropout, keras_layers.GaussianNoise,
+        keras_layers.GaussianDropout, keras_layers.AlphaDropout,
+        keras_layers.ActivityRegularization, keras_layers.Identity,
+        keras_layers.SpatialDropout1D,
     ],
     _PASS,
 )
 _register(
     [
-        "SpatialDropout2D", "SpatialDropout3D",
-        "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
-        "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
-        "GlobalAveragePooling1D", "GlobalAveragePooling2D",
-        "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
-        "GlobalMaxPooling3D", "ZeroPadding1D", "ZeroPadding2D",
-        "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
-        "UpSampling1D", "UpSampling2D", "UpSampling3D",
+        keras_layers.SpatialDropout2D, keras_layers.SpatialDropout3D,
+        keras_layers.MaxPooling1D, keras_layers.MaxPooling2D,
+        keras_layers.MaxPooling3D, keras_layers.AveragePooling1D,
+        keras_layers.AveragePooling2D, keras_layers.AveragePooling3D,
+        keras_layers.GlobalAveragePooling1D,
+        keras_layers.GlobalAveragePooling2D,
+        keras_layers.GlobalAveragePooling3D, keras_layers.GlobalMaxPooling1D,
+        keras_layers.GlobalMaxPooling2D, keras_layers.GlobalMaxPooling3D,
+        keras_layers.ZeroPadding1D, keras_layers.ZeroPadding2D,
+        keras_layers.ZeroPadding3D, keras_layers.Cropping1D,
+        keras_layers.Cropping2D, keras_layers.Cropping3D,
+        keras_layers.UpSampling1D, keras_layers.UpSampling2D,
+        keras_layers.UpSampling3D,
     ],
     _SPATIAL,
 )
-_register(["Reshape"], Handler("reshape", _reshape_check, _reshape_config))
 _register(
-    ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"],
+    [keras_layers.Reshape],
+    Handler("reshape", _reshape_check, _reshape_config),
+)
+_register(
+    [
+        keras_layers.Add, keras_layers.Subtract, keras_layers.Multiply,
+        keras_layers.Average, keras_layers.Maximum, keras_layers.Minimum,
+    ],
     Handler("merge"),
 )
-_register(["Concatenate"], Handler("concat"))
-_register(["Flatten"], Handler("flatten", _channels_last))
+_register([keras_layers.Concatenate], Handler("concat"))
+_register([keras_layers.Flatten], Handler("flatten", _channels_last))
 
 
 # Grouped `Conv` with groups == input channels == filters: a depthwise
@@ -451,48 +480,66 @@ def _elementwise_check(layer, in_shapes, out_shapes) -> str | None:
     return None
 
 
-def _register_ops(module, names: list[str], handler: Handler) -> None:
-    for name in names:
-        cls = getattr(module, name, None)
-        if cls is not None:
-            REGISTRY[cls] = handler
+_ELEMENTWISE_MERGE = Handler("merge", _elementwise_check)
+
+# Operation classes that older Keras versions accepted by setup.py
+# (keras>=3.3) may lack, by module and class name: registered when present.
+# `tests/test_handlers.py` checks that each one resolves on the installed
+# Keras, so a misspelt name fails there rather than disabling the handler.
+_NEWER_KERAS_OPS: dict[tuple[str, str], Handler] = {
+    ("keras.src.ops.numpy", "DivideNoNan"): _ELEMENTWISE_MERGE,
+    ("keras.src.ops.nn", "Celu"): Handler(
+        "passthrough", _elementwise_check, activation=_named("celu")
+    ),
+    ("keras.src.ops.nn", "HardTanh"): Handler(
+        "passthrough", _elementwise_check, activation=_named("hard_tanh")
+    ),
+}
 
 
 def _register_op_registry() -> None:
     from keras.src.ops import nn as ops_nn
     from keras.src.ops import numpy as ops_numpy
 
-    _register_ops(
-        ops_numpy,
-        ["Add", "Subtract", "Multiply", "Divide", "TrueDivide", "DivideNoNan",
-         "Maximum", "Minimum", "Power"],
-        Handler("merge", _elementwise_check),
+    _register(
+        [ops_numpy.Add, ops_numpy.Subtract, ops_numpy.Multiply,
+         ops_numpy.Divide, ops_numpy.TrueDivide, ops_numpy.Maximum,
+         ops_numpy.Minimum, ops_numpy.Power],
+        _ELEMENTWISE_MERGE,
     )
-    _register_ops(
-        ops_numpy,
-        ["Abs", "Absolute", "Negative", "Square", "Sqrt", "Exp", "Log",
-         "Log1p", "Expm1", "Tanh", "Clip", "Reciprocal", "Sign", "Floor",
-         "Ceil", "Round", "Copy", "NanToNum"],
+    _register(
+        [ops_numpy.Abs, ops_numpy.Absolute, ops_numpy.Negative,
+         ops_numpy.Square, ops_numpy.Sqrt, ops_numpy.Exp, ops_numpy.Log,
+         ops_numpy.Log1p, ops_numpy.Expm1, ops_numpy.Tanh, ops_numpy.Clip,
+         ops_numpy.Reciprocal, ops_numpy.Sign, ops_numpy.Floor,
+         ops_numpy.Ceil, ops_numpy.Round, ops_numpy.Copy,
+         ops_numpy.NanToNum],
         Handler("passthrough", _elementwise_check),
     )
-    _register_ops(
-        ops_numpy,
-        ["Mean", "Sum", "Max", "Min", "Amax", "Amin", "Prod", "Var", "Std"],
+    _register(
+        [ops_numpy.Mean, ops_numpy.Sum, ops_numpy.Max, ops_numpy.Min,
+         ops_numpy.Amax, ops_numpy.Amin, ops_numpy.Prod, ops_numpy.Var,
+         ops_numpy.Std],
         Handler("passthrough", _reduction_check),
     )
-    for name, activation in [
-        ("Relu", "relu"), ("Relu6", "relu6"), ("LeakyRelu", "leaky_relu"),
-        ("Elu", "elu"), ("Selu", "selu"), ("Gelu", "gelu"),
-        ("Silu", "silu"), ("HardSilu", "hard_silu"), ("Celu", "celu"),
-        ("Sigmoid", "sigmoid"), ("HardSigmoid", "hard_sigmoid"),
-        ("Softplus", "softplus"), ("Softsign", "softsign"),
-        ("HardTanh", "hard_tanh"), ("LogSigmoid", "log_sigmoid"),
+    for cls, activation in [
+        (ops_nn.Relu, "relu"), (ops_nn.Relu6, "relu6"),
+        (ops_nn.LeakyRelu, "leaky_relu"), (ops_nn.Elu, "elu"),
+        (ops_nn.Selu, "selu"), (ops_nn.Gelu, "gelu"),
+        (ops_nn.Silu, "silu"), (ops_nn.HardSilu, "hard_silu"),
+        (ops_nn.Sigmoid, "sigmoid"), (ops_nn.HardSigmoid, "hard_sigmoid"),
+        (ops_nn.Softplus, "softplus"), (ops_nn.Softsign, "softsign"),
+        (ops_nn.LogSigmoid, "log_sigmoid"),
     ]:
-        _register_ops(
-            ops_nn, [name],
+        _register(
+            [cls],
             Handler("passthrough", _elementwise_check,
                     activation=_named(activation)),
         )
+    for (module, name), handler in _NEWER_KERAS_OPS.items():
+        cls = getattr(importlib.import_module(module), name, None)
+        if cls is not None:
+            _register([cls], handler)
 
 
 _register_op_registry()
@@ -511,17 +558,18 @@ def _count_config(key: str) -> Callable:
 
 
 def _register_applications() -> None:
-    try:
-        from keras.src.applications import convnext, inception_resnet_v2
-    except ImportError:  # pragma: no cover - keras without applications
-        return
+    from keras.src.applications import convnext, inception_resnet_v2
+
     # `x * gamma`, gamma of shape (projection_dim,).
-    REGISTRY[convnext.LayerScale] = Handler(
-        "channelwise", weights=_per_channel_weights,
-        config=_count_config("projection_dim"),
+    _register(
+        [convnext.LayerScale],
+        Handler(
+            "channelwise", weights=_per_channel_weights,
+            config=_count_config("projection_dim"),
+        ),
     )
     # `inputs[0] + inputs[1] * scale`, scale a Python float.
-    REGISTRY[inception_resnet_v2.CustomScaleLayer] = Handler("merge")
+    _register([inception_resnet_v2.CustomScaleLayer], Handler("merge"))
 
 
 _register_applications()
