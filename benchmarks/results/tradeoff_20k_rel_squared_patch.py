@@ -1,3 +1,7 @@
+"""Experiment behind `tradeoff_20k_rel_squared.json`: bench_tradeoff.py with
+the relative width rule's ratio squared (AD / max AD, squared), patched in.
+Not a policy option: it lost 0.6 points to uniform width at the same size.
+Run from the repository root with bench_tradeoff.py's arguments."""
 import math, sys, importlib.util
 sys.argv[0] = "bench_tradeoff"
 import keras_adp
