@@ -127,6 +127,7 @@ def run_adp(args, name, width, data, reinitialize):
         max_prune_steps=args.max_prune_steps,
         reinitialize=reinitialize,
         max_accuracy_drop=args.max_accuracy_drop,
+        width_rule=args.width_rule,
     )
     trainer = keras_adp.ADPTrainer(policy, seed=args.seed, verbose=0)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -213,6 +214,12 @@ def main(argv=None):
     parser.add_argument("--trigger", default="interval")
     parser.add_argument("--interval", type=int, default=1)
     parser.add_argument("--min-channels", type=int, default=4)
+    parser.add_argument(
+        "--width-rule", choices=keras_adp.policy.WIDTH_RULES,
+        default="density",
+        help="ADPPolicy.width_rule (default: the paper's 'density', with "
+        "which README's figures of this benchmark were measured)",
+    )
     parser.add_argument("--max-prune-steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(

@@ -394,6 +394,9 @@ def train_adp(settings, arrays, initial_weights):
             warmup_epochs=settings.warmup_epochs,
             max_prune_steps=settings.prune_steps,
             max_accuracy_drop=settings.max_accuracy_drop,
+            # The paper's rule, as this comparison documents (each step
+            # roughly halves every layer behind BatchNormalization).
+            width_rule="density",
         ),
         seed=settings.seed,
         verbose=settings.verbose,
