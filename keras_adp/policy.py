@@ -40,6 +40,8 @@ All knobs of the method live here, with their defaults:
   everywhere) but the groups still differ from each other (0.40-0.57 on
   vgg_small), and this rule follows those differences, a few percent to a
   few tens of percent per step, so widths come out different per layer.
+  It never shrinks the densest group, so a model with a single measured
+  group is never pruned by it: use `"density"` there.
 - `max_removal` (None): the largest fraction of a group's channels one
   step may remove, whatever the width rule says.
 - `recalibrate_batch_norm` (True): after each rebuild, the moving means

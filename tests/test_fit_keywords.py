@@ -17,12 +17,15 @@ L = keras.layers
 SAMPLES = 64
 # The guard is off unless a test is about it: these tests are about which
 # keywords reach each epoch's `model.fit`.
+# The paper's width rule: the model has one group, which the default
+# relative rule (AD relative to the densest group's) never shrinks.
 NO_GUARD = keras_adp.ADPPolicy(
     warmup_epochs=1, min_channels=2, calibration_samples=32,
-    max_accuracy_drop=None,
+    max_accuracy_drop=None, width_rule="density",
 )
 GUARD = keras_adp.ADPPolicy(
     warmup_epochs=1, min_channels=2, calibration_samples=32,
+    width_rule="density",
 )
 
 
@@ -181,7 +184,7 @@ def test_initial_epoch_keeps_the_converged_trigger_waiting():
     policy = keras_adp.ADPPolicy(
         warmup_epochs=1, min_channels=2, calibration_samples=32,
         max_accuracy_drop=None, trigger="converged", patience=1,
-        tolerance=0.99,
+        tolerance=0.99, width_rule="density",
     )
     # Densities of the epochs before `initial_epoch` are unknown: the
     # window needs `patience + 1` measured epochs (2 and 3), and after the

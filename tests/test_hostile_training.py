@@ -52,7 +52,10 @@ def test_calibration_set_smaller_than_one_batch_is_used_whole():
     keras.utils.set_random_seed(0)
     x, y = _data((8, 8, 1))
     result = keras_adp.ADPTrainer(
-        keras_adp.ADPPolicy(warmup_epochs=1, min_channels=2, max_accuracy_drop=None),
+        keras_adp.ADPPolicy(
+            warmup_epochs=1, min_channels=2, max_accuracy_drop=None,
+            width_rule="density",
+        ),
         verbose=0
     ).fit(_small_cnn(), x, y, epochs=2, batch_size=32, calibration_data=x[:3])
     assert set(result.history[0]["density"]) == {"c1", "c2"}
@@ -63,7 +66,10 @@ def test_uint8_inputs_train_and_prune():
     keras.utils.set_random_seed(0)
     x, y = _data((8, 8, 1), dtype="uint8")
     result = keras_adp.ADPTrainer(
-        keras_adp.ADPPolicy(warmup_epochs=1, min_channels=2, max_accuracy_drop=None),
+        keras_adp.ADPPolicy(
+            warmup_epochs=1, min_channels=2, max_accuracy_drop=None,
+            width_rule="density",
+        ),
         verbose=0
     ).fit(_small_cnn("uint8"), x, y, epochs=2, batch_size=16)
     assert result.model.inputs[0].dtype == "uint8"
@@ -78,7 +84,10 @@ def test_dead_layer_is_kept_at_min_channels_not_zero():
     density = keras_adp.measure_density(model, x)
     assert density["c1"].layer == 0.0
     result = keras_adp.ADPTrainer(
-        keras_adp.ADPPolicy(warmup_epochs=1, min_channels=3, max_accuracy_drop=None),
+        keras_adp.ADPPolicy(
+            warmup_epochs=1, min_channels=3, max_accuracy_drop=None,
+            width_rule="density",
+        ),
         verbose=0
     ).fit(model, x, y, epochs=2, batch_size=16)
     assert result.model.get_layer("c1").filters == 3
@@ -101,6 +110,7 @@ def policies(draw):
         min_channels=draw(st.integers(1, 4)),
         round_to=draw(st.sampled_from([1, 2])),
         selection=draw(st.sampled_from(["density", "l1", "bn_gamma"])),
+        width_rule=draw(st.sampled_from(["density", "relative"])),
         trigger=draw(st.sampled_from(["interval", "converged"])),
         patience=1,
         tolerance=0.5,
@@ -178,7 +188,10 @@ def test_multi_input_multi_output_model_trains_and_prunes():
     y1 = rng.integers(0, 3, 48).astype("int32")
     y2 = rng.normal(size=(48, 1)).astype("float32")
     result = keras_adp.ADPTrainer(
-        keras_adp.ADPPolicy(warmup_epochs=1, min_channels=2, max_accuracy_drop=None),
+        keras_adp.ADPPolicy(
+            warmup_epochs=1, min_channels=2, max_accuracy_drop=None,
+            width_rule="density",
+        ),
         verbose=0
     ).fit(model, [x1, x2], [y1, y2], epochs=2, batch_size=16)
     assert result.steps
