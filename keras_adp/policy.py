@@ -110,9 +110,9 @@ your own).
 
 The trade-off of the defaults: `"relative"` keeps the densest group whole
 and the early, high-resolution layers are usually the densest, so it saves
-more parameters than operations (2.7x fewer parameters but 1.9x fewer MACs
-in the run above) and training compute is about 0.7x dense, not the 0.6x of
-the paper's halvings; and the guard's reference is the best validation
+more parameters than operations (2.1x fewer parameters but 1.7x fewer MACs
+on average in the runs above) and training compute was 0.73x dense, not the
+0.59x of the paper's halvings; and the guard's reference is the best validation
 value seen so far, not what the dense model would reach by the end, so
 over a short run the pruned model can end more than the budget below a
 dense model trained as long (by 1.2 points in the runs above).
@@ -124,8 +124,7 @@ network trains. Under the paper's rule (`width_rule="density"`) each
 pruning step then roughly halves every group, and
 neither the `"converged"` trigger nor `min_reduction` stops it before
 `min_channels`. Bound the compression with `max_prune_steps` (each step
-costs about 4x in parameters) or a larger `interval`; the `keras-adp`
-command defaults to 2 steps, 2 epochs apart.
+costs about 4x in parameters) or a larger `interval`.
 """
 
 from __future__ import annotations
