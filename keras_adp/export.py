@@ -48,6 +48,7 @@ from keras_adp.litert import TFLiteMismatchError
 from keras_adp.litert import VerifyResult
 from keras_adp.litert import benchmark_tflite
 from keras_adp.litert import measure_tflite
+from keras_adp.litert import one_line
 from keras_adp.litert import verify_tflite
 
 PathLike = Union[str, os.PathLike]
@@ -277,7 +278,7 @@ def _check_converted(
         raise ValueError(
             f"Converting the model to {str(path)!r} with "
             f"quantization={mode!r} produced a file that the LiteRT "
-            f"interpreter cannot load ({_one_line(error)}). No file was "
+            f"interpreter cannot load ({one_line(error)}). No file was "
             "written." + _CALIBRATION_HINT * (mode == "int8")
         ) from error
     detected = litert.detect_quantization(interpreter)
@@ -309,11 +310,6 @@ def _check_converted(
             f"quantization scales ({', '.join(bad_scales[:3])}). No file "
             "was written." + _CALIBRATION_HINT
         )
-
-
-def _one_line(error: BaseException) -> str:
-    """An error's message on one line, without its final period."""
-    return " ".join(str(error).split()).rstrip(".")
 
 
 def _validate_quantization(quantization: str | None) -> str:

@@ -33,6 +33,7 @@ __all__ = [
     "LatencyResult",
     "TFLiteMismatchError",
     # Shared with `keras_adp.export`:
+    "one_line",
     "open_interpreter",
     "detect_quantization",
     "as_float32",
@@ -406,14 +407,14 @@ def _load_interpreter(path: pathlib.Path, num_threads: int | None = None):
         raise ValueError(
             f"Expected a valid TFLite model file. Received: "
             f"path={str(path)!r}, which is not a valid TFLite model "
-            f"({_one_line(error)}). Write it with "
+            f"({one_line(error)}). Write it with "
             "`export_tflite`."
         ) from error
     except RuntimeError as error:
         # A valid model whose tensors could not be prepared.
         raise ValueError(
             f"The LiteRT interpreter cannot run the model in "
-            f"{str(path)!r}: {_one_line(error)}. Re-export it "
+            f"{str(path)!r}: {one_line(error)}. Re-export it "
             "with `export_tflite`."
         ) from error
 
@@ -637,7 +638,7 @@ def shape_matches(
     )
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     """An error's message on one line, without its final period."""
     return " ".join(str(error).split()).rstrip(".")
 
