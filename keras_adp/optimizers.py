@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
-if TYPE_CHECKING:  # Only for annotations: rebuild imports this module.
+from keras_adp.compiling import compile_like, fresh_optimizer
+
+if TYPE_CHECKING:  # Only for annotations.
     from keras_adp.rebuild import Rebuild
 
 __all__ = [
@@ -28,37 +30,6 @@ __all__ = [
     "optimizer_state",
     "restore_optimizer_state",
 ]
-
-
-def compile_like(source: keras.Model, target: keras.Model, optimizer) -> None:
-    """Compile `target` with `source`'s compile arguments and `optimizer`.
-
-    Metric objects are re-created from their configs (they hold state);
-    strings, functions and losses are reused as given.
-    """
-    config = getattr(source, "_compile_config", None)
-    if not source.compiled or config is None:
-        raise ValueError(
-            f"Expected a compiled model. Received model '{source.name}' that "
-            "was never compiled. Fix: call `model.compile(optimizer=..., "
-            "loss=..., metrics=...)` before training it with keras_adp."
-        )
-    kwargs = dict(config.config)
-    for key in ("metrics", "weighted_metrics"):
-        kwargs[key] = keras.tree.map_structure(_fresh_metric, kwargs[key])
-    kwargs["optimizer"] = optimizer
-    target.compile(**kwargs)
-
-
-def _fresh_metric(metric):
-    if isinstance(metric, keras.metrics.Metric):
-        return metric.__class__.from_config(metric.get_config())
-    return metric
-
-
-def fresh_optimizer(optimizer):
-    """A new, unbuilt optimizer with the same class and configuration."""
-    return keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
 
 
 def _reference_of(slot, references: list) -> object | None:

@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_adp import compiling
 from keras_adp import graph as graph_lib
 
 
@@ -380,10 +381,8 @@ def prune_channels(
     """
     new_model = rebuild(model, keep, strict=strict).model
     if getattr(model, "compiled", False) and model.optimizer is not None:
-        from keras_adp import optimizers
-
-        optimizers.compile_like(
-            model, new_model, optimizers.fresh_optimizer(model.optimizer)
+        compiling.compile_like(
+            model, new_model, compiling.fresh_optimizer(model.optimizer)
         )
     return new_model
 
