@@ -33,6 +33,12 @@ setup(
         "tfmot": ["tensorflow-model-optimization>=0.8", "tf-keras"],
         # Tests on keras-hub backbones (built from config, no download).
         "hub": ["keras-hub>=0.32"],
+        # ONNX export (keras_adp.onnx_export): Keras' exporter converts with
+        # tf2onnx on TensorFlow (>=1.17: 1.16 pins protobuf 3.20, which
+        # TensorFlow 2.21 cannot use); parity and latency run in ONNX Runtime.
+        # Floors: releases built for NumPy 2. Tested: tf2onnx 1.17.0,
+        # onnx 1.23.2, onnxruntime 1.32.0 (1.23.2 is the last for Python 3.10).
+        "onnx": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
     },
     entry_points={"console_scripts": ["keras-adp=keras_adp.cli:main"]},
 )

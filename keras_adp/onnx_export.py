@@ -1,0 +1,685 @@
+"""ONNX export, and running `.onnx` files in ONNX Runtime.
+
+- `export_onnx` converts a Keras model to an `.onnx` file with Keras' own
+  exporter, `model.export(path, format="onnx")` (on the TensorFlow backend
+  it traces a `training=False` serving function and converts it with
+  `tf2onnx`; on JAX it uses `jax2onnx`, on PyTorch `torch.onnx`).
+- `verify_onnx` runs the file in ONNX Runtime and the Keras model on the
+  same inputs and raises `ONNXMismatchError` when they disagree beyond a
+  tolerance; `measure_onnx` measures the same and returns a mismatch
+  instead of raising it.
+- `benchmark_onnx` times single-sample `session.run()` calls and reports
+  the file size, raw and gzipped.
+
+Results are the TFLite functions' (`keras_adp.litert`): `VerifyResult`,
+`ParityCheck` and `LatencyResult`, so both formats can be reported side by
+side. ONNX files are float32, so `VerifyResult.quantization` is always
+`"float32"`.
+
+The converters and ONNX Runtime are optional; install them with
+`pip install -e ".[onnx]"`. This module imports none of them (nor
+TensorFlow) until a function needs them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import pathlib
+import statistics
+import tempfile
+import time
+import warnings
+from typing import Any, Union
+
+import keras
+import numpy as np
+
+from keras_adp.litert import LatencyResult
+from keras_adp.litert import ParityCheck
+from keras_adp.litert import VerifyResult
+from keras_adp.litert import as_float32
+from keras_adp.litert import first_non_finite
+from keras_adp.litert import one_line
+from keras_adp.litert import shape_matches
+
+PathLike = Union[str, os.PathLike]
+
+__all__ = [
+    "export_onnx",
+    "verify_onnx",
+    "measure_onnx",
+    "benchmark_onnx",
+    "ONNXMismatchError",
+    "DEFAULT_ATOL",
+    "DEFAULT_RTOL",
+]
+
+# Default verification tolerances: ONNX files are float32, so they are held
+# to the same bounds as float32 TFLite files.
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-4
+
+_INSTALL_HINT = 'Install the ONNX extra: `pip install -e ".[onnx]"`'
+# Python modules `model.export(format="onnx")` needs, by Keras backend.
+_CONVERTER_MODULES = {
+    "tensorflow": ("tf2onnx", "onnx"),
+    "jax": ("jax2onnx", "onnx"),
+    "torch": ("onnx",),
+}
+_KERAS_BATCH_SIZE = 64
+_SESSION_BATCH_SIZE = 64
+
+
+class ONNXMismatchError(ValueError):
+    """Raised when an ONNX model's outputs disagree with its Keras model."""
+
+
+def export_onnx(
+    model: keras.Model,
+    path: PathLike,
+    *,
+    opset_version: int | None = None,
+) -> pathlib.Path:
+    """Convert a Keras model to an ONNX (`.onnx`) file.
+
+    The model is not modified (it need not have been called: its input
+    signature is taken from `model.inputs`). The file is written to a
+    temporary file in the same directory, checked with `onnx.checker` and
+    renamed into place, so `path` either keeps its previous content or
+    holds a complete, checked model; the temporary file is removed on any
+    error.
+
+    On the TensorFlow and JAX backends the batch dimension stays dynamic;
+    Keras' PyTorch exporter fixes it to 1.
+
+    Args:
+        model: a built single-input `keras.Model` (functional, or Sequential
+            starting with `keras.Input`) whose layers compute in float32.
+        path: destination file; must end in `.onnx`. Its directory must
+            exist.
+        opset_version: ONNX opset to target, or `None` for the converter's
+            default (15 with `tf2onnx` 1.17). Defaults to `None`.
+
+    Returns:
+        The path of the written file, as a `pathlib.Path`.
+
+    Raises:
+        ValueError: if `model` is not a `keras.Model`, has no defined inputs
+            or several of them, does not compute in float32, `path` does
+            not end in `.onnx`, `opset_version` is not a positive int, or
+            the converted file fails the ONNX checker (nothing is written
+            then).
+        FileNotFoundError: if the directory of `path` does not exist.
+        ImportError: if the converter for the current Keras backend is not
+            installed.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            "Expected `model` to be a `keras.Model`. "
+            f"Received: model of type {type(model).__name__}."
+        )
+    path = _check_onnx_suffix(path)
+    if opset_version is not None and (
+        not isinstance(opset_version, int)
+        or isinstance(opset_version, bool)
+        or opset_version < 1
+    ):
+        raise ValueError(
+            "Expected `opset_version` to be None or an int >= 1. "
+            f"Received: opset_version={opset_version!r}."
+        )
+    input_spec = _single_input_spec(model)
+    _check_float32(model)
+    if path.is_dir():
+        raise ValueError(
+            f"Expected `path` to name a file. Received: path={str(path)!r}, "
+            "which is a directory. Pass a file name ending in `.onnx`."
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"Expected the directory of `path` to exist. Received: "
+            f"path={str(path)!r}, whose directory does not exist. Create it "
+            "first."
+        )
+    backend = keras.backend.backend()
+    _require(
+        _CONVERTER_MODULES.get(backend, ("onnx",)),
+        f"Exporting to ONNX on the {backend!r} backend",
+    )
+
+    descriptor, temp_name = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent
+    )
+    os.close(descriptor)
+    try:
+        _convert(model, temp_name, input_spec, opset_version)
+        _check_converted(temp_name, path)
+        # mkstemp creates the file 0600; give it the usual umask permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_name, 0o666 & ~umask)
+        os.replace(temp_name, path)
+    except BaseException:
+        if os.path.exists(temp_name):
+            os.remove(temp_name)
+        raise
+    return path
+
+
+def verify_onnx(
+    path: PathLike,
+    model: keras.Model,
+    x: Any,
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    min_top1_agreement: float | None = None,
+) -> VerifyResult:
+    """Check that an `.onnx` file computes what its Keras model computes.
+
+    The samples of `x` are run through ONNX Runtime (CPU, in batches of up
+    to 64 when the file's batch dimension is dynamic, one at a time when it
+    is fixed to 1) and through `model(x, training=False)`.
+
+    The check passes when every output element satisfies
+    `|onnx - keras| <= atol + rtol * |keras|` and, if `min_top1_agreement`
+    is given, the top-1 agreement (arg-max over the last output axis) is at
+    least that fraction.
+
+    Args:
+        path: the `.onnx` file (single input, single output).
+        model: the Keras model it was exported from.
+        x: input samples, array-like of shape `(N, *input_shape)` or a
+            single sample `input_shape`.
+        atol: absolute tolerance. Defaults to `None`, meaning `1e-4`.
+        rtol: relative tolerance. Defaults to `None`, meaning `1e-4`.
+        min_top1_agreement: required top-1 agreement in `[0, 1]`. Defaults
+            to `None` (not checked).
+
+    Returns:
+        A `VerifyResult` with the measured errors and applied thresholds
+        (`quantization="float32"`).
+
+    Raises:
+        ONNXMismatchError: if the outputs differ in shape or beyond the
+            tolerances.
+        ValueError: if the file is not a valid ONNX model or has several
+            inputs or outputs, `x` does not match its input shape or holds
+            NaN or inf, or a tolerance is negative.
+        FileNotFoundError: if `path` does not exist.
+        ImportError: if `onnxruntime` is not installed.
+    """
+    check = measure_onnx(
+        path, model, x, atol=atol, rtol=rtol,
+        min_top1_agreement=min_top1_agreement,
+    )
+    if not check.passed:
+        raise ONNXMismatchError(check.message)
+    return check.result
+
+
+def measure_onnx(
+    path: PathLike,
+    model: keras.Model,
+    x: Any,
+    *,
+    atol: float | None = None,
+    rtol: float | None = None,
+    min_top1_agreement: float | None = None,
+) -> ParityCheck:
+    """`verify_onnx`'s measurement, returning a mismatch instead of raising
+    it.
+
+    Arguments, defaults and the other errors are `verify_onnx`'s.
+
+    Returns:
+        A `ParityCheck`: the `VerifyResult` (measured errors and applied
+        thresholds) and, when the outputs disagree beyond the thresholds,
+        the message `verify_onnx` would raise.
+
+    Raises:
+        ONNXMismatchError: if the outputs differ in shape (nothing to
+            measure).
+    """
+    path = _existing_onnx_path(path)
+    tolerance_args = {
+        "atol": atol,
+        "rtol": rtol,
+        "min_top1_agreement": min_top1_agreement,
+    }
+    for name, value in tolerance_args.items():
+        if value is not None and not value >= 0:
+            raise ValueError(
+                f"Expected `{name}` to be None or >= 0. "
+                f"Received: {name}={value!r}."
+            )
+    if min_top1_agreement is not None and min_top1_agreement > 1:
+        raise ValueError(
+            "Expected `min_top1_agreement` to be a fraction in [0, 1]. "
+            f"Received: min_top1_agreement={min_top1_agreement!r}."
+        )
+
+    session = _open_session(path)
+    input_info, _ = _single_io(session, path)
+    samples = _verification_samples(x, input_info.shape)
+    onnx_outputs = _session_outputs(session, input_info, samples, path)
+    keras_outputs = _keras_outputs(model, samples)
+    if onnx_outputs.shape != keras_outputs.shape:
+        raise ONNXMismatchError(
+            f"The ONNX model {str(path)!r} and the Keras model produce "
+            "outputs of different shapes on the same inputs. Received: "
+            f"ONNX output shape {onnx_outputs.shape}, Keras output shape "
+            f"{keras_outputs.shape}. Check that the file was exported from "
+            "this model."
+        )
+
+    applied_atol = DEFAULT_ATOL if atol is None else float(atol)
+    applied_rtol = DEFAULT_RTOL if rtol is None else float(rtol)
+    applied_agreement = (
+        None if min_top1_agreement is None else float(min_top1_agreement)
+    )
+    difference = np.abs(onnx_outputs - keras_outputs)
+    max_abs_error = float(np.max(difference)) if difference.size else 0.0
+    agreement = _top1_agreement(onnx_outputs, keras_outputs)
+    result = VerifyResult(
+        max_abs_error=max_abs_error,
+        top1_agreement=agreement,
+        num_samples=len(samples),
+        quantization="float32",
+        atol=applied_atol,
+        rtol=applied_rtol,
+        min_top1_agreement=applied_agreement,
+    )
+
+    problems = []
+    allowed = applied_atol + applied_rtol * np.abs(keras_outputs)
+    if not np.all(difference <= allowed):
+        problems.append(
+            f"max_abs_error={max_abs_error:.6g} exceeds the tolerance "
+            f"|onnx - keras| <= atol + rtol * |keras| with "
+            f"atol={applied_atol:g}, rtol={applied_rtol:g}"
+        )
+    if applied_agreement is not None and not agreement >= applied_agreement:
+        problems.append(
+            f"top1_agreement={agreement:.4f} is below the required "
+            f"{applied_agreement:g}"
+        )
+    message = None
+    if problems:
+        message = (
+            f"The ONNX model {str(path)!r} disagrees with the Keras model on "
+            f"{len(samples)} samples: " + "; ".join(problems)
+            + f" (max_abs_error={max_abs_error:.6g}, "
+            f"top1_agreement={agreement:.4f}). If this much difference is "
+            "expected, pass looser `atol`, `rtol` or `min_top1_agreement`; "
+            "otherwise check that the file was exported from this model."
+        )
+    return ParityCheck(result=result, message=message)
+
+
+def benchmark_onnx(
+    path: PathLike,
+    *,
+    num_threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    seed: int = 0,
+) -> LatencyResult:
+    """Time single-sample inference of an `.onnx` file in ONNX Runtime.
+
+    The input is drawn once from a seeded generator (uniform in `[0, 1)`)
+    with the file's input shape and batch dimension 1. Each timed run
+    measures one `session.run()` on the CPU execution provider with
+    `time.perf_counter`, after `warmup` untimed runs. The session uses
+    `num_threads` intra-op threads, one inter-op thread and sequential
+    execution, as the LiteRT benchmark does.
+
+    Args:
+        path: the `.onnx` file (single input, all its other dimensions
+            fixed).
+        num_threads: intra-op threads. Defaults to `1`.
+        runs: number of timed runs. Defaults to `50`.
+        warmup: number of untimed runs first. Defaults to `5`.
+        seed: seed of the input generator. Defaults to `0`.
+
+    Returns:
+        A `LatencyResult` with the median and 10th/90th percentile latency
+        in milliseconds and the raw and gzipped file size in bytes.
+
+    Raises:
+        ValueError: if `num_threads` or `runs` is < 1, `warmup` < 0, or the
+            file is not a valid ONNX model, has several inputs or a
+            non-batch dimension left dynamic.
+        FileNotFoundError: if `path` does not exist.
+        ImportError: if `onnxruntime` is not installed.
+    """
+    path = _existing_onnx_path(path)
+    for name, value, minimum in (
+        ("num_threads", num_threads, 1),
+        ("runs", runs, 1),
+        ("warmup", warmup, 0),
+    ):
+        if (
+            not isinstance(value, int)
+            or isinstance(value, bool)
+            or value < minimum
+        ):
+            raise ValueError(
+                f"Expected `{name}` to be an int >= {minimum}. "
+                f"Received: {name}={value!r}."
+            )
+
+    data = path.read_bytes()
+    session = _open_session(path, num_threads=num_threads)
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ValueError(
+            "Expected an ONNX model with a single input. Received: "
+            f"{str(path)!r} with {len(inputs)} inputs."
+        )
+    sample_shape = inputs[0].shape[1:]
+    if not all(isinstance(size, int) and size > 0 for size in sample_shape):
+        raise ValueError(
+            f"Expected the ONNX model's input to have fixed dimensions after "
+            f"the batch axis. Received: {str(path)!r} with input shape "
+            f"{inputs[0].shape}. Export it from a model whose `keras.Input` "
+            "has a full shape."
+        )
+    rng = np.random.default_rng(seed)
+    feed = {inputs[0].name: rng.random((1, *sample_shape), dtype=np.float32)}
+    for _ in range(warmup):
+        session.run(None, feed)
+    timings_ms = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feed)
+        timings_ms.append((time.perf_counter() - start) * 1e3)
+
+    p10_ms, p90_ms = np.percentile(timings_ms, [10, 90])
+    return LatencyResult(
+        median_ms=float(statistics.median(timings_ms)),
+        p10_ms=float(p10_ms),
+        p90_ms=float(p90_ms),
+        runs=runs,
+        num_threads=num_threads,
+        size_bytes=len(data),
+        gzip_size_bytes=len(gzip.compress(data, compresslevel=9)),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Conversion.
+
+
+def _convert(
+    model: keras.Model,
+    filename: str,
+    input_spec: keras.InputSpec,
+    opset_version: int | None,
+) -> None:
+    """Write `model` in ONNX format to `filename` with Keras' exporter.
+
+    The input signature is given explicitly: Keras otherwise refuses a
+    functional model that has never been called, and calling it here would
+    change it.
+    """
+    with warnings.catch_warnings():
+        # Keras' tf2onnx patch probes `np.object`, which NumPy 2 warns about.
+        warnings.filterwarnings(
+            "ignore", message=r".*np\.object.*", category=FutureWarning
+        )
+        model.export(
+            filename,
+            format="onnx",
+            verbose=False,
+            input_signature=[input_spec],
+            opset_version=opset_version,
+        )
+
+
+def _check_converted(filename: str, path: pathlib.Path) -> None:
+    """Raise unless `filename` holds a model that passes `onnx.checker`.
+
+    A converter that meets an operation it cannot translate may still write
+    the file, with the foreign operation left in ONNX's default domain; such
+    operations are named in the error.
+    """
+    import onnx
+
+    try:
+        proto = onnx.load(filename, load_external_data=False)
+    except Exception as error:  # noqa: BLE001 - protobuf's decode errors
+        raise ValueError(
+            f"Converting the model to {str(path)!r} produced a file that is "
+            f"not a readable ONNX model ({one_line(error)}). No file was "
+            "written."
+        ) from error
+    local_functions = {
+        (function.domain, function.name) for function in proto.functions
+    }
+    unknown = sorted(
+        {
+            node.op_type
+            for node in proto.graph.node
+            if node.domain in ("", "ai.onnx")
+            and (node.domain, node.op_type) not in local_functions
+            and not onnx.defs.has(node.op_type, node.domain)
+        }
+    )
+    if unknown:
+        raise ValueError(
+            f"Converting the model to {str(path)!r} left operations that "
+            f"ONNX does not define: {', '.join(unknown)} (the converter "
+            "could not translate them). No file was written. Build the "
+            "layers that use them from `keras.ops` instead."
+        )
+    try:
+        onnx.checker.check_model(filename)
+    except (onnx.checker.ValidationError, ValueError) as error:
+        raise ValueError(
+            f"Converting the model to {str(path)!r} produced a file that "
+            f"fails the ONNX checker ({one_line(error)}). No file was "
+            "written."
+        ) from error
+
+
+def _single_input_spec(model: keras.Model) -> keras.InputSpec:
+    """The `keras.InputSpec` of a single-input model's input."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not inputs:
+        raise ValueError(
+            "Expected a model with defined inputs (a functional model or a "
+            "Sequential model starting with `keras.Input`). Received: "
+            f"{type(model).__name__} {model.name!r} without `inputs`. Build "
+            "it from `keras.Input(...)`."
+        )
+    if len(inputs) != 1:
+        raise ValueError(
+            "Expected a single-input model. Received: model "
+            f"{model.name!r} with {len(inputs)} inputs."
+        )
+    tensor = inputs[0]
+    return keras.InputSpec(
+        shape=tuple(tensor.shape), dtype=tensor.dtype, name="input"
+    )
+
+
+def _check_float32(model: keras.Model) -> None:
+    """Keras' ONNX exporter requires the "float32" dtype policy."""
+    policies = {model.dtype_policy.name} | {
+        layer.dtype_policy.name for layer in model.layers
+    }
+    if policies != {"float32"}:
+        raise ValueError(
+            "Expected a model computing in float32 (Keras' ONNX exporter "
+            "requires the \"float32\" dtype policy). Received: model "
+            f"{model.name!r} with dtype policies {sorted(policies)}. Rebuild "
+            "it under `keras.config.set_dtype_policy(\"float32\")` and copy "
+            "its weights."
+        )
+
+
+# ---------------------------------------------------------------------------
+# Running the file.
+
+
+def _open_session(path: pathlib.Path, num_threads: int | None = None):
+    """An ONNX Runtime CPU session for `path`, with a `ValueError` naming the
+    file when ONNX Runtime cannot load it."""
+    _require(("onnxruntime",), "Running ONNX files")
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # Errors only.
+    if num_threads is not None:
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return onnxruntime.InferenceSession(
+            str(path), sess_options=options,
+            providers=["CPUExecutionProvider"],
+        )
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - ONNX Runtime's own types
+        raise ValueError(
+            f"Expected a valid ONNX model file. Received: path="
+            f"{str(path)!r}, which ONNX Runtime cannot load "
+            f"({one_line(error)}). Write it with `export_onnx`."
+        ) from error
+
+
+def _single_io(session, path: pathlib.Path):
+    inputs = session.get_inputs()
+    outputs = session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            "Expected an ONNX model with a single input and a single "
+            f"output. Received: {str(path)!r} with {len(inputs)} inputs and "
+            f"{len(outputs)} outputs."
+        )
+    return inputs[0], outputs[0]
+
+
+def _verification_samples(x: Any, input_shape: list) -> np.ndarray:
+    """`x` as a float32 array `(N, *sample_shape)` matching the input."""
+    samples = as_float32(x, "x")
+    sample_shape = tuple(
+        size if isinstance(size, int) and size > 0 else None
+        for size in input_shape[1:]
+    )
+    unbatched = samples.ndim == len(sample_shape)
+    if unbatched:
+        samples = samples[np.newaxis]
+    if samples.ndim != len(sample_shape) + 1 or not shape_matches(
+        samples.shape[1:], sample_shape
+    ):
+        raise ValueError(
+            f"Expected `x` of shape (N, *{sample_shape}) to match the ONNX "
+            f"model input. Received: x with shape {samples.shape}."
+        )
+    if len(samples) == 0:
+        raise ValueError(
+            "Expected `x` to hold at least one sample. Received: x with "
+            f"shape {samples.shape}."
+        )
+    bad = first_non_finite(samples)
+    if bad is not None:
+        raise ValueError(
+            "Expected `x` to hold finite values (NaN or inf inputs make both "
+            "models' outputs meaningless to compare). Received: "
+            f"x{list(bad[unbatched:])} is {samples[bad]}."
+        )
+    return samples
+
+
+def _session_outputs(
+    session, input_info, samples: np.ndarray, path: pathlib.Path
+) -> np.ndarray:
+    """The file's float32 outputs for `samples`, batch axis first."""
+    batch = input_info.shape[0] if input_info.shape else None
+    if isinstance(batch, int) and batch > 0:
+        if batch != 1:
+            raise ValueError(
+                "Expected an ONNX model with a dynamic batch dimension or a "
+                f"batch of 1. Received: {str(path)!r} with input shape "
+                f"{input_info.shape}. Re-export it with `export_onnx`."
+            )
+        chunk = 1
+    else:
+        chunk = _SESSION_BATCH_SIZE
+    outputs = [
+        session.run(None, {input_info.name: samples[start:start + chunk]})[0]
+        for start in range(0, len(samples), chunk)
+    ]
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def _keras_outputs(model: keras.Model, samples: np.ndarray) -> np.ndarray:
+    outputs = []
+    for start in range(0, len(samples), _KERAS_BATCH_SIZE):
+        output = model(samples[start:start + _KERAS_BATCH_SIZE], training=False)
+        if isinstance(output, (list, tuple, dict)):
+            raise ValueError(
+                "Expected a single-output Keras model. Received: model "
+                f"{model.name!r} returning a {type(output).__name__} of "
+                f"{len(output)} outputs."
+            )
+        outputs.append(keras.ops.convert_to_numpy(output))
+    return np.concatenate(outputs).astype(np.float32)
+
+
+def _top1_agreement(first: np.ndarray, second: np.ndarray) -> float:
+    if first.ndim == 1:
+        return 1.0
+    classes = first.shape[-1]
+    first_top = np.argmax(first.reshape(-1, classes), axis=-1)
+    second_top = np.argmax(second.reshape(-1, classes), axis=-1)
+    return float(np.mean(first_top == second_top))
+
+
+# ---------------------------------------------------------------------------
+# Paths and optional packages.
+
+
+def _require(modules: tuple[str, ...], purpose: str) -> None:
+    """Raise `ImportError` naming the extra when a module is missing."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f"{purpose} needs {', '.join(missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed. "
+            f"{_INSTALL_HINT}, or `pip install {' '.join(missing)}`."
+        )
+
+
+def _check_onnx_suffix(path: PathLike) -> pathlib.Path:
+    path = pathlib.Path(path)
+    if path.suffix != ".onnx":
+        raise ValueError(
+            "Expected `path` to end in `.onnx`. "
+            f"Received: path={str(path)!r}. Add the `.onnx` suffix."
+        )
+    return path
+
+
+def _existing_onnx_path(path: PathLike) -> pathlib.Path:
+    path = _check_onnx_suffix(path)
+    if path.is_dir():
+        raise ValueError(
+            f"Expected an `.onnx` file. Received: path={str(path)!r}, "
+            "which is a directory."
+        )
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"Expected an existing `.onnx` file. Received: "
+            f"path={str(path)!r}, which does not exist. Create it with "
+            "`export_onnx` first."
+        )
+    return path
