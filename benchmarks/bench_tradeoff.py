@@ -130,6 +130,18 @@ def run_adp(args, data, policy, seed):
              "outcome": step["outcome"], "after": step["after"]}
             for step in result.steps
         ],
+        # What the guard saw: each epoch's validation accuracy, and each
+        # judgement (value, reference, action).
+        "val_accuracy": [
+            record["logs"].get("val_accuracy") for record in result.history
+        ],
+        "guard": [
+            {key: record["guard"][key]
+             for key in ("epoch", "step_epoch", "value", "reference",
+                         "action")}
+            for record in result.history
+            if record.get("guard")
+        ],
     }
 
 
@@ -185,22 +197,24 @@ def print_table(rows, title="vgg_small on Fashion-MNIST"):
             f"{entry['cpu_s'][0]:>7.1f} "
             f"{entry['cpu_s'][0] / reference['cpu_s'][0]:>5.2f}"
         )
-    curve = sorted(
-        (entry["params"][0], entry["accuracy"][0])
-        for run, entry in table.items()
-        if run.startswith("uniform@") or run == "dense"
-    )
-    for run, per_seed in rows.items():
-        gaps = [
-            value["accuracy"] - uniform_at(curve, value["params"])
-            for value in per_seed.values()
-            if "widths" in value
-        ]
-        if gaps and not any(np.isnan(gaps)):
-            print(f"  {run}: accuracy minus uniform width's at the same "
-                  f"params (log-linear between uniform runs' means), per "
-                  f"seed: {' '.join(f'{100 * gap:+.2f}' for gap in gaps)}; "
-                  f"mean {100 * np.mean(gaps):+.2f} pt")
+    for field in ("params", "macs"):
+        curve = sorted(
+            (entry[field][0], entry["accuracy"][0])
+            for run, entry in table.items()
+            if run.startswith("uniform@") or run == "dense"
+        )
+        for run, per_seed in rows.items():
+            gaps = [
+                value["accuracy"] - uniform_at(curve, value[field])
+                for value in per_seed.values()
+                if "widths" in value
+            ]
+            if gaps and not any(np.isnan(gaps)):
+                print(f"  {run}: accuracy minus uniform width's at the same "
+                      f"{field} (log-linear between uniform runs' means), "
+                      f"per seed: "
+                      f"{' '.join(f'{100 * gap:+.2f}' for gap in gaps)}; "
+                      f"mean {100 * np.mean(gaps):+.2f} pt")
     for run, per_seed in rows.items():
         for seed, value in sorted(per_seed.items()):
             if "widths" in value:
