@@ -121,7 +121,7 @@ def check_steps(name: str, steps) -> None:
 def check_model_and_epochs(model, epochs, *, warmup_epochs: int) -> None:
     """Raise unless `model` is a compiled model with a prunable channel
     group and `epochs` leaves room for pruning after the warm-up."""
-    graph_lib._check_model(model)
+    graph_lib.check_model(model)
     if not getattr(model, "compiled", False) or model.optimizer is None:
         raise ValueError(
             f"Expected a compiled model. Received model '{model.name}' "

@@ -6,13 +6,17 @@ class fails at import. A handler has a `role` that tells the graph analysis
 what the layer does to the channel axis, a `check` that rejects
 configurations it cannot slice, and two pure functions used by the
 rebuilder: `config` (the smaller layer's config) and `weights` (the retained
-slices of the layer's weights, by variable name).
+slices of the layer's weights, by variable name). A producer's handler also
+declares which weight holds its output channels, and on which axis
+(`output_weight`, `output_axis`): channel scores read it there.
 
 Operation classes of `keras.ops` (`keras.src.ops.numpy.Add`,
 `keras.src.ops.nn.Relu6`, ...) have handlers in the same registry: Python
 arithmetic on symbolic tensors and `keras.ops` calls become such nodes in a
 functional graph. Layers and operations without a handler can still be
-accepted by `infer_handler`, a behaviour-based permutation test.
+accepted by `keras_adp.permutation_rule.infer_handler`, a behaviour-based
+permutation test. The slicing functions themselves are in
+`keras_adp.slicing`.
 
 Roles:
     producer: defines new output channels and consumes input channels
@@ -50,24 +54,29 @@ import keras
 import numpy as np
 from keras import layers as keras_layers
 
-Weights = dict[str, np.ndarray]
+from keras_adp import slicing
+from keras_adp.slicing import Weights
 
+__all__ = [
+    "Handler",
+    "REGISTRY",
+    "GROUPED_DEPTHWISE",
+    "ROLES",
+    "activation_name",
+    "fused_activation",
+    "handler_for",
+    "supported_layers",
+    "supported_ops",
+]
 
-
-def _take(array: np.ndarray, keep: np.ndarray | None, axis: int) -> np.ndarray:
-    return array if keep is None else np.take(array, keep, axis=axis)
+ROLES = (
+    "producer", "channelwise", "passthrough", "reshape", "merge", "concat",
+    "flatten",
+)
 
 
 def _no_check(layer, in_shapes, out_shapes) -> str | None:
     return None
-
-
-def _same_config(layer, config, keep_in, keep_out) -> dict:
-    return config
-
-
-def _same_weights(layer, weights, keep_in, keep_out) -> Weights:
-    return weights
 
 
 def _no_activation(layer) -> str | None:
@@ -76,13 +85,47 @@ def _no_activation(layer) -> str | None:
 
 @dataclasses.dataclass(frozen=True)
 class Handler:
-    """How one layer class is analysed and sliced."""
+    """How one layer class is analysed and sliced.
+
+    Attributes:
+        role: what the layer does to the channel axis (one of `ROLES`, see
+            the module docs).
+        check: `(layer, input_shapes, output_shapes)` -> why this
+            configuration cannot be sliced, or None.
+        config: `(layer, config, keep_in, keep_out)` -> the smaller
+            layer's config (`keras_adp.slicing`).
+        weights: `(layer, weights, keep_in, keep_out)` -> the retained
+            slices of the layer's weights, by variable name.
+        activation: `(layer)` -> the nonlinearity the layer applies, or
+            None.
+        output_weight: for a producer, the name of the weight whose axis
+            `output_axis` holds the layer's output channels (its filters);
+            what channel scores (`keras_adp.scoring`) are computed from.
+        output_axis: that axis, counted from the end when negative.
+    """
 
     role: str
     check: Callable[[Any, list, list], str | None] = _no_check
-    config: Callable[[Any, dict, Any, Any], dict] = _same_config
-    weights: Callable[[Any, Weights, Any, Any], Weights] = _same_weights
+    config: Callable[[Any, dict, Any, Any], dict] = slicing.same_config
+    weights: Callable[[Any, Weights, Any, Any], Weights] = slicing.same_weights
     activation: Callable[[Any], str | None] = _no_activation
+    output_weight: str | None = None
+    output_axis: int | None = None
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(
+                f"Expected a handler role among {ROLES}. "
+                f"Received: role={self.role!r}"
+            )
+        declared = (self.output_weight is not None, self.output_axis is not None)
+        if declared != ((self.role == "producer"),) * 2:
+            raise ValueError(
+                "Expected `output_weight` and `output_axis` to be given for a "
+                "producer handler and only for one. Received: "
+                f"role={self.role!r}, output_weight={self.output_weight!r}, "
+                f"output_axis={self.output_axis!r}"
+            )
 
 
 # --------------------------------------------------------------- activations
@@ -201,129 +244,10 @@ def _softmax_check(layer, in_shapes, out_shapes) -> str | None:
     return None
 
 
-# ---------------------------------------------------------- producer slicing
-def _filters_config(key: str) -> Callable:
-    def config(layer, config, keep_in, keep_out):
-        if keep_out is not None:
-            config = dict(config, **{key: int(len(keep_out))})
-        return config
-
-    return config
-
-
-def _conv_weights(layer, weights, keep_in, keep_out) -> Weights:
-    # Conv kernel: (*kernel_size, in, out); Dense kernel: (in, out).
-    out = dict(weights)
-    out["kernel"] = _take(_take(weights["kernel"], keep_in, -2), keep_out, -1)
-    if "bias" in weights:
-        out["bias"] = _take(weights["bias"], keep_out, 0)
-    return out
-
-
-def _conv_transpose_weights(layer, weights, keep_in, keep_out) -> Weights:
-    # Transposed conv kernel: (*kernel_size, out, in).
-    out = dict(weights)
-    out["kernel"] = _take(_take(weights["kernel"], keep_in, -1), keep_out, -2)
-    if "bias" in weights:
-        out["bias"] = _take(weights["bias"], keep_out, 0)
-    return out
-
-
-def _separable_weights(layer, weights, keep_in, keep_out) -> Weights:
-    # depthwise (*k, in, mult); pointwise (*1, in * mult, out), index c*mult+m.
-    out = dict(weights)
-    mult = weights["depthwise_kernel"].shape[-1]
-    out["depthwise_kernel"] = _take(weights["depthwise_kernel"], keep_in, -2)
-    keep_mid = None
-    if keep_in is not None:
-        keep_mid = (keep_in[:, None] * mult + np.arange(mult)[None, :]).ravel()
-    out["pointwise_kernel"] = _take(
-        _take(weights["pointwise_kernel"], keep_mid, -2), keep_out, -1
-    )
-    if "bias" in weights:
-        out["bias"] = _take(weights["bias"], keep_out, 0)
-    return out
-
-
-# -------------------------------------------------------- channelwise slicing
-def _per_channel_weights(layer, weights, keep_in, keep_out) -> Weights:
-    """Slice every weight whose last axis is the channel axis."""
-    out = {}
-    for name, value in weights.items():
-        if np.ndim(value) >= 1 and keep_in is not None:
-            out[name] = _take(value, keep_in, -1 if np.ndim(value) > 1 else 0)
-        else:
-            out[name] = value
-    return out
-
-
-def _grouped_depthwise_weights(layer, weights, keep_in, keep_out) -> Weights:
-    # Conv kernel with groups == channels: (*kernel_size, 1, channels).
-    out = dict(weights)
-    out["kernel"] = _take(weights["kernel"], keep_in, -1)
-    if "bias" in weights:
-        out["bias"] = _take(weights["bias"], keep_in, 0)
-    return out
-
-
-def _grouped_depthwise_config(layer, config, keep_in, keep_out) -> dict:
-    if keep_in is None:
-        return config
-    return dict(config, filters=int(len(keep_in)), groups=int(len(keep_in)))
-
-
-def _depthwise_weights(layer, weights, keep_in, keep_out) -> Weights:
-    out = dict(weights)
-    out["kernel"] = _take(weights["kernel"], keep_in, -2)
-    if "bias" in weights:
-        out["bias"] = _take(weights["bias"], keep_in, 0)
-    return out
-
-
-def _prelu_weights(layer, weights, keep_in, keep_out) -> Weights:
-    alpha = weights["alpha"]
-    if alpha.shape[-1] == 1:  # channel axis shared
-        return dict(weights)
-    return {"alpha": _take(alpha, keep_in, -1)}
-
-
-def _normalization_weights(layer, weights, keep_in, keep_out) -> Weights:
-    out = dict(weights)
-    for name in ("mean", "variance"):
-        if name in weights and np.ndim(weights[name]) >= 1:
-            out[name] = _take(weights[name], keep_in, -1)
-    return out
-
-
-def _per_channel_config(*keys: str) -> Callable:
-    """Slice config entries that hold one value per channel."""
-
-    def config(layer, config, keep_in, keep_out):
-        if keep_in is None:
-            return config
-        config = dict(config)
-        for key in keys:
-            value = config.get(key)
-            if value is not None and np.size(value) > 1:
-                config[key] = np.take(
-                    np.asarray(value), keep_in, axis=-1
-                ).tolist()
-        return config
-
-    return config
-
-
-def _reshape_config(layer, config, keep_in, keep_out) -> dict:
-    if keep_in is None:
-        return config
-    target = list(config["target_shape"])
-    target[-1] = int(len(keep_in))
-    return dict(config, target_shape=tuple(target))
-
-
 # ------------------------------------------------------------------ registry
 _PRODUCER = Handler(
-    "producer", _conv_check, _filters_config("filters"), _conv_weights
+    "producer", _conv_check, slicing.filters_config("filters"),
+    slicing.conv_weights, output_weight="kernel", output_axis=-1,
 )
 _PASS = Handler("passthrough")
 _SPATIAL = Handler("passthrough", _spatial_passthrough_check)
@@ -348,47 +272,53 @@ _register(
         keras_layers.Conv3DTranspose,
     ],
     Handler(
-        "producer", _conv_check, _filters_config("filters"),
-        _conv_transpose_weights,
+        "producer", _conv_check, slicing.filters_config("filters"),
+        slicing.conv_transpose_weights, output_weight="kernel",
+        output_axis=-2,
     ),
 )
 _register(
     [keras_layers.SeparableConv1D, keras_layers.SeparableConv2D],
     Handler(
-        "producer", _conv_check, _filters_config("filters"), _separable_weights
+        "producer", _conv_check, slicing.filters_config("filters"),
+        slicing.separable_weights, output_weight="pointwise_kernel",
+        output_axis=-1,
     ),
 )
 _register(
     [keras_layers.Dense],
-    Handler("producer", _no_check, _filters_config("units"), _conv_weights),
+    Handler(
+        "producer", _no_check, slicing.filters_config("units"),
+        slicing.conv_weights, output_weight="kernel", output_axis=-1,
+    ),
 )
 _register(
     [keras_layers.DepthwiseConv1D, keras_layers.DepthwiseConv2D],
     Handler(
-        "channelwise", _depthwise_check, weights=_depthwise_weights,
+        "channelwise", _depthwise_check, weights=slicing.depthwise_weights,
         activation=fused_activation,
     ),
 )
 _register(
     [keras_layers.BatchNormalization, keras_layers.LayerNormalization],
-    Handler("channelwise", _axis_check, weights=_per_channel_weights),
+    Handler("channelwise", _axis_check, weights=slicing.per_channel_weights),
 )
 _register(
     [keras_layers.PReLU],
-    Handler("channelwise", _prelu_check, weights=_prelu_weights,
+    Handler("channelwise", _prelu_check, weights=slicing.prelu_weights,
             activation=_named("prelu")),
 )
 _register(
     [keras_layers.Normalization],
     Handler(
-        "channelwise", _axis_check, _per_channel_config("mean", "variance"),
-        _normalization_weights,
+        "channelwise", _axis_check, slicing.per_channel_config("mean", "variance"),
+        slicing.normalization_weights,
     ),
 )
 _register(
     [keras_layers.Rescaling],
     Handler("channelwise", _rescaling_check,
-            _per_channel_config("scale", "offset")),
+            slicing.per_channel_config("scale", "offset")),
 )
 _register([keras_layers.ReLU], Handler("passthrough", activation=_relu_layer))
 _register(
@@ -430,7 +360,7 @@ _register(
 )
 _register(
     [keras_layers.Reshape],
-    Handler("reshape", _reshape_check, _reshape_config),
+    Handler("reshape", _reshape_check, slicing.reshape_config),
 )
 _register(
     [
@@ -448,8 +378,8 @@ _register([keras_layers.Flatten], Handler("flatten", _channels_last))
 GROUPED_DEPTHWISE = Handler(
     "channelwise",
     _channels_last,
-    _grouped_depthwise_config,
-    _grouped_depthwise_weights,
+    slicing.grouped_depthwise_config,
+    slicing.grouped_depthwise_weights,
     fused_activation,
 )
 
@@ -546,17 +476,6 @@ _register_op_registry()
 
 
 # ------------------------------- per-channel layers of keras.applications
-def _count_config(key: str) -> Callable:
-    """Set config entry `key` (a channel count) to the kept count."""
-
-    def config(layer, config, keep_in, keep_out):
-        if keep_in is None:
-            return config
-        return dict(config, **{key: int(len(keep_in))})
-
-    return config
-
-
 def _register_applications() -> None:
     from keras.src.applications import convnext, inception_resnet_v2
 
@@ -564,8 +483,8 @@ def _register_applications() -> None:
     _register(
         [convnext.LayerScale],
         Handler(
-            "channelwise", weights=_per_channel_weights,
-            config=_count_config("projection_dim"),
+            "channelwise", weights=slicing.per_channel_weights,
+            config=slicing.count_config("projection_dim"),
         ),
     )
     # `inputs[0] + inputs[1] * scale`, scale a Python float.
@@ -603,240 +522,3 @@ def supported_ops() -> list[str]:
         {cls.__name__ for cls in REGISTRY
          if not issubclass(cls, keras.layers.Layer)}
     )
-
-
-# ------------------------------------------- behaviour-based permutation rule
-@dataclasses.dataclass(frozen=True)
-class Verdict:
-    """Whether an unknown layer or operation was found to be channel-wise.
-
-    Attributes:
-        handler: the handler to analyse and slice it with, or None.
-        reason: why it was refused (`""` when accepted).
-    """
-
-    handler: Handler | None
-    reason: str
-
-
-_VERDICTS: dict[Any, Verdict] = {}
-
-
-def infer_handler(node: Any) -> Verdict:
-    """Decide from behaviour whether a node's operation is channel-wise.
-
-    The layer (or `keras.ops` operation) called at `node` is accepted when,
-    on random inputs shaped like the node's (unknown sizes set to 3):
-
-    1. permuting the channels (last axis) of every input that has the
-       output's channel count, and every weight axis of that size alongside,
-       permutes the output's channels the same way; and
-    2. a copy built for a random subset of the channels (weights sliced on
-       that axis, and integer config entries equal to the channel count
-       set to the subset's size where needed) computes exactly those
-       channels of the original output.
-
-    Weights with more than one axis of the channel count are refused. The
-    verdict is cached per class, configuration and input shapes. An
-    accepted layer is sliced with its group like a known per-channel layer.
-
-    Args:
-        node: a Keras graph node of an unregistered operation, single
-            output.
-
-    Returns:
-        A `Verdict`: the inferred `Handler`, or None and why not.
-    """
-    operation = node.operation
-    in_shapes = tuple(tuple(x.shape) for x in node.input_tensors)
-    out_shapes = tuple(tuple(x.shape) for x in node.outputs)
-    try:
-        key = (type(operation), _config_key(operation, node), in_shapes)
-        hash(key)
-    except Exception:  # Unhashable or unserialisable config: no caching.
-        key = None
-    if key is not None and key in _VERDICTS:
-        return _VERDICTS[key]
-    try:
-        verdict = _infer(node, operation, in_shapes, out_shapes)
-    except Exception as error:  # Anything the layer raises is a refusal.
-        verdict = Verdict(
-            None,
-            "the permutation test could not run it "
-            f"({type(error).__name__}: {str(error).splitlines()[0][:120]})",
-        )
-    if key is not None:
-        _VERDICTS[key] = verdict
-    return verdict
-
-
-def _config_key(operation, node) -> str:
-    if isinstance(operation, keras.layers.Layer):
-        config = operation.get_config()
-        config.pop("name", None)
-        return repr(sorted(config.items()))
-    state = {
-        name: value for name, value in vars(operation).items()
-        if not name.startswith("_") and name != "name"
-    }
-    constants = [
-        value
-        for value in keras.tree.flatten(
-            (node.arguments.args, node.arguments.kwargs)
-        )
-        if not isinstance(value, keras.KerasTensor)
-    ]
-    return repr((sorted(state.items()), constants))
-
-
-def _concrete(shape: tuple, rng: np.random.Generator) -> np.ndarray:
-    shape = (2,) + tuple(3 if dim is None else int(dim) for dim in shape[1:])
-    return rng.standard_normal(shape).astype("float32")
-
-
-def _run(operation, node, values: list):
-    tensors = {id(ref): value for ref, value in zip(node.input_tensors, values)}
-    args, kwargs = node.arguments.fill_in(tensors)
-    return np.asarray(keras.ops.convert_to_numpy(operation(*args, **kwargs)))
-
-
-def _close(a: np.ndarray, b: np.ndarray) -> bool:
-    scale = max(1.0, float(np.max(np.abs(a))) if a.size else 1.0)
-    return a.shape == b.shape and bool(
-        np.allclose(a, b, rtol=1e-4, atol=1e-5 * scale)
-    )
-
-
-def _infer(node, operation, in_shapes, out_shapes) -> Verdict:
-    if len(out_shapes) != 1 or not out_shapes[0] or not in_shapes:
-        return Verdict(None, "it does not have one tensor output and inputs")
-    channels = out_shapes[0][-1]
-    if channels is None or channels < 2:
-        return Verdict(None, "its output has no fixed channel axis")
-    widths = [shape[-1] if shape else None for shape in in_shapes]
-    if channels not in widths or any(w not in (channels, 1) for w in widths):
-        return Verdict(
-            None,
-            f"its inputs' channel counts {widths} do not all equal the "
-            f"output's {channels} (or 1)",
-        )
-    if any(x.dtype not in ("float16", "bfloat16", "float32", "float64")
-           for x in node.input_tensors):
-        return Verdict(None, "its inputs are not floating-point")
-    is_layer = isinstance(operation, keras.layers.Layer)
-    weights = {w.name: np.asarray(w.numpy()) for w in operation.weights} \
-        if is_layer else {}
-    if is_layer and len(weights) != len(operation.weights):
-        return Verdict(None, "its weights do not have distinct names")
-    axes = {}
-    for name, value in weights.items():
-        found = [axis for axis, dim in enumerate(value.shape) if dim == channels]
-        if len(found) > 1:
-            return Verdict(
-                None,
-                f"weight '{name}' of shape {value.shape} has several axes of "
-                f"the channel count {channels}",
-            )
-        axes[name] = found[0] if found else None
-    rng = np.random.default_rng(0)
-    values = [_concrete(shape, rng) for shape in in_shapes]
-    reference = _run(operation, node, values)
-    if not _close(reference, _run(operation, node, values)):
-        return Verdict(None, "its output is not deterministic")
-
-    def channel_take(arrays, index):
-        return [
-            np.take(v, index, axis=-1) if v.shape[-1] == channels else v
-            for v in arrays
-        ]
-
-    def sliced_weights(index):
-        return {
-            name: value if axes[name] is None
-            else np.take(value, index, axis=axes[name])
-            for name, value in weights.items()
-        }
-
-    def copy_with(config, index):
-        """Run a copy of the layer built for channels `index`."""
-        inputs = channel_take(values, index)
-        if not is_layer:
-            return _run(operation, node, inputs)
-        copy = type(operation).from_config(config)
-        tensors = {id(r): v for r, v in zip(node.input_tensors, inputs)}
-        args, kwargs = node.arguments.fill_in(tensors)
-        copy(*args, **kwargs)  # Build.
-        new = sliced_weights(index)
-        copy.set_weights([new[w.name] for w in operation.weights])
-        return np.asarray(keras.ops.convert_to_numpy(copy(*args, **kwargs)))
-
-    config = operation.get_config() if is_layer else None
-    # A random permutation may commute with what the layer does to the
-    # channels (e.g. reversing them); a rotation by one also checked.
-    for permutation in (rng.permutation(channels), np.roll(np.arange(channels), 1)):
-        try:
-            permuted = copy_with(config, permutation)
-        except Exception as error:
-            return Verdict(
-                None,
-                f"a copy with permuted weights failed ({type(error).__name__})",
-            )
-        if not _close(np.take(reference, permutation, axis=-1), permuted):
-            return Verdict(
-                None,
-                "permuting its input channels does not permute its output "
-                "channels the same way",
-            )
-    keep = np.sort(rng.choice(channels, size=max(1, channels // 2),
-                              replace=False))
-    resize_keys: tuple[str, ...] = ()
-    candidates = [()]
-    if is_layer:
-        candidates.append(tuple(
-            key for key, value in config.items()
-            if isinstance(value, int) and not isinstance(value, bool)
-            and value == channels
-        ))
-    for resize_keys in candidates:
-        config_k = dict(config or {}, **{k: int(len(keep)) for k in resize_keys})
-        try:
-            sliced = copy_with(config_k if is_layer else None, keep)
-        except Exception:
-            continue
-        if _close(np.take(reference, keep, axis=-1), sliced):
-            break
-    else:
-        return Verdict(
-            None,
-            "a copy keeping a subset of the channels does not compute those "
-            "channels of the output (it mixes channels, e.g. normalises over "
-            "them)",
-        )
-    return Verdict(_inferred_handler(axes, resize_keys, len(in_shapes), weights),
-                   "")
-
-
-def _inferred_handler(axes, resize_keys, inputs, weights) -> Handler:
-    def config(layer, config, keep_in, keep_out):
-        keep = keep_out if keep_out is not None else keep_in
-        if keep is None:
-            return config
-        return dict(config, **{key: int(len(keep)) for key in resize_keys})
-
-    def sliced(layer, weights, keep_in, keep_out):
-        keep = keep_out if keep_out is not None else keep_in
-        if keep is None:
-            return dict(weights)
-        return {
-            name: value if axes.get(name) is None
-            else np.take(value, keep, axis=axes[name])
-            for name, value in weights.items()
-        }
-
-    if inputs > 1:
-        role = "merge"
-    elif any(axis is not None for axis in axes.values()):
-        role = "channelwise"
-    else:
-        role = "passthrough"
-    return Handler(role, config=config, weights=sliced)
