@@ -20,7 +20,6 @@ import shutil
 from typing import Callable
 
 import keras
-import numpy as np
 
 from keras_adp import checkpoints
 from keras_adp import density as density_lib
@@ -31,6 +30,7 @@ from keras_adp import metrics as metrics_lib
 from keras_adp import optimizers as optimizers_lib
 from keras_adp import rebuild as rebuild_lib
 from keras_adp.policy import ADPPolicy
+from keras_adp.scoring import channel_scores, first_gamma
 
 __all__ = [
     "PruningSteps",
@@ -114,7 +114,7 @@ class PruningSteps:
             return model, probe
         scores = channel_scores(model, groups, self.policy.selection)
         gammas = {
-            group.name: _first_gamma(model, group)
+            group.name: first_gamma(model, group)
             for group in groups if group.prunable
         }
         keep = self.policy.plan(groups, densities, scores, gammas)
@@ -367,53 +367,6 @@ def _guard_line(decision) -> str:
     )
 
 
-def channel_scores(model, groups, selection: str) -> dict[str, np.ndarray]:
-    """Per-channel importance used to rank (or break ties between) channels.
-
-    `"bn_gamma"`: |gamma| of the group's first BatchNormalization member.
-    Otherwise (and when a group has no BatchNormalization): the L1 norm of
-    each output channel's weights, summed over the group's producers.
-    """
-    scores = {}
-    for group in groups:
-        if not group.prunable:
-            continue
-        if selection == "bn_gamma":
-            gamma = _first_gamma(model, group)
-            if gamma is not None:
-                scores[group.name] = np.abs(gamma)
-                continue
-        total = np.zeros(group.size)
-        offsets = dict(group.producer_offsets)
-        for name in group.producers:
-            layer = graph_lib.get_layer(model, name)
-            kernel_name, axis = _OUTPUT_AXIS.get(
-                type(layer).__name__, ("kernel", -1)
-            )
-            kernel = next(
-                np.asarray(weight.numpy())
-                for weight in layer.weights
-                if weight.name == kernel_name
-            )
-            other = tuple(
-                a for a in range(kernel.ndim) if a != axis % kernel.ndim
-            )
-            # A producer split between groups owns a slice of its filters.
-            start = offsets.get(name, 0)
-            total += np.abs(kernel).sum(axis=other)[start:start + group.size]
-        scores[group.name] = total
-    return scores
-
-
-_OUTPUT_AXIS = {
-    "Conv1DTranspose": ("kernel", -2),
-    "Conv2DTranspose": ("kernel", -2),
-    "Conv3DTranspose": ("kernel", -2),
-    "SeparableConv1D": ("pointwise_kernel", -1),
-    "SeparableConv2D": ("pointwise_kernel", -1),
-}
-
-
 def pruning_may_go_on(state, policy) -> bool:
     """Whether another pruning step may still be taken."""
     return not state.pruning_stopped and (
@@ -455,17 +408,6 @@ def set_gamma_l1(model, strength: float) -> None:
             changed = True
     if changed:
         model.train_function = None
-
-
-def _first_gamma(model, group):
-    offsets = dict(group.member_offsets)
-    for name in group.members:
-        layer = graph_lib.get_layer(model, name)
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.scale:
-            # After a concatenation the group is a slice of the BN's channels.
-            start = offsets.get(name, 0)
-            return np.asarray(layer.gamma.numpy())[start:start + group.size]
-    return None
 
 
 def _step_line(step) -> str:

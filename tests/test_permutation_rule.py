@@ -259,7 +259,7 @@ def test_groups_record_their_offset_in_split_producers_and_members():
 
 @pytest.mark.parametrize("selection", ["l1", "bn_gamma"])
 def test_channel_scores_take_a_split_group_slice(selection):
-    from keras_adp import pruning_steps
+    from keras_adp import scoring
 
     inputs = keras.Input((6, 6, 3))
     b0 = L.Conv2D(2, 1, name="b0")(inputs)
@@ -271,7 +271,7 @@ def test_channel_scores_take_a_split_group_slice(selection):
     model = keras.Model(inputs, L.GlobalAveragePooling2D()(y))
     model.get_layer("bn").gamma.assign(np.arange(1.0, 6.0))
     groups = keras_adp.channel_groups(model)
-    scores = pruning_steps.channel_scores(model, groups, selection)
+    scores = scoring.channel_scores(model, groups, selection)
     if selection == "bn_gamma":
         np.testing.assert_array_equal(scores["b1"], [3.0, 4.0, 5.0])
     else:
