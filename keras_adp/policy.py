@@ -136,6 +136,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["ADPPolicy", "SELECTIONS", "TRIGGERS", "WIDTH_RULES"]
+
 SELECTIONS = ("density", "l1", "bn_gamma")
 WIDTH_RULES = ("density", "live", "relative")
 TRIGGERS = ("interval", "converged")
@@ -220,64 +222,7 @@ class ADPPolicy:
     max_removal: float | None = None
 
     def __post_init__(self):
-        _validate_int("warmup_epochs", self.warmup_epochs, 0)
-        _validate_int("min_channels", self.min_channels, 1)
-        _validate_int("round_to", self.round_to, 1)
-        _validate_int("interval", self.interval, 1)
-        _validate_int("patience", self.patience, 1)
-        _validate_int("calibration_samples", self.calibration_samples, 1)
-        if self.max_prune_steps is not None:
-            _validate_int("max_prune_steps", self.max_prune_steps, 0)
-        _validate_choice("selection", self.selection, SELECTIONS)
-        _validate_choice("width_rule", self.width_rule, WIDTH_RULES)
-        _validate_choice("trigger", self.trigger, TRIGGERS)
-        for name in ("tolerance", "min_reduction", "live_threshold",
-                     "gamma_threshold"):
-            _validate_number(name, getattr(self, name), upper=1.0)
-        _validate_number("gamma_l1", self.gamma_l1)
-        if self.max_removal is not None and (
-            isinstance(self.max_removal, bool)
-            or not isinstance(self.max_removal, numbers.Real)
-            or not 0 < self.max_removal <= 1
-        ):
-            raise ValueError(
-                "Expected `max_removal` to be None or a fraction in (0, 1] "
-                "(the most of a group's channels one step removes). "
-                f"Received: max_removal={self.max_removal!r}"
-            )
-        if self.max_accuracy_drop is not None:
-            _validate_number("max_accuracy_drop", self.max_accuracy_drop)
-        if (
-            isinstance(self.threshold, bool)
-            or not isinstance(self.threshold, numbers.Real)
-            or not math.isfinite(self.threshold)
-        ):
-            raise ValueError(
-                "Expected `threshold` to be a finite number. "
-                f"Received: threshold={self.threshold!r}"
-            )
-        _validate_int("recovery_epochs", self.recovery_epochs, 1)
-        _validate_int("max_retries", self.max_retries, 0)
-        if not isinstance(self.monitor, str) or not self.monitor:
-            raise ValueError(
-                "Expected `monitor` to be 'auto' or a log key such as "
-                f"'val_accuracy'. Received: monitor={self.monitor!r}"
-            )
-        if (
-            isinstance(self.validation_split, bool)
-            or not isinstance(self.validation_split, numbers.Real)
-            or not 0 < self.validation_split < 1
-        ):
-            raise ValueError(
-                "Expected `validation_split` to be a number in (0, 1). "
-                f"Received: validation_split={self.validation_split!r}"
-            )
-        for name in ("reinitialize", "recalibrate_batch_norm"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"Expected `{name}` to be True or False. "
-                    f"Received: {name}={getattr(self, name)!r}"
-                )
+        _validate_policy(self)
 
     def get_config(self) -> dict:
         """The fields as plain Python values (JSON-serialisable)."""
@@ -464,6 +409,81 @@ class ADPPolicy:
         return np.lexsort(tuple(keys))
 
 
+def _validate_policy(policy: ADPPolicy) -> None:
+    """Raise `ValueError` for the first field of `policy` out of range."""
+    _validate_int("warmup_epochs", policy.warmup_epochs, 0)
+    _validate_int("min_channels", policy.min_channels, 1)
+    _validate_int("round_to", policy.round_to, 1)
+    _validate_int("interval", policy.interval, 1)
+    _validate_int("patience", policy.patience, 1)
+    _validate_int("calibration_samples", policy.calibration_samples, 1)
+    if policy.max_prune_steps is not None:
+        _validate_int("max_prune_steps", policy.max_prune_steps, 0)
+    _validate_choice("selection", policy.selection, SELECTIONS)
+    _validate_choice("width_rule", policy.width_rule, WIDTH_RULES)
+    _validate_choice("trigger", policy.trigger, TRIGGERS)
+    for name in ("tolerance", "min_reduction", "live_threshold",
+                 "gamma_threshold"):
+        _validate_number(name, getattr(policy, name), upper=1.0)
+    _validate_number("gamma_l1", policy.gamma_l1)
+    if policy.max_removal is not None:
+        _validate_max_removal(policy.max_removal)
+    if policy.max_accuracy_drop is not None:
+        _validate_number("max_accuracy_drop", policy.max_accuracy_drop)
+    _validate_finite("threshold", policy.threshold)
+    _validate_int("recovery_epochs", policy.recovery_epochs, 1)
+    _validate_int("max_retries", policy.max_retries, 0)
+    _validate_monitor(policy.monitor)
+    _validate_validation_split(policy.validation_split)
+    for name in ("reinitialize", "recalibrate_batch_norm"):
+        _validate_bool(name, getattr(policy, name))
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _validate_max_removal(value: Any) -> None:
+    if not _is_real(value) or not 0 < value <= 1:
+        raise ValueError(
+            "Expected `max_removal` to be None or a fraction in (0, 1] "
+            "(the most of a group's channels one step removes). "
+            f"Received: max_removal={value!r}"
+        )
+
+
+def _validate_finite(name: str, value: Any) -> None:
+    if not _is_real(value) or not math.isfinite(value):
+        raise ValueError(
+            f"Expected `{name}` to be a finite number. "
+            f"Received: {name}={value!r}"
+        )
+
+
+def _validate_monitor(value: Any) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(
+            "Expected `monitor` to be 'auto' or a log key such as "
+            f"'val_accuracy'. Received: monitor={value!r}"
+        )
+
+
+def _validate_validation_split(value: Any) -> None:
+    if not _is_real(value) or not 0 < value < 1:
+        raise ValueError(
+            "Expected `validation_split` to be a number in (0, 1). "
+            f"Received: validation_split={value!r}"
+        )
+
+
+def _validate_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"Expected `{name}` to be True or False. "
+            f"Received: {name}={value!r}"
+        )
+
+
 def _validate_choice(name: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ValueError(
@@ -474,11 +494,7 @@ def _validate_choice(name: str, value: Any, choices: tuple) -> None:
 
 def _validate_number(name: str, value: Any, upper: float = math.inf) -> None:
     """A real number in `[0, upper)` (finite)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Real)
-        or not 0 <= value < upper
-    ):
+    if not _is_real(value) or not 0 <= value < upper:
         shown = "[0, 1)" if upper == 1.0 else ">= 0 and finite"
         raise ValueError(
             f"Expected `{name}` to be a number {'in ' if upper == 1.0 else ''}"
