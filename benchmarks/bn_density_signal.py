@@ -67,9 +67,9 @@ def run(args, gamma_l1, data):
         )
         dead = density.channels <= args.tau
         flat = gamma <= args.gamma_tau * gamma.max()
-        paper = math.ceil(density.layer * group.size)
+        paper = math.ceil(density.overall * group.size)
         live = int(np.sum(~dead & ~flat))
-        print(f"{name:12} {group.size:5d} {density.layer:6.3f} "
+        print(f"{name:12} {group.size:5d} {density.overall:6.3f} "
               f"{int(dead.sum()):5d} {int(flat.sum()):5d} {paper:6d} "
               f"{live:5d}  {gamma.min():.3f}/{np.median(gamma):.3f}/"
               f"{gamma.max():.3f}   {density.channels.min():.3f}/"

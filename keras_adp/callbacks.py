@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 from keras_adp import density as density_lib
+from keras_adp import inputs as inputs_lib
 from keras_adp import validation
 
 __all__ = [
@@ -60,17 +61,20 @@ class ActivationDensity(keras.callbacks.Callback):
     Like validation metrics with `validation_freq`, the keys are absent in
     the epochs that are not measured.
 
-    The measurement is built for `self.model` on `on_train_begin` and rebuilt
-    when `fit()` is called on another model object, so one instance can be
-    reused across `fit()` calls and models. A model without a measurable
+    The measurement is set up for `self.model` on `on_train_begin`, and set
+    up again when `fit()` is called on another model object, so one instance
+    can be reused across `fit()` calls and models. A model without a measurable
     group (every prunable convolution followed by a ReLU-like nonlinearity)
     raises a `ValueError` there, naming the skipped groups and why.
 
     Args:
-        data: the calibration inputs: a NumPy array, an `(x, y)` tuple of
-            arrays, or a `tf.data.Dataset` yielding `x` or `(x, y)`; labels
-            are ignored. A dataset whose leading dimension is `None` (as
-            after `Dataset.batch()`) is unbatched first.
+        data: the calibration inputs: a NumPy array, a list of arrays (one
+            per input of a multi-input model), an `(x, y)` tuple of those,
+            or a `tf.data.Dataset` yielding `x` or `(x, y)`; labels are
+            ignored. A dataset whose leading dimension is `None` (as after
+            `Dataset.batch()`) yields batches; any other dataset yields
+            single samples, or batches of a static size (`drop_remainder=
+            True`), which are told apart once the model is known.
         frequency: measure at the end of every `frequency`-th epoch, i.e.
             after epochs `frequency - 1`, `2 * frequency - 1`, ... (counted
             from 0, as `validation_freq` does). Defaults to `1`.
@@ -94,7 +98,8 @@ class ActivationDensity(keras.callbacks.Callback):
             `{"epoch": int, "density": {group: float}, "channels": {group:
             np.ndarray of shape (group size,)}}`.
         calibration_inputs: the calibration set, a NumPy array of shape
-            `(num_samples, *input_shape)`.
+            `(num_samples, *input_shape)`, or a list of them for a
+            multi-input model.
 
     Example:
 
@@ -141,7 +146,7 @@ class ActivationDensity(keras.callbacks.Callback):
         self.threshold = validation.check_threshold(threshold)
         self.log_dir = None if log_dir is None else str(log_dir)
         self.verbose = int(verbose)
-        self.calibration_inputs = _calibration_inputs(data, num_samples)
+        self.calibration_inputs = _calibration_set(data, num_samples)
         self.history: list[dict[str, Any]] = []
         self._probe: density_lib.DensityProbe | None = None
         self._writer = None
@@ -161,7 +166,7 @@ class ActivationDensity(keras.callbacks.Callback):
         record = {
             "epoch": int(epoch),
             "density": {
-                name: value.layer for name, value in densities.items()
+                name: value.overall for name, value in densities.items()
             },
             "channels": {
                 name: value.channels for name, value in densities.items()
@@ -191,15 +196,15 @@ class ActivationDensity(keras.callbacks.Callback):
             self._writer = None
 
     def _probe_of_model(self) -> density_lib.DensityProbe:
-        """The probe of `self.model`, rebuilt when the model was swapped."""
+        """The probe of `self.model`, made anew when the model was swapped."""
         if self._probe is None or self._probe.model is not self.model:
             self._probe = None  # Release the previous model first.
             self._probe = density_lib.DensityProbe(
                 self.model, threshold=self.threshold
             )
-            self.calibration_inputs = _match_input_rank(
+            self.calibration_inputs = _merge_static_batches(
                 self.calibration_inputs,
-                self._probe.input_rank,
+                self._probe.input_shapes,
                 self.num_samples,
             )
         return self._probe
@@ -211,7 +216,7 @@ class ActivationDensity(keras.callbacks.Callback):
             for name, value in densities.items():
                 tf.summary.write(
                     LOG_PREFIX + name,
-                    tf.constant(value.layer, tf.float32),
+                    tf.constant(value.overall, tf.float32),
                     step=epoch,
                     metadata=_SCALAR_METADATA,
                 )
@@ -246,58 +251,57 @@ def _validate_int(name, value, *, minimum, allow_none=False):
         )
 
 
-def _calibration_inputs(data, num_samples) -> np.ndarray:
-    """The first `num_samples` inputs of `data` (all if None), as an array."""
+def _calibration_set(data, num_samples):
+    """The first `num_samples` inputs of `data` (all if None), copied.
+
+    Without the model, a dataset whose elements have a static leading
+    dimension is read as single samples; batches of a static size then
+    keep an extra axis, which `_merge_static_batches` merges.
+    """
+    input_rank = None
     if isinstance(data, tf.data.Dataset):
-        dataset = density_lib.as_input_dataset(data)  # Inputs only.
-        shape = getattr(dataset.element_spec, "shape", None)
-        if shape is not None and shape.rank and shape[0] is None:
-            dataset = dataset.unbatch()
-        if num_samples is not None:
-            dataset = dataset.take(num_samples)
-        elif int(dataset.cardinality()) == tf.data.INFINITE_CARDINALITY:
-            raise ValueError(
-                "Expected a finite dataset when `num_samples=None`. Received "
-                "an infinite dataset. Fix: pass `num_samples`, or the dataset "
-                "before `.repeat()`."
-            )
-        batches = list(dataset.batch(1024).as_numpy_iterator())
-        if not batches:
-            raise _empty_error("an empty tf.data.Dataset")
-        inputs = np.concatenate(batches)
-    else:
-        if isinstance(data, tuple) and len(data) in (1, 2, 3):
-            data = data[0]
-        if isinstance(data, dict) or density_lib._is_iterator(data):
-            raise ValueError(
-                "Expected `data` to be a NumPy array of inputs, an (x, y) "
-                f"tuple or a tf.data.Dataset. Received: {type(data).__name__}."
-                " Fix: wrap generators with `tf.data.Dataset.from_generator`."
-            )
-        inputs = np.asarray(data)
-        if inputs.ndim == 0:
-            raise _empty_error(f"a scalar {type(data).__name__}")
-        inputs = np.array(inputs[:num_samples], copy=True)
-    if inputs.ndim == 0 or len(inputs) == 0:
-        raise _empty_error(f"inputs of shape {inputs.shape}")
-    return inputs
-
-
-def _empty_error(received: str) -> ValueError:
-    return ValueError(
-        "Expected `data` to hold at least one input sample for activation "
-        f"density calibration. Received: {received}. Fix: pass a non-empty "
-        "array, (x, y) tuple or tf.data.Dataset (e.g. `x_train`)."
+        spec = tf.nest.flatten(
+            inputs_lib.as_input_dataset(data).element_spec
+        )[0]
+        shape = getattr(spec, "shape", None)
+        if shape is not None and shape.rank and shape[0] is not None:
+            input_rank = shape.rank + 1  # Elements taken as single samples.
+    return inputs_lib.calibration_inputs(
+        data, num_samples, input_rank=input_rank
     )
 
 
-def _match_input_rank(
+def _merge_static_batches(inputs, input_shapes, num_samples):
+    """Merges the batch axis of a dataset batched with a static batch size.
+
+    Args:
+        inputs: the calibration set, an array or a list of arrays.
+        input_shapes: the model's input shapes, batch axis first.
+        num_samples: the calibration set size (None: all).
+
+    Returns:
+        `inputs`, each array of rank `len(shape) + 1` reshaped to rank
+        `len(shape)` and cut to `num_samples`.
+
+    Raises:
+        ValueError: an array of another rank than its model input.
+    """
+    if not isinstance(inputs, list):
+        return _merge_batch_axis(inputs, len(input_shapes[0]), num_samples)
+    if len(inputs) != len(input_shapes):
+        return inputs  # `DensityProbe.measure` says what does not fit.
+    return [
+        _merge_batch_axis(array, len(shape), num_samples)
+        for array, shape in zip(inputs, input_shapes)
+    ]
+
+
+def _merge_batch_axis(
     inputs: np.ndarray, input_rank: int, num_samples: int | None
 ) -> np.ndarray:
-    """Merges the batch axis of a dataset batched with a static batch size."""
     if inputs.ndim == input_rank + 1:
         # Elements were batches of static size (`drop_remainder=True`), which
-        # `_calibration_inputs` could not tell from samples without a model.
+        # `_calibration_set` could not tell from samples without a model.
         return inputs.reshape((-1,) + inputs.shape[2:])[:num_samples]
     if inputs.ndim != input_rank:
         raise ValueError(

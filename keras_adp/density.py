@@ -36,7 +36,17 @@ import numpy as np
 import tensorflow as tf
 
 from keras_adp import graph as graph_lib
+from keras_adp import inputs as inputs_lib
 from keras_adp import validation
+
+__all__ = [
+    "GATING_ACTIVATIONS",
+    "Density",
+    "DensityProbe",
+    "FiredCount",
+    "measure_density",
+    "whole_batches",
+]
 
 GATING_ACTIVATIONS = graph_lib.GATING_ACTIVATIONS
 
@@ -46,17 +56,32 @@ class Density:
     """Activation density of one channel group.
 
     Attributes:
-        layer: fraction of fired activations over all samples, positions and
-            channels, in [0, 1].
+        overall: fraction of fired activations over all samples, positions
+            and channels of the group, in [0, 1] (the mean of `channels`).
         channels: per-channel fraction, float64 of shape `(group size,)`.
-        measured_at: name of the layer whose output was measured.
+        measured_at: qualified name (a `str`, never None) of the layer whose
+            output was measured, e.g. `"block/relu"`: the `layer` of the
+            group's `ChannelGroup.measured_at` activation site. Groups
+            without a site get no `Density`.
         samples: number of samples measured.
     """
 
-    layer: float
+    overall: float
     channels: np.ndarray
     measured_at: str
     samples: int
+
+    @property
+    def layer(self) -> float:
+        """Deprecated alias of `overall`, kept for one release."""
+        warnings.warn(
+            "`Density.layer` is deprecated and will be removed in the next "
+            "release: it is the group's overall density, now named "
+            "`Density.overall`. Fix: read `density.overall`.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.overall
 
 
 @keras.saving.register_keras_serializable(package="keras_adp")
@@ -139,7 +164,7 @@ class DensityProbe:
     ```python
     probe = DensityProbe(model)
     densities = probe.measure(x_calibration)
-    densities["conv1"].layer  # A float in [0, 1].
+    densities["conv1"].overall  # A float in [0, 1].
     densities["conv1"].channels  # Shape (filters of conv1,).
     ```
     """
@@ -153,10 +178,41 @@ class DensityProbe:
         self.names: list[str] = []
         self.sites: dict[str, graph_lib.ActivationSite] = {}
         self.skipped: dict[str, str] = {}
-        measured = []
+        measured = self._measurable(groups)
         # Per-sample weight: 1 for real samples, 0 for the padding that
         # makes every batch whole (see `measure`).
         self._weight = keras.Input((), name="keras_adp_sample_weight")
+        # Sites inside nested sub-models are reached by tracing the graph
+        # with the sub-models inlined (same layers, same weights).
+        tensors = graph_lib.site_tensors(model, [site for _, site in measured])
+        outputs = [
+            FiredCount(
+                site.offset,
+                group.size,
+                self.threshold,
+                dtype="float32",
+                name=f"fired_{index}",
+            )([tensor, self._weight])
+            for index, ((group, site), tensor) in enumerate(
+                zip(measured, tensors)
+            )
+        ]
+        if not outputs:
+            raise self._nothing_to_measure_error(all_groups)
+        graph = graph_lib._graph_of(model)
+        self.input_rank = len(graph.inputs[0].shape)
+        self.input_shapes = [tuple(tensor.shape) for tensor in graph.inputs]
+        with model.distribute_strategy.scope():
+            self.probe = keras.Model(
+                [*graph.inputs, self._weight],
+                outputs,
+                name=f"{model.name}_density_probe",
+            )
+
+    def _measurable(self, groups) -> list:
+        """`(group, site)` of the groups with a gating activation site;
+        fills `names`, `sites` and `skipped`."""
+        measured = []
         for group in groups:
             site = group.measured_at
             if site is None:
@@ -174,46 +230,24 @@ class DensityProbe:
             self.names.append(group.name)
             self.sites[group.name] = site
             measured.append((group, site))
-        # Sites inside nested sub-models are reached by tracing the graph
-        # with the sub-models inlined (same layers, same weights).
-        tensors = graph_lib.site_tensors(model, [site for _, site in measured])
-        outputs = [
-            FiredCount(
-                site.offset,
-                group.size,
-                self.threshold,
-                dtype="float32",
-                name=f"fired_{index}",
-            )([tensor, self._weight])
-            for index, ((group, site), tensor) in enumerate(
-                zip(measured, tensors)
-            )
-        ]
-        if not outputs:
-            not_prunable = {
-                group.name: group.reason
-                for group in all_groups
-                if not group.prunable
-            }
-            raise ValueError(
-                f"Model '{model.name}' has no channel group whose activation "
-                "density can be measured. Expected at least one prunable "
-                "channel group followed by a ReLU-like nonlinearity "
-                f"({', '.join(sorted(GATING_ACTIVATIONS))}). Received: "
-                f"skipped groups {self.skipped or 'none'}; groups that are "
-                f"not prunable {not_prunable or 'none'}. Fix: put a ReLU "
-                "(fused `activation='relu'` or a `ReLU` layer) after the "
-                "convolutions to be pruned."
-            )
-        graph = graph_lib._graph_of(model)
-        self.input_rank = len(graph.inputs[0].shape)
-        self.input_shapes = [tuple(tensor.shape) for tensor in graph.inputs]
-        with model.distribute_strategy.scope():
-            self.probe = keras.Model(
-                [*graph.inputs, self._weight],
-                outputs,
-                name=f"{model.name}_density_probe",
-            )
+        return measured
+
+    def _nothing_to_measure_error(self, all_groups) -> ValueError:
+        not_prunable = {
+            group.name: group.reason
+            for group in all_groups
+            if not group.prunable
+        }
+        return ValueError(
+            f"Model '{self.model.name}' has no channel group whose activation "
+            "density can be measured. Expected at least one prunable "
+            "channel group followed by a ReLU-like nonlinearity "
+            f"({', '.join(sorted(GATING_ACTIVATIONS))}). Received: "
+            f"skipped groups {self.skipped or 'none'}; groups that are "
+            f"not prunable {not_prunable or 'none'}. Fix: put a ReLU "
+            "(fused `activation='relu'` or a `ReLU` layer) after the "
+            "convolutions to be pruned."
+        )
 
     def measure(
         self, data, *, steps=None, batch_size=None
@@ -234,13 +268,37 @@ class DensityProbe:
         Raises:
             ValueError: empty data or invalid `steps`/`batch_size`.
         """
+        dataset = self._measurement_batches(data, steps, batch_size)
+        counts = self._fired_counts(dataset)
+        if len(self.names) == 1:
+            counts = [counts]
+        # Padding rows are all zero, the position count included.
+        samples = int(np.count_nonzero(np.asarray(counts[0])[:, -1] > 0))
+        if samples == 0:
+            raise _empty_data_error()
+        result = {}
+        for name, count in zip(self.names, counts):
+            count = np.asarray(count, np.float64)
+            count = count[count[:, -1] > 0]
+            per_channel = count[:, :-1].sum(axis=0) / count[:, -1].sum()
+            result[name] = Density(
+                overall=float(per_channel.mean()),
+                channels=per_channel,
+                measured_at=self.sites[name].layer,
+                samples=samples,
+            )
+        return result
+
+    def _measurement_batches(self, data, steps, batch_size) -> tf.data.Dataset:
+        """`data` as the probe's padded, weighted batches (see `measure`)."""
         batch_size = 32 if batch_size is None else batch_size
         validation.check_batch_size(batch_size)
-        dataset = as_input_dataset(
+        inputs_lib.check_steps("steps", steps)
+        dataset = inputs_lib.as_input_dataset(
             data, batch_size=batch_size, input_rank=self.input_rank
         )
         if steps is not None:
-            dataset = dataset.take(_optional_count("steps", steps))
+            dataset = dataset.take(int(steps))
         cardinality = int(dataset.cardinality())
         if cardinality == 0:
             raise _empty_data_error()
@@ -253,7 +311,10 @@ class DensityProbe:
             )
         self._check_input_shapes(dataset.element_spec)
         replicas = self.model.distribute_strategy.num_replicas_in_sync
-        dataset = whole_batches(dataset, replicas)
+        return whole_batches(dataset, replicas)
+
+    def _fired_counts(self, dataset: tf.data.Dataset):
+        """The probe's outputs on `dataset`, with readable errors."""
         batches = _BatchCounter()
         try:
             with warnings.catch_warnings():
@@ -261,7 +322,7 @@ class DensityProbe:
                 warnings.filterwarnings(
                     "ignore", message="Your input ran out of data"
                 )
-                counts = self.probe.predict(
+                return self.probe.predict(
                     dataset, verbose=0, callbacks=[batches]
                 )
         except tf.errors.InvalidArgumentError as error:
@@ -279,25 +340,6 @@ class DensityProbe:
             if batches.count == 0 and _yields_nothing(dataset):
                 raise _empty_data_error() from error
             raise
-        if len(self.names) == 1:
-            counts = [counts]
-        # Padding rows are all zero, the position count included.
-        samples = int(np.count_nonzero(np.asarray(counts[0])[:, -1] > 0))
-        if samples == 0:
-            raise _empty_data_error()
-        result = {}
-        for name, count in zip(self.names, counts):
-            count = np.asarray(count, np.float64)
-            count = count[count[:, -1] > 0]
-            per_channel = count[:, :-1].sum(axis=0) / count[:, -1].sum()
-            result[name] = Density(
-                layer=float(per_channel.mean()),
-                channels=per_channel,
-                measured_at=self.sites[name].layer,
-                samples=samples,
-            )
-        return result
-
 
     def check_inputs(self, data, *, batch_size=None) -> None:
         """Raise before any measurement unless `data` fits the model.
@@ -310,7 +352,7 @@ class DensityProbe:
             ValueError: NaN/inf in arrays, or inputs of another number or
                 shape than the model's.
         """
-        dataset = as_input_dataset(
+        dataset = inputs_lib.as_input_dataset(
             data, batch_size=batch_size, input_rank=self.input_rank
         )
         self._check_input_shapes(dataset.element_spec)
@@ -358,7 +400,8 @@ def whole_batches(
     for nothing. Float inputs are checked for NaN/inf on the way.
 
     Args:
-        dataset: batched dataset of inputs, as from `as_input_dataset`.
+        dataset: batched dataset of inputs, as from
+            `keras_adp.inputs.as_input_dataset`.
         replicas: replicas in sync. Defaults to `1`.
 
     Returns:
@@ -412,111 +455,6 @@ def _empty_data_error() -> ValueError:
     )
 
 
-def as_input_dataset(
-    data, *, batch_size=None, input_rank=None, name="data"
-) -> tf.data.Dataset:
-    """Batched `tf.data.Dataset` of model inputs only (labels dropped).
-
-    Args:
-        data: a NumPy array of inputs, a list of arrays (one per input of
-            a multi-input model), an `(x,)`, `(x, y)` or `(x, y, w)` tuple
-            of those, or a `tf.data.Dataset` yielding `x` or `(x, y[, w])`.
-        batch_size: batch size for arrays, and for datasets whose elements
-            are single samples. Defaults to `None` (32).
-        input_rank: rank of the model input including the batch axis; a
-            dataset whose elements have one axis less is batched. Defaults
-            to `None` (datasets are assumed batched).
-        name: how errors name `data`. Defaults to `"data"`.
-
-    Returns:
-        A dataset of input batches.
-
-    Raises:
-        ValueError: empty array, NaN/inf in an array, unsupported type or
-            invalid `batch_size`.
-    """
-    batch_size = 32 if batch_size is None else batch_size
-    batch_size = _optional_count("batch_size", batch_size)
-    if isinstance(data, tf.data.Dataset):
-        dataset = data.map(_first)
-        shape = getattr(dataset.element_spec, "shape", None)
-        rank = None if shape is None else shape.rank
-        if input_rank is not None and rank == input_rank - 1:
-            dataset = dataset.batch(batch_size)
-        return _inputs_only(dataset)
-    if isinstance(data, tuple) and len(data) in (1, 2, 3):
-        data = data[0]
-    if isinstance(data, list) and data and all(
-        hasattr(item, "shape") for item in data
-    ):
-        # A list of arrays is a multi-input model's inputs (Keras' convention).
-        arrays = tuple(np.asarray(item) for item in data)
-        if arrays[0].shape[0] == 0:
-            raise ValueError("Received empty data: the input arrays are empty.")
-        for index, array in enumerate(arrays):
-            validation.check_finite(array, f"{name}[{index}]")
-        return _inputs_only(
-            tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
-        )
-    if isinstance(data, dict) or _is_iterator(data):
-        raise ValueError(
-            "Expected a NumPy array of inputs, an (x, y) tuple or a "
-            f"tf.data.Dataset. Received: {type(data).__name__}. Fix: wrap "
-            "generators with `tf.data.Dataset.from_generator`."
-        )
-    array = np.asarray(data)
-    if array.ndim == 0 or array.shape[0] == 0:
-        raise ValueError(
-            "Received empty data: expected a non-empty array, an (x, y) "
-            f"tuple or a tf.data.Dataset. Got an array of shape {array.shape}."
-        )
-    validation.check_finite(array, name)
-    return tf.data.Dataset.from_tensor_slices(array).batch(batch_size)
-
-
-def _optional_count(name: str, value) -> int:
-    """`value` as an int, or a ValueError if it is not an integer >= 1."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, np.integer))
-        or value < 1
-    ):
-        raise ValueError(
-            f"Expected `{name}` to be None or an integer >= 1. "
-            f"Received: {name}={value!r}"
-        )
-    return int(value)
-
-
-def _inputs_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Wrap multi-input elements `(x1, x2)` as `((x1, x2),)`.
-
-    Keras' `predict` reads a tuple element as `(x, y)`; a 1-tuple holding
-    the inputs is read as `x` alone.
-    """
-    if isinstance(dataset.element_spec, (tuple, list)):
-        return dataset.map(_wrap_inputs)
-    return dataset
-
-
-def _wrap_inputs(*parts):
-    return (tuple(parts),)
-
-
-def _is_iterator(data) -> bool:
-    return hasattr(data, "__next__") or (
-        hasattr(data, "__iter__") and not hasattr(data, "__len__")
-    )
-
-
-def _first(*element):
-    if len(element) == 1:
-        element = element[0]
-    if isinstance(element, (tuple, list)):
-        return element[0]
-    return element
-
-
 def measure_density(
     model: keras.Model,
     data: Any,
@@ -549,7 +487,7 @@ def measure_density(
 
     ```python
     densities = measure_density(model, x_train[:512])
-    {name: density.layer for name, density in densities.items()}
+    {name: density.overall for name, density in densities.items()}
     ```
     """
     return DensityProbe(model, threshold=threshold).measure(

@@ -58,7 +58,7 @@ def resolve_monitor(monitor: str, logs: dict) -> str:
     return monitor
 
 
-def lower_is_better(monitor: str) -> bool:
+def _lower_is_better(monitor: str) -> bool:
     """Losses and errors are minimised; everything else is maximised."""
     return monitor.endswith("loss") or monitor.endswith("error")
 
@@ -67,7 +67,7 @@ def better(monitor: str, first: float | None, second: float) -> float:
     """The better of two values of `monitor` (`first` may be None)."""
     if first is None or not math.isfinite(first):
         return second
-    if lower_is_better(monitor):
+    if _lower_is_better(monitor):
         return min(first, second)
     return max(first, second)
 
@@ -81,7 +81,7 @@ def is_worse_than_budget(
     """
     if not math.isfinite(value):
         return True
-    if lower_is_better(monitor):
+    if _lower_is_better(monitor):
         return value > reference + budget + 1e-12
     return value < reference - budget - 1e-12
 

@@ -1,35 +1,42 @@
-"""Training inputs as `ADPTrainer.fit` takes them: the checks run before any
-training, the rows of a held-out split, and the calibration set density is
-measured on.
+"""Model inputs out of user data, and the checks `ADPTrainer.fit` runs on
+them before any training.
 
-`calibration_inputs` is the one place that takes the first model inputs out
-of whatever `fit` accepts (arrays, lists of arrays for multi-input models,
-`(x, y)` tuples, datasets).
+- `as_input_dataset`: the batched `tf.data.Dataset` of model inputs (labels
+  dropped) that density is measured on.
+- `calibration_inputs`: the one place that copies the first model inputs
+  out of whatever `fit` accepts (arrays, lists of arrays for multi-input
+  models, `(x, y)` tuples, datasets) into a fixed calibration set; the
+  trainer, the `ActivationDensity` callback and the commands use it.
+- The checks of `fit`'s data and keywords, and the rows of a held-out split.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from keras_adp import density as density_lib
 from keras_adp import graph as graph_lib
 from keras_adp import validation
 
 __all__ = [
+    "as_input_dataset",
+    "calibration_inputs",
     "num_samples",
     "take_rows",
     "split_last",
-    "calibration_inputs",
     "check_steps",
     "check_model_and_epochs",
     "check_training_data",
     "check_fit_keywords",
     "split_validation",
 ]
+
+# Batch size in which `calibration_inputs` reads datasets of single samples.
+_READ_BATCH_SIZE = 256
 
 
 def num_samples(inputs) -> int:
@@ -65,26 +72,135 @@ def split_last(samples: int, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     return indices[:split_at], indices[split_at:]
 
 
-def calibration_inputs(data, count: int):
-    """The first `count` model inputs of `data`.
+def as_input_dataset(
+    data: Any,
+    *,
+    batch_size: int | None = None,
+    input_rank: int | None = None,
+    name: str = "data",
+) -> tf.data.Dataset:
+    """Batched `tf.data.Dataset` of model inputs only (labels dropped).
 
     Args:
-        data: what `fit` takes as `x` (arrays, a list of arrays, an `(x,)`
-            or `(x, y)` tuple, a `tf.data.Dataset` of inputs or of
-            `(x, y)` batches).
-        count: how many samples to take (fewer when `data` has fewer).
+        data: a NumPy array of inputs, a list of arrays (one per input of
+            a multi-input model), an `(x,)`, `(x, y)` or `(x, y, w)` tuple
+            of those, or a `tf.data.Dataset` yielding `x` or `(x, y[, w])`.
+        batch_size: batch size for arrays, and for datasets whose elements
+            are single samples. Defaults to `None` (32).
+        input_rank: rank of the model input including the batch axis; a
+            dataset whose elements have one axis less is batched. Defaults
+            to `None` (datasets are assumed batched).
+        name: how errors name `data`. Defaults to `"data"`.
 
     Returns:
-        One array, or a list of arrays for a multi-input model.
+        A dataset of input batches: each element one array, or `((x1, x2,
+        ...),)` for a multi-input model (Keras' `predict` reads a 1-tuple
+        as the inputs alone).
 
     Raises:
-        ValueError: `data` is None or holds no sample.
+        ValueError: empty array, NaN/inf in an array, unsupported type or
+            invalid `batch_size`.
+    """
+    batch_size = 32 if batch_size is None else batch_size
+    validation.check_batch_size(batch_size)
+    batch_size = int(batch_size)
+    if isinstance(data, tf.data.Dataset):
+        dataset = data.map(_first)
+        shape = getattr(dataset.element_spec, "shape", None)
+        rank = None if shape is None else shape.rank
+        if input_rank is not None and rank == input_rank - 1:
+            dataset = dataset.batch(batch_size)
+        return _inputs_only(dataset)
+    arrays = _input_arrays(data, name)
+    if arrays[0].ndim == 0 or arrays[0].shape[0] == 0:
+        raise ValueError(
+            "Received empty data: expected a non-empty array, an (x, y) "
+            "tuple or a tf.data.Dataset. Got an array of shape "
+            f"{arrays[0].shape}."
+        )
+    _check_finite(arrays, name)
+    if len(arrays) == 1:
+        return tf.data.Dataset.from_tensor_slices(arrays[0]).batch(batch_size)
+    return _inputs_only(
+        tf.data.Dataset.from_tensor_slices(tuple(arrays)).batch(batch_size)
+    )
+
+
+def calibration_inputs(
+    data: Any,
+    count: int | None,
+    *,
+    input_rank: int | None = None,
+    name: str = "data",
+) -> np.ndarray | list[np.ndarray]:
+    """A copy of the first `count` model inputs of `data`.
+
+    Only the samples taken are read (a dataset is read lazily, so it may be
+    infinite when `count` is given) and checked for NaN/inf.
+
+    Args:
+        data: what `fit` takes as `x`: a NumPy array of inputs, a list of
+            arrays (one per input of a multi-input model), an `(x,)`,
+            `(x, y)` or `(x, y, w)` tuple of those, or a `tf.data.Dataset`
+            yielding `x` or `(x, y[, w])`; labels are ignored.
+        count: how many samples to take (fewer when `data` has fewer);
+            `None` takes all of them (a dataset must then be finite).
+        input_rank: rank of the model input including the batch axis; a
+            dataset whose elements have one axis less yields single
+            samples. Defaults to `None`: datasets yield batches.
+        name: how errors name `data`. Defaults to `"data"`.
+
+    Returns:
+        A new array of shape `(samples, *input_shape)`, or a list of them
+        for a multi-input model.
+
+    Raises:
+        ValueError: `data` is None, a dict or an iterator, holds no sample,
+            is an infinite dataset while `count` is None, or holds NaN/inf
+            among the samples taken.
     """
     if data is None:
         raise ValueError(
-            "Expected training data `x` (or `calibration_data`). Received None."
+            f"Expected `{name}` to hold the calibration inputs (for "
+            "`ADPTrainer.fit`: the training data `x` or `calibration_data`). "
+            "Received: None. Fix: pass an array, an (x, y) tuple or a "
+            "tf.data.Dataset."
         )
-    dataset = density_lib.as_input_dataset(data, batch_size=256)
+    check_steps("count", count)
+    if isinstance(data, tf.data.Dataset):
+        rows = _dataset_rows(data, count, input_rank, name)
+    else:
+        arrays = _input_arrays(data, name)
+        if arrays[0].ndim == 0:
+            raise _empty_calibration_error(
+                name, f"a scalar {type(data).__name__}"
+            )
+        rows = [np.array(array[:count], copy=True) for array in arrays]
+        if len(rows[0]) == 0:
+            raise _empty_calibration_error(
+                name, f"inputs of shape {arrays[0].shape}"
+            )
+    _check_finite(rows, name)
+    return rows[0] if len(rows) == 1 else rows
+
+
+def _dataset_rows(
+    data: tf.data.Dataset, count: int | None, input_rank: int | None, name
+) -> list[np.ndarray]:
+    """The first `count` samples of each input of a dataset."""
+    if (
+        count is None
+        and int(data.cardinality()) == tf.data.INFINITE_CARDINALITY
+    ):
+        raise ValueError(
+            f"Expected a finite dataset when taking all of `{name}` "
+            "(`num_samples=None`). Received an infinite dataset. Fix: pass "
+            "the number of samples (`num_samples`), or the dataset before "
+            "`.repeat()`."
+        )
+    dataset = as_input_dataset(
+        data, batch_size=_READ_BATCH_SIZE, input_rank=input_rank, name=name
+    )
     chunks, total = [], 0
     for batch in dataset:
         if isinstance(batch, tuple) and len(batch) == 1:
@@ -92,15 +208,77 @@ def calibration_inputs(data, count: int):
         parts = list(batch) if isinstance(batch, (tuple, list)) else [batch]
         chunks.append([np.asarray(part) for part in parts])
         total += len(chunks[-1][0])
-        if total >= count:
+        if count is not None and total >= count:
             break
-    if not chunks or total == 0:
-        raise ValueError("Received empty data: no samples to calibrate on.")
-    inputs = [
-        np.concatenate([chunk[i] for chunk in chunks])[:count]
-        for i in range(len(chunks[0]))
+    if total == 0:
+        raise _empty_calibration_error(name, "an empty tf.data.Dataset")
+    return [
+        np.concatenate([chunk[index] for chunk in chunks])[:count]
+        for index in range(len(chunks[0]))
     ]
-    return inputs[0] if len(inputs) == 1 else inputs
+
+
+def _input_arrays(data: Any, name: str) -> list[np.ndarray]:
+    """The input arrays of array-like `data`: one, or one per model input."""
+    if isinstance(data, tuple) and len(data) in (1, 2, 3):
+        data = data[0]
+    if isinstance(data, list) and data and all(
+        hasattr(item, "shape") for item in data
+    ):
+        # A list of arrays is a multi-input model's inputs (Keras' convention).
+        return [np.asarray(item) for item in data]
+    if isinstance(data, dict) or _is_iterator(data):
+        raise ValueError(
+            f"Expected `{name}` to be a NumPy array of inputs, an (x, y) "
+            f"tuple or a tf.data.Dataset. Received: {type(data).__name__}. "
+            "Fix: wrap generators with `tf.data.Dataset.from_generator`."
+        )
+    return [np.asarray(data)]
+
+
+def _check_finite(arrays: list[np.ndarray], name: str) -> None:
+    if len(arrays) == 1:
+        validation.check_finite(arrays[0], name)
+        return
+    for index, array in enumerate(arrays):
+        validation.check_finite(array, f"{name}[{index}]")
+
+
+def _empty_calibration_error(name: str, received: str) -> ValueError:
+    return ValueError(
+        f"Expected `{name}` to hold at least one input sample for activation "
+        f"density calibration. Received: {received}. Fix: pass a non-empty "
+        "array, (x, y) tuple or tf.data.Dataset (e.g. `x_train`)."
+    )
+
+
+def _inputs_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Wrap multi-input elements `(x1, x2)` as `((x1, x2),)`.
+
+    Keras' `predict` reads a tuple element as `(x, y)`; a 1-tuple holding
+    the inputs is read as `x` alone.
+    """
+    if isinstance(dataset.element_spec, (tuple, list)):
+        return dataset.map(_wrap_inputs)
+    return dataset
+
+
+def _wrap_inputs(*parts):
+    return (tuple(parts),)
+
+
+def _is_iterator(data: Any) -> bool:
+    return hasattr(data, "__next__") or (
+        hasattr(data, "__iter__") and not hasattr(data, "__len__")
+    )
+
+
+def _first(*element):
+    if len(element) == 1:
+        element = element[0]
+    if isinstance(element, (tuple, list)):
+        return element[0]
+    return element
 
 
 def check_steps(name: str, steps) -> None:
@@ -209,22 +387,7 @@ def check_fit_keywords(
             cannot apply here, saying why.
     """
     dataset = isinstance(x, tf.data.Dataset)
-    if (
-        isinstance(initial_epoch, bool)
-        or not isinstance(initial_epoch, (numbers.Integral, np.integer))
-        or not 0 <= initial_epoch < epochs
-    ):
-        raise ValueError(
-            f"Expected `initial_epoch` to be an integer in [0, {epochs}) "
-            f"(epochs={epochs}). Received: initial_epoch="
-            f"{initial_epoch!r}"
-        )
-    if resume and initial_epoch:
-        raise ValueError(
-            f"Received resume=True and initial_epoch={initial_epoch}: "
-            "a resumed run starts where its checkpoint ended, so "
-            "`initial_epoch` cannot apply. Fix: drop one of them."
-        )
+    _check_initial_epoch(initial_epoch, epochs=epochs, resume=resume)
     if isinstance(validation_split, bool) or not isinstance(
         validation_split, numbers.Real
     ) or not 0 <= validation_split < 1:
@@ -250,6 +413,38 @@ def check_fit_keywords(
             f"Received: shuffle={shuffle!r}"
         )
     check_steps("validation_steps", validation_steps)
+    _check_validation_freq(validation_freq, guard_on=guard_on)
+    validation.check_arrays(sample_weight, "sample_weight")
+    options = {
+        # A tf.data pipeline shuffles itself (Keras warns otherwise).
+        "shuffle": False if dataset else shuffle,
+        "class_weight": class_weight,
+        "validation_steps": validation_steps,
+        "validation_freq": int(validation_freq),
+    }
+    return options
+
+
+def _check_initial_epoch(initial_epoch, *, epochs, resume) -> None:
+    if (
+        isinstance(initial_epoch, bool)
+        or not isinstance(initial_epoch, (numbers.Integral, np.integer))
+        or not 0 <= initial_epoch < epochs
+    ):
+        raise ValueError(
+            f"Expected `initial_epoch` to be an integer in [0, {epochs}) "
+            f"(epochs={epochs}). Received: initial_epoch="
+            f"{initial_epoch!r}"
+        )
+    if resume and initial_epoch:
+        raise ValueError(
+            f"Received resume=True and initial_epoch={initial_epoch}: "
+            "a resumed run starts where its checkpoint ended, so "
+            "`initial_epoch` cannot apply. Fix: drop one of them."
+        )
+
+
+def _check_validation_freq(validation_freq, *, guard_on: bool) -> None:
     if (
         isinstance(validation_freq, bool)
         or not isinstance(validation_freq, (numbers.Integral, np.integer))
@@ -267,15 +462,6 @@ def check_fit_keywords(
             "validation_freq=1, or turn the guard off with "
             "`ADPPolicy(max_accuracy_drop=None)`."
         )
-    validation.check_arrays(sample_weight, "sample_weight")
-    options = {
-        # A tf.data pipeline shuffles itself (Keras warns otherwise).
-        "shuffle": False if dataset else shuffle,
-        "class_weight": class_weight,
-        "validation_steps": validation_steps,
-        "validation_freq": int(validation_freq),
-    }
-    return options
 
 
 def split_validation(

@@ -60,6 +60,17 @@ import keras
 
 from keras_adp import graph as graph_lib
 
+__all__ = [
+    "Shape",
+    "LayerCost",
+    "Cost",
+    "count_params",
+    "layer_costs",
+    "inference_cost",
+    "training_macs",
+    "energy_joules",
+]
+
 # A tensor shape, batch dimension first, e.g. `(None, 8, 8, 3)`.
 Shape = tuple[int | None, ...]
 
@@ -289,6 +300,20 @@ def _channels_and_positions(
     return shape[1], math.prod(shape[2:])
 
 
+def _in_channels_and_out_positions(
+    call: graph_lib.LayerCall,
+) -> tuple[int, int]:
+    """Input channels and output positions of a convolution-like call."""
+    data_format = call.layer.data_format
+    in_channels, _ = _channels_and_positions(
+        call.input_shapes[0], data_format, call
+    )
+    _, out_positions = _channels_and_positions(
+        call.output_shapes[0], data_format, call
+    )
+    return in_channels, out_positions
+
+
 def _bias_additions(call: graph_lib.LayerCall) -> int:
     if not getattr(call.layer, "use_bias", False):
         return 0
@@ -297,12 +322,7 @@ def _bias_additions(call: graph_lib.LayerCall) -> int:
 
 def _count_conv(call: graph_lib.LayerCall) -> tuple[int, int]:
     layer = call.layer
-    in_channels, _ = _channels_and_positions(
-        call.input_shapes[0], layer.data_format, call
-    )
-    _, out_positions = _channels_and_positions(
-        call.output_shapes[0], layer.data_format, call
-    )
+    in_channels, out_positions = _in_channels_and_out_positions(call)
     macs = (
         out_positions
         * math.prod(layer.kernel_size)
@@ -329,12 +349,7 @@ def _count_conv_transpose(call: graph_lib.LayerCall) -> tuple[int, int]:
 def _depthwise_macs(call: graph_lib.LayerCall) -> tuple[int, int, int]:
     """Returns (depthwise MACs, in_channels, out_positions)."""
     layer = call.layer
-    in_channels, _ = _channels_and_positions(
-        call.input_shapes[0], layer.data_format, call
-    )
-    _, out_positions = _channels_and_positions(
-        call.output_shapes[0], layer.data_format, call
-    )
+    in_channels, out_positions = _in_channels_and_out_positions(call)
     macs = (
         out_positions
         * math.prod(layer.kernel_size)

@@ -328,10 +328,10 @@ class ADPPolicy:
                 groups measured at this step (defaults to this group's own).
         """
         if self.width_rule == "density":
-            new = self.new_width(width, density.layer)
+            new = self.new_width(width, density.overall)
         elif self.width_rule == "relative":
-            top = density.layer if densest is None else densest
-            ratio = 1.0 if top <= 0 else min(1.0, density.layer / top)
+            top = density.overall if densest is None else densest
+            ratio = 1.0 if top <= 0 else min(1.0, density.overall / top)
             new = self.new_width(width, ratio)
         else:
             count = int(self.live(density.channels, gamma).sum())
@@ -361,7 +361,7 @@ class ADPPolicy:
         keep = {}
         worthwhile = False
         measured = [
-            densities[group.name].layer
+            densities[group.name].overall
             for group in groups
             if group.prunable and densities.get(group.name) is not None
         ]

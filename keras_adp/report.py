@@ -150,7 +150,7 @@ def load_report(run_dir: PathLike) -> dict:
         raise ValueError(
             f"Expected '{path}' to be JSON. Received a file that does not "
             f"parse ({error}). Delete it and run `keras-adp report {run_dir}` "
-            "to rebuild the report from the run's checkpoints."
+            "to regenerate the report from the run's checkpoints."
         ) from error
     if not isinstance(report, dict) or "history" not in report:
         raise ValueError(

@@ -91,30 +91,19 @@ def summary_table(report: dict) -> str:
             _points(accuracy, dense_accuracy),
         )
     )
-    rows.append(
-        (
-            "Parameters",
-            _count(dense["params"]),
-            _count(final["params"]),
-            _reduction(dense["params"], final["params"]),
+    for label, key, shown in (
+        ("Parameters", "params", _count),
+        ("MACs / inference", "macs", _si),
+        ("FLOPs / inference", "flops", _si),
+    ):
+        rows.append(
+            (
+                label,
+                shown(dense[key]),
+                shown(final[key]),
+                _reduction(dense[key], final[key]),
+            )
         )
-    )
-    rows.append(
-        (
-            "MACs / inference",
-            _si(dense["macs"]),
-            _si(final["macs"]),
-            _reduction(dense["macs"], final["macs"]),
-        )
-    )
-    rows.append(
-        (
-            "FLOPs / inference",
-            _si(dense["flops"]),
-            _si(final["flops"]),
-            _reduction(dense["flops"], final["flops"]),
-        )
-    )
     training_macs = summary.get("training_macs")
     if dense.get("trained"):
         dense_training = _si(dense.get("training_macs"))
@@ -128,8 +117,14 @@ def summary_table(report: dict) -> str:
             _reduction(dense.get("training_macs"), training_macs),
         )
     )
-    pruned_files = report.get("tflite") or {}
-    dense_files = dense.get("tflite") or {}
+    rows += _tflite_rows(report.get("tflite") or {}, dense.get("tflite") or {})
+    rows.append(("Pruning steps", "-", _steps_count(report), ""))
+    return _table(rows)
+
+
+def _tflite_rows(pruned_files: dict, dense_files: dict) -> list[tuple]:
+    """Summary rows of the TFLite files: size, latency, parity per mode."""
+    rows = []
     for mode in _modes(pruned_files, dense_files):
         pruned_file = pruned_files.get(mode) or {}
         dense_file = dense_files.get(mode) or {}
@@ -153,8 +148,7 @@ def summary_table(report: dict) -> str:
             rows.append(
                 (f"TFLite {mode} parity", "-", _parity(pruned_file["parity"]), "")
             )
-    rows.append(("Pruning steps", "-", _steps_count(report), ""))
-    return _table(rows)
+    return rows
 
 
 def _config_table(config: dict) -> str:

@@ -51,56 +51,65 @@ def write_plots(report: dict, directory: PathLike) -> list[pathlib.Path]:
 
 
 def _plot_widths(report: dict) -> Figure:
-    history = report["history"]
-    names = content.group_names(history)
-    figure, axes = _figure_for_groups(len(names))
-    epochs = content.epoch_numbers(history)
-    for index, name in enumerate(names):
-        axes.plot(
-            epochs,
-            content.series(history, "widths", name),
-            label=name,
-            drawstyle="steps-mid",
-            **_group_style(index, len(names)),
-        )
-    _mark_pruning_steps(axes, report)
-    widths = [
-        value
-        for name in names
-        for value in content.series(history, "widths", name)
-        if not math.isnan(value)
-    ]
-    if widths and max(widths) / max(1, min(widths)) > 16:
+    figure, axes, values = _plot_group_series(
+        report,
+        "widths",
+        title="Per-layer width over epochs",
+        xlabel="epoch (width trained in that epoch)",
+        ylabel="channels",
+        drawstyle="steps-mid",
+    )
+    widths = values[~np.isnan(values)]
+    if widths.size and widths.max() / max(1, widths.min()) > 16:
         axes.set_yscale("log", base=2)
         axes.yaxis.set_major_formatter(ScalarFormatter())
-    axes.set_title("Per-layer width over epochs")
-    axes.set_xlabel("epoch (width trained in that epoch)")
-    axes.set_ylabel("channels")
-    _epoch_ticks(axes)
-    _legend(axes, len(names))
     return figure
 
 
 def _plot_density(report: dict) -> Figure:
+    figure, axes, _ = _plot_group_series(
+        report,
+        "density",
+        title="Per-layer activation density over epochs",
+        xlabel="epoch (measured at its end)",
+        ylabel="activation density (fraction of non-zero outputs)",
+    )
+    axes.set_ylim(0, 1.02)
+    return figure
+
+
+def _plot_group_series(
+    report: dict, field: str, *, title: str, xlabel: str, ylabel: str,
+    **line_options,
+) -> tuple[Figure, Any, np.ndarray]:
+    """One line per group of the history's `field` over epochs, with the
+    pruning steps marked.
+
+    Returns:
+        `(figure, axes, values)`: `values` holds every plotted value (NaN
+        where a group has none), flattened.
+    """
     history = report["history"]
     names = content.group_names(history)
     figure, axes = _figure_for_groups(len(names))
     epochs = content.epoch_numbers(history)
+    values = []
     for index, name in enumerate(names):
+        values.append(content.series(history, field, name))
         axes.plot(
             epochs,
-            content.series(history, "density", name),
+            values[-1],
             label=name,
+            **line_options,
             **_group_style(index, len(names)),
         )
     _mark_pruning_steps(axes, report)
-    axes.set_ylim(0, 1.02)
-    axes.set_title("Per-layer activation density over epochs")
-    axes.set_xlabel("epoch (measured at its end)")
-    axes.set_ylabel("activation density (fraction of non-zero outputs)")
+    axes.set_title(title)
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
     _epoch_ticks(axes)
     _legend(axes, len(names))
-    return figure
+    return figure, axes, np.concatenate(values) if values else np.array([])
 
 
 def _plot_accuracy_params(report: dict) -> Figure:

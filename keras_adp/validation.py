@@ -17,6 +17,10 @@ __all__ = [
     "check_batch_size",
     "check_bool",
     "check_threshold",
+    "check_callbacks",
+    "check_arrays",
+    "check_validation_data",
+    "check_labels",
 ]
 
 

@@ -63,7 +63,7 @@ def test_fit_logs_density_of_every_group_in_history():
     last = callback.history[-1]
     expected = density.measure_density(model, x[:16])
     for name in GROUPS:
-        assert last["density"][name] == pytest.approx(expected[name].layer)
+        assert last["density"][name] == pytest.approx(expected[name].overall)
         np.testing.assert_allclose(last["channels"][name],
                                    expected[name].channels, atol=1e-12)
         assert history.history[f"density/{name}"][-1] == last["density"][name]
@@ -122,7 +122,7 @@ def test_callback_is_reusable_across_fit_calls_and_models():
     assert len(callback.history) == 1
     for name in GROUPS:
         assert history.history[f"density/{name}"] == [
-            pytest.approx(expected[name].layer, abs=1e-12)
+            pytest.approx(expected[name].overall, abs=1e-12)
         ]
 
 
@@ -201,6 +201,28 @@ def test_calibration_set_is_a_copy_of_the_array():
 
     assert callback.calibration_inputs.shape == (24, 8, 8, 1)
     assert np.any(callback.calibration_inputs != 0.0)
+
+
+def test_calibration_set_of_a_multi_input_model_is_one_array_per_input():
+    x, y = training_data()
+    keras.utils.set_random_seed(0)
+    image = keras.Input((8, 8, 1), name="image")
+    scale = keras.Input((1,), name="scale")
+    h = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(image)
+    h = L.Concatenate()([L.GlobalAveragePooling2D()(h), scale])
+    model = keras.Model([image, scale], L.Dense(3, name="logits")(h))
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    scales = np.linspace(0, 1, len(x), dtype="float32")[:, None]
+    callback = callbacks.ActivationDensity([x, scales], num_samples=10)
+
+    fit(model, [x, scales], y, [callback], epochs=1)
+
+    np.testing.assert_array_equal(callback.calibration_inputs[0], x[:10])
+    np.testing.assert_array_equal(callback.calibration_inputs[1], scales[:10])
+    expected = density.measure_density(model, [x[:10], scales[:10]])
+    assert callback.history[-1]["density"]["c1"] == pytest.approx(
+        expected["c1"].overall
+    )
 
 
 def test_log_dir_gets_density_scalars_and_histograms(tmp_path):

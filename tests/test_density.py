@@ -122,12 +122,24 @@ def test_measure_density_counts_hand_set_activations_exactly():
     assert list(densities) == ["conv"]
     result = densities["conv"]
     np.testing.assert_array_equal(result.channels, EXACT_CHANNELS)
-    assert result.layer == pytest.approx((4 / 72 + 0.0 + 1.0) / 3, abs=1e-15)
+    assert result.overall == pytest.approx((4 / 72 + 0.0 + 1.0) / 3, abs=1e-15)
     assert result.measured_at == "conv"
     assert result.samples == 2
     # Independent NumPy check: the kernel centre sees the 6x6 interior.
     interior = exact_inputs()[:, 1:-1, 1:-1, 0]
     assert result.channels[0] == (interior > 0).mean()
+
+
+def test_density_layer_is_a_deprecated_alias_of_overall():
+    result = density.Density(
+        overall=0.25, channels=np.array([0.0, 0.5]), measured_at="relu",
+        samples=4,
+    )
+
+    with pytest.warns(DeprecationWarning, match="Density.overall"):
+        value = result.layer
+
+    assert value == result.overall == 0.25
 
 
 def test_measure_density_counts_only_activations_above_threshold():
@@ -179,7 +191,7 @@ def test_separate_activation_layer_gives_same_density_as_fused(make_layer):
     np.testing.assert_array_equal(
         separate["conv"].channels, fused["conv"].channels
     )
-    assert separate["conv"].layer == fused["conv"].layer
+    assert separate["conv"].overall == fused["conv"].overall
     assert separate["conv"].measured_at == "act"
 
 
@@ -243,7 +255,7 @@ def test_measure_density_matches_numpy_reference_on_zoo_models(factory):
     for name, channels in expected.items():
         np.testing.assert_allclose(densities[name].channels, channels,
                                    rtol=0, atol=1e-12)
-        assert densities[name].layer == pytest.approx(channels.mean())
+        assert densities[name].overall == pytest.approx(channels.mean())
         assert densities[name].samples == 5
 
 
@@ -440,7 +452,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
         "samples": {k: v.samples for k, v in mirrored.items()},
         "logged": {k: v for k, v in history.history.items()
                    if k.startswith("density/")},
-        "after_fit": {k: v.layer for k, v in after_fit.items()},
+        "after_fit": {k: v.overall for k, v in after_fit.items()},
     }))
     """
 )

@@ -82,7 +82,7 @@ def test_dead_layer_is_kept_at_min_channels_not_zero():
     x = np.abs(x) * 0.01  # small positive inputs: c1 never beats its bias
     model = _small_cnn(bias=-100.0)
     density = keras_adp.measure_density(model, x)
-    assert density["c1"].layer == 0.0
+    assert density["c1"].overall == 0.0
     result = keras_adp.ADPTrainer(
         keras_adp.ADPPolicy(
             warmup_epochs=1, min_channels=3, max_accuracy_drop=None,

@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 import keras_adp
+from keras_adp import inputs as inputs_lib
 
 L = keras.layers
 POLICY = keras_adp.ADPPolicy(
@@ -237,6 +238,85 @@ def test_measure_density_shape_error_names_the_users_model():
     message = str(info.value)
     assert "'tiny'" in message and "probe" not in message
     assert "(None, 8, 8, 1)" in message
+
+
+# ------------------------------------------------------- calibration set
+def _calibration_forms(x, y):
+    slices = tf.data.Dataset.from_tensor_slices
+    return {
+        "array": (x, {}),
+        "x_y_tuple": ((x, y), {}),
+        "batched_dataset": (slices((x, y)).batch(5), {}),
+        "infinite_batched_dataset": (slices(x).batch(5).repeat(), {}),
+        "unbatched_dataset_with_input_rank": (slices(x), {"input_rank": 4}),
+    }
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["array", "x_y_tuple", "batched_dataset", "infinite_batched_dataset",
+     "unbatched_dataset_with_input_rank"],
+)
+def test_calibration_inputs_are_the_first_count_inputs(form):
+    x, y = _data(24)
+    data, kwargs = _calibration_forms(x, y)[form]
+
+    inputs = inputs_lib.calibration_inputs(data, 12, **kwargs)
+
+    np.testing.assert_array_equal(inputs, x[:12])
+
+
+def test_calibration_inputs_of_a_multi_input_list_are_one_list():
+    x, _ = _data(10)
+    other = np.arange(10, dtype="float32")[:, None]
+
+    inputs = inputs_lib.calibration_inputs([x, other], 4)
+
+    assert isinstance(inputs, list) and len(inputs) == 2
+    np.testing.assert_array_equal(inputs[0], x[:4])
+    np.testing.assert_array_equal(inputs[1], other[:4])
+
+
+def test_calibration_inputs_are_a_copy_and_take_all_when_count_is_none():
+    x, _ = _data(10)
+
+    inputs = inputs_lib.calibration_inputs(x, None)
+    x[:] = 0.0
+
+    assert inputs.shape == (10, 8, 8, 1) and np.any(inputs != 0.0)
+
+
+def test_calibration_inputs_check_only_the_samples_taken_for_nan():
+    x, _ = _data(10)
+    x[6, 0, 0, 0] = np.nan
+
+    assert inputs_lib.calibration_inputs(x, 6).shape == (6, 8, 8, 1)
+    with pytest.raises(ValueError, match=r"data\[6, 0, 0, 0\] is NaN"):
+        inputs_lib.calibration_inputs(x, 7)
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(4)
+    with pytest.raises(ValueError, match=r"data\[6, 0, 0, 0\] is NaN"):
+        inputs_lib.calibration_inputs(dataset, 8)
+
+
+@pytest.mark.parametrize(
+    "data, count, match",
+    [
+        (None, 4, "Received: None"),
+        (np.zeros((0, 8, 8, 1)), 4, "at least one input sample.*shape"),
+        (tf.data.Dataset.from_tensor_slices(np.zeros((0, 8, 8, 1))).batch(2),
+         4, "Received: an empty tf.data.Dataset"),
+        (tf.data.Dataset.from_tensor_slices(np.zeros((2, 8, 8, 1))).repeat(),
+         None, "Expected a finite dataset"),
+        ({"image": np.zeros((2, 8, 8, 1))}, 4, "Received: dict"),
+        ((np.zeros((8, 8, 1)) for _ in range(2)), 4, "Received: generator"),
+        (np.zeros((2, 8, 8, 1)), 0, "count=0"),
+    ],
+    ids=["none", "empty_array", "empty_dataset", "infinite_all_samples",
+         "dict", "generator", "count_0"],
+)
+def test_calibration_inputs_reject_bad_data(data, count, match):
+    with pytest.raises(ValueError, match=match):
+        inputs_lib.calibration_inputs(data, count)
 
 
 # ------------------------------------------------------------- resuming

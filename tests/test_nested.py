@@ -114,7 +114,7 @@ def test_density_inside_nested_model_equals_independent_numpy_count():
     expected_c2 = _fired(c2(backbone_in))
     np.testing.assert_array_equal(result["backbone/c1"].channels, expected_c1)
     np.testing.assert_array_equal(result["backbone/c2"].channels, expected_c2)
-    assert result["backbone/c1"].layer == pytest.approx(expected_c1.mean())
+    assert result["backbone/c1"].overall == pytest.approx(expected_c1.mean())
     assert result["backbone/c1"].measured_at == "backbone/r1"
     # The top-level group is still measured at the top level.
     np.testing.assert_array_equal(

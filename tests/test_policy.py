@@ -24,7 +24,7 @@ def _group(name, size, prunable=True):
 def _density(channels):
     channels = np.asarray(channels, dtype=np.float64)
     return Density(
-        layer=float(channels.mean()),
+        overall=float(channels.mean()),
         channels=channels,
         measured_at="relu",
         samples=16,

@@ -10,8 +10,8 @@ orig = P.ADPPolicy.group_width
 def group_width(self, width, density, gamma=None, densest=None):
     if self.width_rule != "relative":
         return orig(self, width, density, gamma, densest)
-    top = density.layer if densest is None else densest
-    ratio = 1.0 if top <= 0 else min(1.0, density.layer / top)
+    top = density.overall if densest is None else densest
+    ratio = 1.0 if top <= 0 else min(1.0, density.overall / top)
     return self.new_width(width, ratio ** 2)
 P.ADPPolicy.group_width = group_width
 spec = importlib.util.spec_from_file_location("bt", "benchmarks/bench_tradeoff.py")
