@@ -275,6 +275,7 @@ def group_names(history: list) -> list[str]:
 
 
 def series(history: list, field: str, name: str) -> np.ndarray:
+    """`record[field][name]` of each epoch record, NaN where missing."""
     return np.array(
         [as_float((record.get(field) or {}).get(name)) for record in history]
     )
@@ -324,8 +325,10 @@ def plain_log_keys(history: list) -> list[str]:
 
 
 def format_integer(value: float) -> str:
+    """`value` as an integer, or "-" for NaN."""
     return "-" if math.isnan(value) else str(int(value))
 
 
 def as_float(value) -> float:
+    """`value` as a float, NaN for None."""
     return float("nan") if value is None else float(value)
