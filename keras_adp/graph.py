@@ -108,14 +108,13 @@ class GraphAnalysis:
         layer_io: `id(layer)` -> the `LayerIO` of its first call.
         inferred_handlers: `id(layer)` -> the handler the permutation rule
             found for a layer without a registered one.
-        partition: the `ChannelPartition` the groups were built in.
     """
 
     def __init__(self, model: keras.Model, strict: bool = False):
         check_model(model)
         self.model = model
         self.strict = strict
-        self.partition = ChannelPartition()
+        self._partition = ChannelPartition()
         self.layer_io: dict[int, LayerIO] = {}
         self.inferred_handlers: dict[int, layer_handlers.Handler] = {}
         self._tensor_layouts: dict[int, Layout] = {}
@@ -126,21 +125,21 @@ class GraphAnalysis:
         input_layouts = [self._input_layout(tensor) for tensor in graph.inputs]
         outputs = self._walk(model, input_layouts, prefix="")
         for tensor, layout in zip(graph.outputs, outputs):
-            self.partition.block(
+            self._partition.block(
                 layout, f"reaches the model output '{producer_name(tensor)}'"
             )
-        refresh = self.partition.refresh
+        refresh = self._partition.refresh
         for io in self.layer_io.values():
             io.input_layouts = [refresh(x) for x in io.input_layouts]
             io.output_layouts = [refresh(x) for x in io.output_layouts]
-        self.groups, self._group_roots = self.partition.groups(
+        self.groups, self._group_roots = self._partition.groups(
             list(self.layer_io.values())
         )
 
     # ------------------------------------------------------------- queries
     def find(self, root: int) -> int:
         """The representative root of `root`'s group."""
-        return self.partition.find(root)
+        return self._partition.find(root)
 
     def root_of_group(self, name: str) -> int:
         """Union-find representative of the group called `name`."""
@@ -150,7 +149,7 @@ class GraphAnalysis:
         self, layout: Layout, keep_by_root: dict[int, np.ndarray]
     ) -> np.ndarray | None:
         """Surviving indices of a tensor's channel axis, or None if all."""
-        return self.partition.kept_indices(layout, keep_by_root)
+        return self._partition.kept_indices(layout, keep_by_root)
 
     def handler_of(self, layer: Any) -> layer_handlers.Handler | None:
         """The registered handler of `layer`, or the one the rule found."""
@@ -162,8 +161,8 @@ class GraphAnalysis:
         """A model input's layout: a group that can never be pruned."""
         shape = tuple(tensor.shape)
         channels = 1 if not shape or shape[-1] is None else int(shape[-1])
-        root = self.partition.new_root(channels)
-        self.partition.block_root(
+        root = self._partition.new_root(channels)
+        self._partition.block_root(
             root, f"coupled to the model input '{tensor.name}'"
         )
         return single_layout(root, channels)
@@ -171,7 +170,7 @@ class GraphAnalysis:
     def _bind(self, tensor: Any, layout: Layout, where: str) -> None:
         key = id(tensor)
         if key in self._tensor_layouts:
-            self.partition.unify([self._tensor_layouts[key], layout], where)
+            self._partition.unify([self._tensor_layouts[key], layout], where)
         else:
             self._tensor_layouts[key] = layout
 
@@ -185,7 +184,7 @@ class GraphAnalysis:
         for node in computed_nodes(graph, self._tensor_layouts):
             self._visit(node, prefix)
         return [
-            self.partition.refresh(self._tensor_layouts[id(x)])
+            self._partition.refresh(self._tensor_layouts[id(x)])
             for x in graph.outputs
         ]
 
@@ -193,7 +192,7 @@ class GraphAnalysis:
         layer = node.operation
         name = prefix + layer.name
         inputs = [
-            self.partition.refresh(self._tensor_layouts[id(x)])
+            self._partition.refresh(self._tensor_layouts[id(x)])
             for x in node.input_tensors
         ]
         if isinstance(layer, keras.Model):
@@ -208,7 +207,7 @@ class GraphAnalysis:
         else:
             outputs = self._visit_layer(node, layer, name, inputs)
         for tensor, layout in zip(node.outputs, outputs):
-            self._bind(tensor, self.partition.refresh(layout), name)
+            self._bind(tensor, self._partition.refresh(layout), name)
 
     def _visit_layer(
         self, node: Any, layer: Any, name: str, inputs: list[Layout]
@@ -228,7 +227,7 @@ class GraphAnalysis:
             if inferred:
                 for layout in inputs:
                     for part in layout.parts:
-                        self.partition.record(part.root).inferred.append(name)
+                        self._partition.record(part.root).inferred.append(name)
             outputs = [self._output_layout(node, layer, name, inputs, handler)]
         self._record(layer, name, inputs, outputs)
         return outputs
@@ -247,7 +246,7 @@ class GraphAnalysis:
                 "the channel groups it touches as non-prunable instead."
             )
         for layout in inputs:
-            self.partition.block(
+            self._partition.block(
                 layout, f"passes through layer '{name}' ({kind}): {why}"
             )
         # A producer class in an unsupported configuration still defines a
@@ -256,16 +255,16 @@ class GraphAnalysis:
         outputs = []
         for tensor in node.outputs:
             shape = tuple(tensor.shape)
-            root = self.partition.new_root(
+            root = self._partition.new_root(
                 int(shape[-1]) if shape and shape[-1] else 1, producer
             )
-            self.partition.block_root(
+            self._partition.block_root(
                 root,
                 f"produced by layer '{name}' ({kind}), which cannot be "
                 f"sliced: {why}",
             )
             outputs.append(
-                single_layout(root, self.partition.record(root).size)
+                single_layout(root, self._partition.record(root).size)
             )
         return outputs
 
@@ -277,7 +276,7 @@ class GraphAnalysis:
         if role in ("channelwise", "passthrough", "reshape"):
             if role == "channelwise":
                 for part in inputs[0].parts:
-                    self.partition.record(part.root).members.append(name)
+                    self._partition.record(part.root).members.append(name)
             activation = handler.activation(layer)
             if activation is not None:
                 shift = op_nodes.shift_of(node.input_tensors[0])
@@ -292,7 +291,7 @@ class GraphAnalysis:
             gated = op_nodes.self_gate(node)
             if gated is not None:
                 self._add_sites(
-                    self.partition.refresh(output), name, gated,
+                    self._partition.refresh(output), name, gated,
                     node.outputs[0],
                 )
             return output
@@ -309,28 +308,28 @@ class GraphAnalysis:
             # A shared layer: every call must see the same channels.
             first = self.layer_io[id(layer)]
             for a, b in zip(first.input_layouts, inputs):
-                self.partition.unify([a, b], name)
+                self._partition.unify([a, b], name)
             for a, b in zip(first.output_layouts, outputs):
-                self.partition.unify([a, b], name)
+                self._partition.unify([a, b], name)
 
     def _producer(
         self, layer: Any, name: str, inputs: Layout, node: Any
     ) -> Layout:
         out_channels = int(tuple(node.outputs[0].shape)[-1])
         for part in inputs.parts:
-            record = self.partition.record(part.root)
+            record = self._partition.record(part.root)
             if name not in record.consumers:
                 record.consumers.append(name)
             record.consumer_slices.append(
                 ConsumerSlice(name, part.offset, part.stride, part.positions)
             )
         if id(layer) not in self._layer_roots:
-            self._layer_roots[id(layer)] = self.partition.new_root(
+            self._layer_roots[id(layer)] = self._partition.new_root(
                 out_channels, producer=name
             )
         root = self._layer_roots[id(layer)]
         # A shared producer's group may have been split since its first call.
-        layout = self.partition.refresh(single_layout(root, out_channels))
+        layout = self._partition.refresh(single_layout(root, out_channels))
         activation = layer_handlers.fused_activation(layer)
         if activation is not None:
             self._add_sites(layout, name, activation, node.outputs[0])
@@ -340,7 +339,7 @@ class GraphAnalysis:
         for part in layout.parts:
             if part.positions != 1:
                 continue
-            self.partition.record(part.root).sites.append(
+            self._partition.record(part.root).sites.append(
                 ActivationSite(
                     name, activation, part.offset, tensor, self._context
                 )
@@ -351,20 +350,20 @@ class GraphAnalysis:
         # Inputs with one channel broadcast over the others (e.g. a spatial
         # attention map): they are not coupled to the channel axis.
         full = [layout for layout in inputs if layout.width == width]
-        self.partition.unify(full if width > 1 else inputs, name)
+        self._partition.unify(full if width > 1 else inputs, name)
         return full[0]
 
     def _concat(self, layer, name, inputs, node) -> Layout:
         rank = len(node.input_tensors[0].shape)
         if layer.axis % rank != rank - 1:
-            self.partition.unify(inputs, name)
+            self._partition.unify(inputs, name)
             return inputs[0]
         return concatenated(inputs)
 
     def _flatten(self, name: str, layout: Layout, node: Any) -> Layout:
         in_shape = tuple(node.input_tensors[0].shape)
         if len(in_shape) > 2 and any(p.positions != 1 for p in layout.parts):
-            self.partition.block(
+            self._partition.block(
                 layout, f"'{name}' flattens an already flattened tensor"
             )
             return layout

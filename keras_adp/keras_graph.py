@@ -27,7 +27,6 @@ __all__ = [
     "check_model",
     "computed_nodes",
     "flat_arguments",
-    "functional_graph",
     "get_layer",
     "graph_of",
     "layer_calls",
@@ -79,7 +78,7 @@ def graph_of(model: keras.Model) -> Any:
     return model
 
 
-def functional_graph(model: Any) -> Any:
+def _functional_graph(model: Any) -> Any:
     """Returns the Functional graph of `model`, or `None` if it has none."""
     if isinstance(model, keras.Sequential):
         return model._functional
@@ -169,7 +168,7 @@ def layer_calls(model: keras.Model) -> list[LayerCall]:
     Returns:
         One `LayerCall(path, layer, input_shapes, output_shapes)` per call.
     """
-    graph = functional_graph(model)
+    graph = _functional_graph(model)
     if graph is None:
         raise ValueError(
             "Expected a built Functional or Sequential model, whose layer "
@@ -187,9 +186,11 @@ def layer_calls(model: keras.Model) -> list[LayerCall]:
         for node in computed_nodes(graph, tensor_dict):
             operation = node.operation
             inputs = [tensor_dict[id(x)] for x in node.input_tensors]
-            inner_graph = functional_graph(operation)
+            inner_graph = _functional_graph(operation)
             if inner_graph is not None:
-                outputs = walk(inner_graph, inputs, f"{prefix}{operation.name}/")
+                outputs = walk(
+                    inner_graph, inputs, f"{prefix}{operation.name}/"
+                )
             else:
                 outputs = _call_outputs(node, inputs, tensor_dict)
                 calls.append(
@@ -218,7 +219,8 @@ def _call_outputs(node: Any, inputs: list, tensor_dict: dict) -> list:
     if shapes_as_recorded:
         return node.outputs
     args, kwargs = node.arguments.fill_in(tensor_dict)
-    return keras.tree.flatten(node.operation.compute_output_spec(*args, **kwargs))
+    spec = node.operation.compute_output_spec(*args, **kwargs)
+    return keras.tree.flatten(spec)
 
 
 def site_tensors(
@@ -253,7 +255,7 @@ def site_tensors(
             operation = node.operation
             values = [tensor_map[id(x)] for x in node.input_tensors]
             inner = (
-                functional_graph(operation)
+                _functional_graph(operation)
                 if isinstance(operation, keras.Model) else None
             )
             if inner is not None:

@@ -118,8 +118,10 @@ class Handler:
                 f"Expected a handler role among {ROLES}. "
                 f"Received: role={self.role!r}"
             )
-        declared = (self.output_weight is not None, self.output_axis is not None)
-        if declared != ((self.role == "producer"),) * 2:
+        declared = {
+            self.output_weight is not None, self.output_axis is not None
+        }
+        if declared != {self.role == "producer"}:
             raise ValueError(
                 "Expected `output_weight` and `output_axis` to be given for a "
                 "producer handler and only for one. Received: "
@@ -311,7 +313,8 @@ _register(
 _register(
     [keras_layers.Normalization],
     Handler(
-        "channelwise", _axis_check, slicing.per_channel_config("mean", "variance"),
+        "channelwise", _axis_check,
+        slicing.per_channel_config("mean", "variance"),
         slicing.normalization_weights,
     ),
 )

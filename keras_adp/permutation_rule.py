@@ -219,7 +219,9 @@ def _permutation_refusal(trial, config, reference, rng) -> str | None:
         try:
             permuted = trial.copy_output(config, permutation)
         except Exception as error:
-            return f"a copy with permuted weights failed ({type(error).__name__})"
+            return (
+                f"a copy with permuted weights failed ({type(error).__name__})"
+            )
         if not _close(np.take(reference, permutation, axis=-1), permuted):
             return (
                 "permuting its input channels does not permute its output "
@@ -243,9 +245,10 @@ def _subset_resize_keys(trial, config, reference, rng) -> tuple | None:
             and value == channels
         ))
     for resize_keys in candidates:
-        config_k = dict(config or {}, **{k: int(len(keep)) for k in resize_keys})
+        resized = {key: int(len(keep)) for key in resize_keys}
+        config_k = dict(config, **resized) if trial.is_layer else None
         try:
-            sliced = trial.copy_output(config_k if trial.is_layer else None, keep)
+            sliced = trial.copy_output(config_k, keep)
         except Exception:
             continue
         if _close(np.take(reference, keep, axis=-1), sliced):

@@ -61,6 +61,17 @@ def same_weights(layer: Any, weights: Weights, keep_in, keep_out) -> Weights:
     return weights
 
 
+def _replaced(
+    weights: Weights, kernels: Weights, keep_bias: np.ndarray | None
+) -> Weights:
+    """`weights` with `kernels` put in and the bias (if any) restricted to
+    `keep_bias`."""
+    out = dict(weights, **kernels)
+    if "bias" in weights:
+        out["bias"] = take(weights["bias"], keep_bias, 0)
+    return out
+
+
 # ------------------------------------------------------------- producers
 def filters_config(key: str) -> Callable:
     """A producer's config function: entry `key` (`"filters"`, `"units"`)
@@ -76,22 +87,16 @@ def filters_config(key: str) -> Callable:
 
 def conv_weights(layer: Any, weights: Weights, keep_in, keep_out) -> Weights:
     """Conv*D / Dense: kernel `(*kernel_size, in, out)`, bias `(out,)`."""
-    out = dict(weights)
-    out["kernel"] = take(take(weights["kernel"], keep_in, -2), keep_out, -1)
-    if "bias" in weights:
-        out["bias"] = take(weights["bias"], keep_out, 0)
-    return out
+    kernel = take(take(weights["kernel"], keep_in, -2), keep_out, -1)
+    return _replaced(weights, {"kernel": kernel}, keep_out)
 
 
 def conv_transpose_weights(
     layer: Any, weights: Weights, keep_in, keep_out
 ) -> Weights:
     """Conv*DTranspose: kernel `(*kernel_size, out, in)`, bias `(out,)`."""
-    out = dict(weights)
-    out["kernel"] = take(take(weights["kernel"], keep_in, -1), keep_out, -2)
-    if "bias" in weights:
-        out["bias"] = take(weights["bias"], keep_out, 0)
-    return out
+    kernel = take(take(weights["kernel"], keep_in, -1), keep_out, -2)
+    return _replaced(weights, {"kernel": kernel}, keep_out)
 
 
 def separable_weights(
@@ -100,18 +105,17 @@ def separable_weights(
     """SeparableConv*D: depthwise kernel `(*k, in, mult)`, pointwise kernel
     `(*1, in * mult, out)` (input channel `c`, multiplier `m` at index
     `c * mult + m`), bias `(out,)`."""
-    out = dict(weights)
     mult = weights["depthwise_kernel"].shape[-1]
-    out["depthwise_kernel"] = take(weights["depthwise_kernel"], keep_in, -2)
     keep_mid = None
     if keep_in is not None:
         keep_mid = (keep_in[:, None] * mult + np.arange(mult)[None, :]).ravel()
-    out["pointwise_kernel"] = take(
-        take(weights["pointwise_kernel"], keep_mid, -2), keep_out, -1
-    )
-    if "bias" in weights:
-        out["bias"] = take(weights["bias"], keep_out, 0)
-    return out
+    kernels = {
+        "depthwise_kernel": take(weights["depthwise_kernel"], keep_in, -2),
+        "pointwise_kernel": take(
+            take(weights["pointwise_kernel"], keep_mid, -2), keep_out, -1
+        ),
+    }
+    return _replaced(weights, kernels, keep_out)
 
 
 # ---------------------------------------------------------- channelwise
@@ -133,11 +137,8 @@ def grouped_depthwise_weights(
 ) -> Weights:
     """A `Conv` with groups == channels: kernel `(*kernel_size, 1,
     channels)`, bias `(channels,)`."""
-    out = dict(weights)
-    out["kernel"] = take(weights["kernel"], keep_in, -1)
-    if "bias" in weights:
-        out["bias"] = take(weights["bias"], keep_in, 0)
-    return out
+    kernel = take(weights["kernel"], keep_in, -1)
+    return _replaced(weights, {"kernel": kernel}, keep_in)
 
 
 def grouped_depthwise_config(
@@ -154,11 +155,8 @@ def depthwise_weights(
     layer: Any, weights: Weights, keep_in, keep_out
 ) -> Weights:
     """DepthwiseConv*D: kernel `(*kernel_size, in, 1)`, bias `(in,)`."""
-    out = dict(weights)
-    out["kernel"] = take(weights["kernel"], keep_in, -2)
-    if "bias" in weights:
-        out["bias"] = take(weights["bias"], keep_in, 0)
-    return out
+    kernel = take(weights["kernel"], keep_in, -2)
+    return _replaced(weights, {"kernel": kernel}, keep_in)
 
 
 def prelu_weights(layer: Any, weights: Weights, keep_in, keep_out) -> Weights:
