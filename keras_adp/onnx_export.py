@@ -16,9 +16,11 @@ Results are the TFLite functions' (`keras_adp.litert`): `VerifyResult`,
 side. ONNX files are float32, so `VerifyResult.quantization` is always
 `"float32"`.
 
-The converters and ONNX Runtime are optional; install them with
-`pip install -e ".[onnx]"`. This module imports none of them (nor
-TensorFlow) until a function needs them.
+The converters and ONNX Runtime are optional: `pip install -e ".[onnx]"`
+installs ONNX Runtime and the TensorFlow backend's converter; the JAX
+backend also needs `pip install jax2onnx`, the PyTorch backend only `onnx`.
+This module imports none of them (nor TensorFlow) until a function needs
+them.
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4
 
 _INSTALL_HINT = 'Install the ONNX extra: `pip install -e ".[onnx]"`'
+# The extra holds the TensorFlow converter; jax2onnx (which brings flax and
+# orbax) is left to JAX users.
+_JAX_INSTALL_HINT = "Install Keras' JAX converter: `pip install jax2onnx`"
 # Python modules `model.export(format="onnx")` needs, by Keras backend.
 _CONVERTER_MODULES = {
     "tensorflow": ("tf2onnx", "onnx"),
@@ -91,8 +96,8 @@ def export_onnx(
     holds a complete, checked model; the temporary file is removed on any
     error.
 
-    On the TensorFlow and JAX backends the batch dimension stays dynamic;
-    Keras' PyTorch exporter fixes it to 1.
+    The batch dimension stays dynamic (on the PyTorch backend Keras then
+    uses the TorchScript exporter).
 
     Args:
         model: a built single-input `keras.Model` (functional, or Sequential
@@ -147,6 +152,7 @@ def export_onnx(
     _require(
         _CONVERTER_MODULES.get(backend, ("onnx",)),
         f"Exporting to ONNX on the {backend!r} backend",
+        hint=_JAX_INSTALL_HINT if backend == "jax" else _INSTALL_HINT,
     )
 
     descriptor, temp_name = tempfile.mkstemp(
@@ -430,6 +436,15 @@ def _convert(
         warnings.filterwarnings(
             "ignore", message=r".*np\.object.*", category=FutureWarning
         )
+        if keras.backend.backend() == "torch":
+            import torch
+
+            # Tracing Keras' shape checks warns that they become constants;
+            # the input shape is fixed but for the batch axis, and
+            # `verify_onnx` checks the result.
+            warnings.filterwarnings(
+                "ignore", category=torch.jit.TracerWarning
+            )
         model.export(
             filename,
             format="onnx",
@@ -648,14 +663,16 @@ def _top1_agreement(first: np.ndarray, second: np.ndarray) -> float:
 # Paths and optional packages.
 
 
-def _require(modules: tuple[str, ...], purpose: str) -> None:
-    """Raise `ImportError` naming the extra when a module is missing."""
+def _require(
+    modules: tuple[str, ...], purpose: str, hint: str = _INSTALL_HINT
+) -> None:
+    """Raise `ImportError` saying what to install when a module is missing."""
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
         raise ImportError(
             f"{purpose} needs {', '.join(missing)}, which "
             f"{'is' if len(missing) == 1 else 'are'} not installed. "
-            f"{_INSTALL_HINT}, or `pip install {' '.join(missing)}`."
+            f"{hint} (or `pip install {' '.join(missing)}`)."
         )
 
 

@@ -23,12 +23,17 @@ _CONVERTERS = {
 }
 _NEEDED = (*_CONVERTERS.get(keras.backend.backend(), ("onnx",)), "onnxruntime")
 _MISSING = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
+_INSTALL = (
+    "`pip install jax2onnx` and `pip install -e \".[onnx]\"`"
+    if keras.backend.backend() == "jax"
+    else "`pip install -e \".[onnx]\"`"
+)
 needs_onnx = pytest.mark.skipif(
     bool(_MISSING),
     reason=(
         f"{', '.join(_MISSING)} not installed (ONNX export on the "
         f"{keras.backend.backend()!r} backend and ONNX Runtime); "
-        'install them with `pip install -e ".[onnx]"`'
+        f"install with {_INSTALL}"
     ),
 )
 
@@ -515,8 +520,13 @@ def test_export_onnx_names_the_extra_when_the_converter_is_missing(
 ):
     hidden = set(_CONVERTERS[keras.backend.backend()])
     _hide_modules(monkeypatch, hidden)
+    expected = (
+        r"pip install jax2onnx"
+        if keras.backend.backend() == "jax"
+        else r'pip install -e "\.\[onnx\]"'
+    )
 
-    with pytest.raises(ImportError, match=r'pip install -e "\.\[onnx\]"'):
+    with pytest.raises(ImportError, match=expected):
         onnx_export.export_onnx(residual_model(), tmp_path / "model.onnx")
     assert _files(tmp_path) == []
 
