@@ -199,7 +199,7 @@ class DensityProbe:
         ]
         if not outputs:
             raise self._nothing_to_measure_error(all_groups)
-        graph = graph_lib._graph_of(model)
+        graph = graph_lib.graph_of(model)
         self.input_rank = len(graph.inputs[0].shape)
         self.input_shapes = [tuple(tensor.shape) for tensor in graph.inputs]
         with model.distribute_strategy.scope():

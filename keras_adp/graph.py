@@ -86,10 +86,6 @@ __all__ = [
     "site_tensors",
 ]
 
-# The former private name, still used by `keras_adp.density`.
-_graph_of = graph_of
-
-
 class GraphAnalysis:
     """The result of walking a model: groups and per-layer channel layouts.
 

@@ -77,7 +77,7 @@ def chain_model(first_activation, input_shape=(8, 8, 2)):
 
 
 def random_inputs(model, count=6, seed=0):
-    shape = tuple(graph._graph_of(model).inputs[0].shape[1:])
+    shape = tuple(graph.graph_of(model).inputs[0].shape[1:])
     rng = np.random.default_rng(seed)
     return rng.normal(size=(count,) + shape).astype("float32")
 
@@ -93,7 +93,7 @@ def reference_densities(model, x, threshold=0.0):
     # Sites inside nested sub-models are reached by tracing them inline
     # (test_nested.py checks those densities against the sub-model itself).
     tensors = graph.site_tensors(model, [g.measured_at for g in groups])
-    maps = keras.Model(graph._graph_of(model).inputs, tensors).predict(
+    maps = keras.Model(graph.graph_of(model).inputs, tensors).predict(
         x, verbose=0
     )
     if len(groups) == 1:
