@@ -179,47 +179,21 @@ def run_training(
         options.run_dir or default_run_dir(options.model, options.dataset)
     )
     splits = load_splits(options)
-    say(
-        f"data: {splits.name}, {splits.num_train:,} train / "
-        f"{splits.num_validation:,} validation (held out from the training "
-        f"data) / {splits.num_test:,} test samples, input "
-        f"{'x'.join(map(str, splits.input_shape))}, {splits.num_classes} "
-        "classes"
-    )
+    say(_data_line(splits))
     model = compiled_model(options, splits)
-    cost = metrics.inference_cost(model)
-    say(
-        f"model: {options.model} at width {options.width:g}, {cost.params:,} "
-        f"params, {cost.macs:,} MACs per sample"
-    )
+    say(_model_line(options, model))
     policy = policy_of(options)
     calibration = data.calibration_batch(
         splits, num_samples=options.calibration_samples, seed=options.seed
     )
-    trainer = training.ADPTrainer(
-        policy, run_dir=run_dir, seed=options.seed, verbose=options.verbose
+    result, seconds = _train_with_adp(
+        options, policy, model, splits, calibration, run_dir
     )
-    started = time.perf_counter()
-    try:
-        with _no_shuffle_warning():
-            result = trainer.fit(
-                model,
-                splits.train,
-                epochs=options.epochs,
-                validation_data=splits.validation,
-                calibration_data=calibration,
-                resume=options.resume,
-            )
-    except KeyboardInterrupt as interrupt:
-        raise RunInterrupted(run_dir) from interrupt
-    timing = {"train_seconds": time.perf_counter() - started}
+    timing = {"train_seconds": seconds}
 
     result.model.save(run_dir / checkpoints.FINAL_MODEL_FILE)
     evaluation = evaluate(result.model, splits.test)
-    say(
-        f"test split: accuracy {evaluation.get('accuracy', math.nan):.4f}, "
-        f"loss {evaluation.get('loss', math.nan):.4f}"
-    )
+    say(f"test split: {_scores(evaluation)}")
 
     # Without a baseline, the model passed to `fit` (trained until the first
     # pruning step) stands for the dense architecture: TFLite size and
@@ -234,17 +208,9 @@ def run_training(
 
     tflite = {}
     if options.export:
-        parity_inputs = inputs_lib.calibration_inputs(
-            splits.test, PARITY_SAMPLES
+        tflite, dense_baseline["tflite"] = _export_both(
+            result.model, dense_model, run_dir, splits, calibration, say, warn
         )
-        tflite = _export_all(
-            result.model, run_dir, "model", calibration, parity_inputs, say,
-            warn,
-        )
-        dense_baseline["tflite"] = _export_all(
-            dense_model, run_dir, "dense", calibration, None, say, warn
-        )
-
     report = report_lib.write_report(
         run_dir,
         result,
@@ -258,6 +224,34 @@ def run_training(
         },
     )
     return TrainingRun(run_dir=run_dir, result=result, report=report)
+
+
+def _data_line(splits: data.DatasetSplits) -> str:
+    """The progress line describing the loaded data."""
+    return (
+        f"data: {splits.name}, {splits.num_train:,} train / "
+        f"{splits.num_validation:,} validation (held out from the training "
+        f"data) / {splits.num_test:,} test samples, input "
+        f"{'x'.join(map(str, splits.input_shape))}, {splits.num_classes} "
+        "classes"
+    )
+
+
+def _model_line(options: TrainOptions, model: keras.Model) -> str:
+    """The progress line describing the dense model."""
+    cost = metrics.inference_cost(model)
+    return (
+        f"model: {options.model} at width {options.width:g}, {cost.params:,} "
+        f"params, {cost.macs:,} MACs per sample"
+    )
+
+
+def _scores(evaluation: dict) -> str:
+    """`accuracy A, loss L` of an evaluation (nan where missing)."""
+    return (
+        f"accuracy {evaluation.get('accuracy', math.nan):.4f}, "
+        f"loss {evaluation.get('loss', math.nan):.4f}"
+    )
 
 
 def load_splits(options: TrainOptions) -> data.DatasetSplits:
@@ -296,6 +290,32 @@ def evaluate(model: keras.Model, dataset) -> dict:
     return {key: float(value) for key, value in evaluation.items()}
 
 
+def _train_with_adp(
+    options: TrainOptions,
+    policy: ADPPolicy,
+    model: keras.Model,
+    splits: data.DatasetSplits,
+    calibration: np.ndarray,
+    run_dir: pathlib.Path,
+) -> tuple[training.ADPResult, float]:
+    """The ADP run, checkpointed in `run_dir`: `(result, seconds)`.
+
+    Raises:
+        RunInterrupted: training was interrupted.
+    """
+    trainer = training.ADPTrainer(
+        policy, run_dir=run_dir, seed=options.seed, verbose=options.verbose
+    )
+    started = time.perf_counter()
+    try:
+        result = _fit(
+            trainer, model, splits, options, calibration, resume=options.resume
+        )
+    except KeyboardInterrupt as interrupt:
+        raise RunInterrupted(run_dir) from interrupt
+    return result, time.perf_counter() - started
+
+
 def _train_dense_baseline(
     options: TrainOptions, policy: ADPPolicy, calibration: np.ndarray, say
 ) -> tuple[keras.Model, dict]:
@@ -313,20 +333,9 @@ def _train_dense_baseline(
     trainer = training.ADPTrainer(
         never_prune, seed=options.seed, verbose=options.verbose
     )
-    with _no_shuffle_warning():
-        result = trainer.fit(
-            model,
-            splits.train,
-            epochs=options.epochs,
-            validation_data=splits.validation,
-            calibration_data=calibration,
-        )
+    result = _fit(trainer, model, splits, options, calibration)
     evaluation = evaluate(result.model, splits.test)
-    say(
-        "dense baseline on the test split: accuracy "
-        f"{evaluation.get('accuracy', math.nan):.4f}, loss "
-        f"{evaluation.get('loss', math.nan):.4f}"
-    )
+    say(f"dense baseline on the test split: {_scores(evaluation)}")
     return result.model, {
         "trained": True,
         "accuracy": evaluation.get("accuracy"),
@@ -337,6 +346,28 @@ def _train_dense_baseline(
             for record in result.history
         ],
     }
+
+
+def _fit(
+    trainer: training.ADPTrainer,
+    model: keras.Model,
+    splits: data.DatasetSplits,
+    options: TrainOptions,
+    calibration: np.ndarray,
+    *,
+    resume: bool = False,
+) -> training.ADPResult:
+    """`trainer.fit` on the training split for `options.epochs`, validated
+    on the validation split, density measured on `calibration`."""
+    with _no_shuffle_warning():
+        return trainer.fit(
+            model,
+            splits.train,
+            epochs=options.epochs,
+            validation_data=splits.validation,
+            calibration_data=calibration,
+            resume=resume,
+        )
 
 
 @contextlib.contextmanager
@@ -388,6 +419,22 @@ def run_config(options, splits: data.DatasetSplits, policy: ADPPolicy) -> dict:
         "dense_baseline": options.dense_baseline,
         "policy": policy.get_config(),
     }
+
+
+def _export_both(
+    model, dense_model, run_dir, splits, calibration, say, warn
+) -> tuple[dict, dict]:
+    """The TFLite files of the pruned model (parity checked on test
+    samples) and of the dense one: `(model_entries, dense_entries)`."""
+    parity_inputs = inputs_lib.calibration_inputs(splits.test, PARITY_SAMPLES)
+    return (
+        _export_all(
+            model, run_dir, "model", calibration, parity_inputs, say, warn
+        ),
+        _export_all(
+            dense_model, run_dir, "dense", calibration, None, say, warn
+        ),
+    )
 
 
 def _export_all(

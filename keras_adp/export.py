@@ -68,6 +68,8 @@ __all__ = [
 
 QUANTIZATION_MODES = ("float32", "float16", "dynamic", "int8")
 DEFAULT_CALIBRATION_SAMPLES = 200
+
+
 def export_tflite(
     model: keras.Model,
     path: PathLike,
@@ -121,6 +123,41 @@ def export_tflite(
             with the requested quantization (no file is written then).
         FileNotFoundError: if the directory of `path` does not exist.
     """
+    path, mode, samples = _check_export_arguments(
+        model, path, quantization, representative_data, int8_io,
+        num_calibration_samples,
+    )
+    options = _converter_options(mode, samples, int8_io)
+    descriptor, temp_name = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=".tflite", dir=path.parent
+    )
+    os.close(descriptor)
+    try:
+        _convert(model, temp_name, options)
+        _check_converted(pathlib.Path(temp_name), path, mode, model)
+        # mkstemp creates the file 0600; give it the usual umask permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp_name, 0o666 & ~umask)
+        os.replace(temp_name, path)
+    except BaseException:
+        if os.path.exists(temp_name):
+            os.remove(temp_name)
+        raise
+    return path
+
+
+def _check_export_arguments(
+    model, path, quantization, representative_data, int8_io,
+    num_calibration_samples,
+) -> tuple[pathlib.Path, str, list[np.ndarray] | None]:
+    """Check `export_tflite`'s arguments (see its `Raises`).
+
+    Returns:
+        `(path, mode, samples)`: the destination as a `pathlib.Path`, the
+        canonical quantization mode and, for `"int8"`, the calibration
+        samples (else None).
+    """
     if not isinstance(model, keras.Model):
         raise ValueError(
             "Expected `model` to be a `keras.Model`. "
@@ -171,25 +208,7 @@ def export_tflite(
             f"path={str(path)!r}, whose directory does not exist. Create it "
             "first."
         )
-
-    options = _converter_options(mode, samples, int8_io)
-    descriptor, temp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=".tflite", dir=path.parent
-    )
-    os.close(descriptor)
-    try:
-        _convert(model, temp_name, options)
-        _check_converted(pathlib.Path(temp_name), path, mode, model)
-        # mkstemp creates the file 0600; give it the usual umask permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_name, 0o666 & ~umask)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
-    return path
+    return path, mode, samples
 
 
 # ---------------------------------------------------------------------------
@@ -417,9 +436,3 @@ def _calibration_samples(
             "sample. Received: an empty collection."
         )
     return samples
-
-
-# ---------------------------------------------------------------------------
-# Running LiteRT.
-
-

@@ -8,21 +8,35 @@ the Keras model they came from, and latency.
 - `benchmark_tflite` times single-sample `invoke()` calls and reports the
   file size, raw and gzipped.
 
-`keras_adp.export` converts models and re-exports these names.
+Opening and invoking the interpreter is `keras_adp.litert_interpreter`'s;
+the helpers `keras_adp.export` shares with it are re-exported here.
+`keras_adp.export` converts models and re-exports the names above.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import os
-import pathlib
 import statistics
 import time
-from typing import Any, Union
+from typing import Any
 
 import keras
 import numpy as np
+
+from keras_adp.litert_interpreter import PathLike
+from keras_adp.litert_interpreter import as_float32
+from keras_adp.litert_interpreter import check_tflite_suffix
+from keras_adp.litert_interpreter import detect_quantization
+from keras_adp.litert_interpreter import existing_tflite_path
+from keras_adp.litert_interpreter import first_non_finite
+from keras_adp.litert_interpreter import invoke_one
+from keras_adp.litert_interpreter import load_interpreter
+from keras_adp.litert_interpreter import one_line
+from keras_adp.litert_interpreter import open_interpreter
+from keras_adp.litert_interpreter import random_input
+from keras_adp.litert_interpreter import shape_matches
+from keras_adp.litert_interpreter import single_io_details
 
 __all__ = [
     "verify_tflite",
@@ -32,7 +46,7 @@ __all__ = [
     "ParityCheck",
     "LatencyResult",
     "TFLiteMismatchError",
-    # Shared with `keras_adp.export`:
+    # Shared with `keras_adp.export` (from `keras_adp.litert_interpreter`):
     "one_line",
     "open_interpreter",
     "detect_quantization",
@@ -41,8 +55,6 @@ __all__ = [
     "shape_matches",
     "check_tflite_suffix",
 ]
-
-PathLike = Union[str, os.PathLike]
 
 _KERAS_BATCH_SIZE = 64
 
@@ -229,7 +241,48 @@ def measure_tflite(
         TFLiteMismatchError: if the outputs differ in shape (nothing to
             measure).
     """
-    path = _existing_tflite_path(path)
+    path = existing_tflite_path(path)
+    _check_tolerances(atol, rtol, min_top1_agreement)
+    interpreter = load_interpreter(path)
+    input_detail, output_detail = single_io_details(interpreter, path)
+    mode = detect_quantization(interpreter)
+    samples = _verification_samples(x, input_detail)
+    litert_outputs = np.stack(
+        [
+            invoke_one(interpreter, input_detail, output_detail, sample)
+            for sample in samples
+        ]
+    )
+    keras_outputs = _keras_outputs(model, samples)
+    if litert_outputs.shape != keras_outputs.shape:
+        raise TFLiteMismatchError(
+            f"The LiteRT model {str(path)!r} and the Keras model produce "
+            "outputs of different shapes on the same inputs. Received: "
+            f"LiteRT output shape {litert_outputs.shape}, Keras output "
+            f"shape {keras_outputs.shape}. Check that the file was exported "
+            "from this model."
+        )
+    tolerance = _applied_tolerance(mode, atol, rtol, min_top1_agreement)
+    difference = np.abs(litert_outputs - keras_outputs)
+    result = VerifyResult(
+        max_abs_error=float(np.max(difference)) if difference.size else 0.0,
+        top1_agreement=_top1_agreement(litert_outputs, keras_outputs),
+        num_samples=len(samples),
+        quantization=mode,
+        atol=tolerance.atol,
+        rtol=tolerance.rtol,
+        min_top1_agreement=tolerance.min_top1_agreement,
+    )
+    within_tolerance = tolerance.atol is None or np.all(
+        difference <= tolerance.atol + tolerance.rtol * np.abs(keras_outputs)
+    )
+    return ParityCheck(
+        result=result, message=_mismatch(path, result, within_tolerance)
+    )
+
+
+def _check_tolerances(atol, rtol, min_top1_agreement) -> None:
+    """Each tolerance is None or >= 0; the agreement at most 1."""
     tolerance_args = {
         "atol": atol,
         "rtol": rtol,
@@ -247,78 +300,56 @@ def measure_tflite(
             f"Received: min_top1_agreement={min_top1_agreement!r}."
         )
 
-    interpreter = _load_interpreter(path)
-    input_detail, output_detail = _single_io_details(interpreter, path)
-    mode = detect_quantization(interpreter)
-    samples = _verification_samples(x, input_detail)
 
-    litert_outputs = np.stack(
-        [
-            _invoke_one(interpreter, input_detail, output_detail, sample)
-            for sample in samples
-        ]
-    )
-    keras_outputs = _keras_outputs(model, samples)
-    if litert_outputs.shape != keras_outputs.shape:
-        raise TFLiteMismatchError(
-            f"The LiteRT model {str(path)!r} and the Keras model produce "
-            "outputs of different shapes on the same inputs. Received: "
-            f"LiteRT output shape {litert_outputs.shape}, Keras output "
-            f"shape {keras_outputs.shape}. Check that the file was exported "
-            "from this model."
-        )
-
+def _applied_tolerance(mode, atol, rtol, min_top1_agreement) -> _Tolerance:
+    """The thresholds applied: each one given, else the mode's default
+    (`rtol` is 0 when the element-wise check is skipped)."""
     default = _DEFAULT_TOLERANCES[mode]
     applied_atol = default.atol if atol is None else float(atol)
     applied_rtol = 0.0
     if applied_atol is not None:
         applied_rtol = default.rtol if rtol is None else float(rtol)
-    applied_agreement = (
-        default.min_top1_agreement
-        if min_top1_agreement is None
-        else float(min_top1_agreement)
-    )
-
-    difference = np.abs(litert_outputs - keras_outputs)
-    max_abs_error = float(np.max(difference)) if difference.size else 0.0
-    agreement = _top1_agreement(litert_outputs, keras_outputs)
-    result = VerifyResult(
-        max_abs_error=max_abs_error,
-        top1_agreement=agreement,
-        num_samples=len(samples),
-        quantization=mode,
+    return _Tolerance(
         atol=applied_atol,
         rtol=applied_rtol,
-        min_top1_agreement=applied_agreement,
+        min_top1_agreement=(
+            default.min_top1_agreement
+            if min_top1_agreement is None
+            else float(min_top1_agreement)
+        ),
     )
 
+
+def _mismatch(path, result: VerifyResult, within_tolerance) -> str | None:
+    """Why the file disagrees with its model beyond the thresholds, or
+    None when it agrees."""
+    max_abs_error, agreement = result.max_abs_error, result.top1_agreement
     problems = []
-    if applied_atol is not None:
-        allowed = applied_atol + applied_rtol * np.abs(keras_outputs)
-        if not np.all(difference <= allowed):
-            problems.append(
-                f"max_abs_error={max_abs_error:.6g} exceeds the tolerance "
-                f"|litert - keras| <= atol + rtol * |keras| with "
-                f"atol={applied_atol:g}, rtol={applied_rtol:g}"
-            )
-    if applied_agreement is not None and not agreement >= applied_agreement:
+    if not within_tolerance:
+        problems.append(
+            f"max_abs_error={max_abs_error:.6g} exceeds the tolerance "
+            f"|litert - keras| <= atol + rtol * |keras| with "
+            f"atol={result.atol:g}, rtol={result.rtol:g}"
+        )
+    required = result.min_top1_agreement
+    if required is not None and not agreement >= required:
         problems.append(
             f"top1_agreement={agreement:.4f} is below the required "
-            f"{applied_agreement:g}"
+            f"{required:g}"
         )
-    message = None
-    if problems:
-        message = (
-            f"The LiteRT model {str(path)!r} (quantization: {mode}) "
-            f"disagrees with the Keras model on {len(samples)} samples: "
-            + "; ".join(problems)
-            + f" (max_abs_error={max_abs_error:.6g}, "
-            f"top1_agreement={agreement:.4f}). If this much difference is "
-            f"expected for {mode} models, pass looser `atol`, `rtol` or "
-            "`min_top1_agreement`; otherwise check that the file was "
-            "exported from this model."
-        )
-    return ParityCheck(result=result, message=message)
+    if not problems:
+        return None
+    mode = result.quantization
+    return (
+        f"The LiteRT model {str(path)!r} (quantization: {mode}) "
+        f"disagrees with the Keras model on {result.num_samples} samples: "
+        + "; ".join(problems)
+        + f" (max_abs_error={max_abs_error:.6g}, "
+        f"top1_agreement={agreement:.4f}). If this much difference is "
+        f"expected for {mode} models, pass looser `atol`, `rtol` or "
+        "`min_top1_agreement`; otherwise check that the file was "
+        "exported from this model."
+    )
 
 
 def benchmark_tflite(
@@ -353,7 +384,7 @@ def benchmark_tflite(
             file is not a valid TFLite model or has several inputs.
         FileNotFoundError: if `path` does not exist.
     """
-    path = _existing_tflite_path(path)
+    path = existing_tflite_path(path)
     for name, value, minimum in (
         ("num_threads", num_threads, 1),
         ("runs", runs, 1),
@@ -366,7 +397,7 @@ def benchmark_tflite(
             )
 
     data = path.read_bytes()
-    interpreter = _load_interpreter(path, num_threads=num_threads)
+    interpreter = load_interpreter(path, num_threads=num_threads)
     input_details = interpreter.get_input_details()
     if len(input_details) != 1:
         raise ValueError(
@@ -375,7 +406,7 @@ def benchmark_tflite(
         )
     input_detail = input_details[0]
     interpreter.set_tensor(
-        input_detail["index"], _random_input(input_detail, seed)
+        input_detail["index"], random_input(input_detail, seed)
     )
     for _ in range(warmup):
         interpreter.invoke()
@@ -395,92 +426,6 @@ def benchmark_tflite(
         size_bytes=len(data),
         gzip_size_bytes=len(gzip.compress(data, compresslevel=9)),
     )
-
-
-def _load_interpreter(path: pathlib.Path, num_threads: int | None = None):
-    """A LiteRT interpreter for `path`, with a `ValueError` naming the file
-    when it is not a model LiteRT can run."""
-    try:
-        return open_interpreter(path, num_threads)
-    except ValueError as error:
-        # The flatbuffer failed verification (or the file is empty).
-        raise ValueError(
-            f"Expected a valid TFLite model file. Received: "
-            f"path={str(path)!r}, which is not a valid TFLite model "
-            f"({one_line(error)}). Write it with "
-            "`export_tflite`."
-        ) from error
-    except RuntimeError as error:
-        # A valid model whose tensors could not be prepared.
-        raise ValueError(
-            f"The LiteRT interpreter cannot run the model in "
-            f"{str(path)!r}: {one_line(error)}. Re-export it "
-            "with `export_tflite`."
-        ) from error
-
-
-def open_interpreter(path: pathlib.Path, num_threads: int | None = None):
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _single_io_details(interpreter, path: pathlib.Path) -> tuple[dict, dict]:
-    inputs = interpreter.get_input_details()
-    outputs = interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(
-            "Expected a LiteRT model with a single input and a single "
-            f"output. Received: {str(path)!r} with {len(inputs)} inputs and "
-            f"{len(outputs)} outputs."
-        )
-    return inputs[0], outputs[0]
-
-
-def detect_quantization(interpreter) -> str:
-    """Classify a loaded model as float32, float16, dynamic or int8.
-
-    Full integer models compute in int8: some operator outputs an int8
-    tensor. Dynamic-range models only store int8 weights. Float16 models
-    store float16 weights that are dequantized at load time.
-    """
-    if interpreter.get_input_details()[0]["dtype"] in (np.int8, np.uint8):
-        return "int8"
-    tensors = {
-        detail["index"]: detail for detail in interpreter.get_tensor_details()
-    }
-    dtypes = {detail["dtype"] for detail in tensors.values()}
-    integer_types = {np.int8, np.uint8}
-    if dtypes & integer_types:
-        try:
-            operators = interpreter._get_ops_details()
-        except AttributeError:
-            # Without the (private) operator listing, look for the QUANTIZE
-            # output of a full integer model: an int8 copy of its input.
-            input_shape = tuple(interpreter.get_input_details()[0]["shape"])
-            return (
-                "int8"
-                if any(
-                    detail["dtype"] in integer_types
-                    and tuple(detail["shape"]) == input_shape
-                    for detail in tensors.values()
-                )
-                else "dynamic"
-            )
-        for operator in operators:
-            if operator["op_name"] == "DELEGATE":
-                continue
-            for index in operator["outputs"]:
-                if index in tensors and tensors[index]["dtype"] in (
-                    integer_types
-                ):
-                    return "int8"
-        return "dynamic"
-    if np.float16 in dtypes:
-        return "float16"
-    return "float32"
 
 
 def _verification_samples(x: Any, input_detail: dict) -> np.ndarray:
@@ -518,46 +463,6 @@ def _verification_samples(x: Any, input_detail: dict) -> np.ndarray:
     return samples
 
 
-def _invoke_one(
-    interpreter, input_detail: dict, output_detail: dict, sample: np.ndarray
-) -> np.ndarray:
-    """Run one sample (no batch axis); return the float output sample."""
-    batch = sample[np.newaxis]
-    if tuple(input_detail["shape"]) != batch.shape:
-        interpreter.resize_tensor_input(input_detail["index"], batch.shape)
-        interpreter.allocate_tensors()
-        input_detail["shape"] = np.array(batch.shape)
-    interpreter.set_tensor(
-        input_detail["index"], _quantize(batch, input_detail)
-    )
-    interpreter.invoke()
-    output = interpreter.get_tensor(output_detail["index"])
-    return _dequantize(output, output_detail)[0]
-
-
-def _quantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if not np.issubdtype(dtype, np.integer):
-        return values.astype(dtype)
-    scale, zero_point = detail["quantization"]
-    if scale == 0:
-        raise ValueError(
-            f"Expected integer input tensor {detail['name']!r} to carry a "
-            "quantization scale. Received: scale=0. Re-export the model with "
-            "`export_tflite(..., quantization=\"int8\")`."
-        )
-    info = np.iinfo(dtype)
-    quantized = np.round(values / scale + zero_point)
-    return np.clip(quantized, info.min, info.max).astype(dtype)
-
-
-def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    if not np.issubdtype(np.dtype(detail["dtype"]), np.integer):
-        return values.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    return (values.astype(np.float32) - zero_point) * scale
-
-
 def _keras_outputs(model: keras.Model, samples: np.ndarray) -> np.ndarray:
     outputs = []
     for start in range(0, len(samples), _KERAS_BATCH_SIZE):
@@ -579,76 +484,3 @@ def _top1_agreement(first: np.ndarray, second: np.ndarray) -> float:
     first_top = np.argmax(first.reshape(-1, classes), axis=-1)
     second_top = np.argmax(second.reshape(-1, classes), axis=-1)
     return float(np.mean(first_top == second_top))
-
-
-def _random_input(input_detail: dict, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    shape = tuple(int(size) for size in input_detail["shape"])
-    dtype = np.dtype(input_detail["dtype"])
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return rng.integers(
-            info.min, info.max, size=shape, endpoint=True
-        ).astype(dtype)
-    return rng.random(shape, dtype=np.float32).astype(dtype)
-
-
-def _existing_tflite_path(path: PathLike) -> pathlib.Path:
-    path = check_tflite_suffix(path)
-    if path.is_dir():
-        raise ValueError(
-            f"Expected a `.tflite` file. Received: path={str(path)!r}, "
-            "which is a directory."
-        )
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Expected an existing `.tflite` file. Received: "
-            f"path={str(path)!r}, which does not exist. Create it with "
-            "`export_tflite` first."
-        )
-    return path
-
-
-def as_float32(values: Any, name: str) -> np.ndarray:
-    """`values` as a float32 array, or a `ValueError` naming `name`."""
-    try:
-        return np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"Expected `{name}` to hold numeric input arrays. Received: "
-            f"values of type {type(values).__name__} that cannot be "
-            f"converted to float32 ({error})."
-        ) from error
-
-
-def first_non_finite(values: np.ndarray) -> tuple[int, ...] | None:
-    """Index of the first NaN or inf in `values`, or None if all finite."""
-    finite = np.isfinite(values)
-    if finite.all():
-        return None
-    return tuple(int(i) for i in np.argwhere(~finite)[0])
-
-
-def shape_matches(
-    shape: tuple[int, ...], expected: tuple[int | None, ...]
-) -> bool:
-    return len(shape) == len(expected) and all(
-        want is None or want < 0 or got == want
-        for got, want in zip(shape, expected)
-    )
-
-
-def one_line(error: BaseException) -> str:
-    """An error's message on one line, without its final period."""
-    return " ".join(str(error).split()).rstrip(".")
-
-
-def check_tflite_suffix(path: PathLike) -> pathlib.Path:
-    """`path` as a `pathlib.Path`, if it ends in `.tflite`."""
-    path = pathlib.Path(path)
-    if path.suffix != ".tflite":
-        raise ValueError(
-            "Expected `path` to end in `.tflite`. "
-            f"Received: path={str(path)!r}. Add the `.tflite` suffix."
-        )
-    return path

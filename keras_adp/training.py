@@ -38,184 +38,44 @@ from every replica and worker, so each worker sees the counts of the whole
 calibration set and takes the same pruning decision. Only the chief writes
 checkpoints; what distribution adds (and the workaround for Keras' `fit`
 under a multi-worker strategy) is `keras_adp.distribute`'s.
+
+Modules: `ADPTrainer` checks the arguments, starts or resumes the run and
+hands it to `keras_adp.epoch_loop.EpochLoop`, which runs the epochs with
+the callback adapters of `keras_adp.training_callbacks`; the result is
+`keras_adp.training_result.ADPResult`. This module re-exports `ADPResult`
+and `TrainingDivergedError`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 import os
-import random
 import warnings
 from typing import Any
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from keras_adp import checkpoints
 from keras_adp import density as density_lib
 from keras_adp import distribute
-from keras_adp import graph as graph_lib
 from keras_adp import guard as guard_lib
 from keras_adp import inputs as inputs_lib
 from keras_adp import metrics as metrics_lib
 from keras_adp import pruning_steps as steps_lib
 from keras_adp import validation
+from keras_adp.epoch_loop import EpochLoop
+from keras_adp.epoch_loop import TrainingDivergedError
 from keras_adp.policy import ADPPolicy
+from keras_adp.training_callbacks import UserCallback
+from keras_adp.training_result import ADPResult
 
 __all__ = [
     "ADPTrainer",
     "ADPResult",
     "TrainingDivergedError",
 ]
-
-class TrainingDivergedError(RuntimeError):
-    """The loss or a weight became NaN or infinite; the last good checkpoint
-    is kept."""
-
-
-@dataclasses.dataclass
-class ADPResult:
-    """What `ADPTrainer.fit` returns.
-
-    Attributes:
-        model: the final, trained, pruned model.
-        history: one dict per epoch: `epoch`, `logs` (loss, metrics, val_*),
-            `widths` and `density` per group, `params`, `macs`, `flops` of
-            the model trained in that epoch, `train_macs` (that epoch's
-            training compute, 3x forward MACs per sample), `measure_macs`
-            (the density measurement's forward passes), `cumulative_macs`
-            and `pruning`: the step taken at the end of the epoch (as in
-            `steps`), `{"epoch": epoch, "stopped": True}` where pruning
-            stopped because no group would shrink by `min_reduction`, or
-            None.
-        steps: the pruning steps: epoch, widths before and after, params and
-            MACs before and after.
-        dense: params, MACs and FLOPs of the model before pruning.
-    """
-
-    model: keras.Model
-    history: list[dict]
-    steps: list[dict]
-    dense: dict
-
-    def summary(self) -> dict:
-        """Dense vs final params/MACs and total training compute.
-
-        The final figures are those of `model`, the model returned (after a
-        rollback in the last epoch it is not the one trained last).
-        """
-        last = self.history[-1]
-        final = metrics_lib.inference_cost(self.model)
-        return {
-            "epochs": len(self.history),
-            "dense_params": self.dense["params"],
-            "final_params": final.params,
-            "param_reduction": self.dense["params"] / max(1, final.params),
-            "dense_macs": self.dense["macs"],
-            "final_macs": final.macs,
-            "mac_reduction": self.dense["macs"] / max(1, final.macs),
-            "training_macs": last["cumulative_macs"],
-            "prune_steps": sum(
-                step.get("outcome") != "rolled back" for step in self.steps
-            ),
-            "rolled_back_steps": sum(
-                step.get("outcome") == "rolled back" for step in self.steps
-            ),
-        }
-
-
-# Hooks passed straight to a user callback; `on_train_begin`/`on_train_end`
-# are called once per ADP run by the trainer instead.
-_FORWARDED_HOOKS = (
-    "on_epoch_begin",
-    "on_epoch_end",
-    "on_batch_begin",
-    "on_batch_end",
-    "on_train_batch_begin",
-    "on_train_batch_end",
-    "on_test_begin",
-    "on_test_end",
-    "on_test_batch_begin",
-    "on_test_batch_end",
-)
-
-
-class _UserCallback(keras.callbacks.Callback):
-    """Makes a user callback see one run across many `fit` calls.
-
-    Each forwarded hook is the user callback's own bound method, so Keras
-    sees exactly the hooks it overrides (and keeps asynchronous batch
-    dispatch when it overrides none).
-    """
-
-    def __init__(self, callback, epochs):
-        super().__init__()
-        self.callback = callback
-        self.epochs = epochs
-        self.async_safe = getattr(callback, "async_safe", False)
-        for hook in _FORWARDED_HOOKS:
-            setattr(self, hook, getattr(callback, hook))
-
-    def set_model(self, model):
-        super().set_model(model)
-        self.callback.set_model(model)
-
-    def set_params(self, params):
-        params = dict(params, epochs=self.epochs)
-        super().set_params(params)
-        self.callback.set_params(params)
-
-    def rebuilt(self, old_model, surgery):
-        """Adapts model-shaped state to the rebuilt model.
-
-        `EarlyStopping(restore_best_weights=True)` keeps a copy of the best
-        weights; they are sliced like the model so that they still fit it.
-        """
-        callback = self.callback
-        if (
-            isinstance(callback, keras.callbacks.EarlyStopping)
-            and callback.best_weights is not None
-        ):
-            callback.best_weights = [
-                surgery.slice_like(variable, value)
-                for variable, value in zip(
-                    old_model.weights, callback.best_weights
-                )
-            ]
-
-
-class _Progbar(keras.callbacks.ProgbarLogger):
-    """Keras' progress bar, counting epochs out of the whole run."""
-
-    def __init__(self, epochs):
-        super().__init__()
-        self.total_epochs = epochs
-
-    def set_params(self, params):
-        super().set_params(dict(params, epochs=self.total_epochs))
-
-
-class _Measure(keras.callbacks.Callback):
-    """Measures density at epoch end and writes it into the epoch logs."""
-
-    def __init__(self, probe, calibration):
-        super().__init__()
-        self.probe = probe
-        self.calibration = calibration
-        self.logs = None
-        self.densities = None
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        loss = logs.get("loss")
-        if loss is None or math.isfinite(float(loss)):
-            self.densities = self.probe.measure(self.calibration)
-            for name, value in self.densities.items():
-                logs[f"density/{name}"] = value.layer
-        self.logs = dict(logs)
 
 
 class ADPTrainer:
@@ -266,41 +126,15 @@ class ADPTrainer:
         self, policy=None, *, run_dir=None, seed=None, verbose=1,
         safe_mode=True,
     ):
-        if policy is None:
-            policy = ADPPolicy()
-        elif isinstance(policy, dict):
-            policy = ADPPolicy.from_config(policy)
-        elif not isinstance(policy, ADPPolicy):
-            raise ValueError(
-                "Expected `policy` to be an ADPPolicy or a dict of its "
-                f"fields. Received: policy={policy!r}"
-            )
-        if seed is not None and (
-            isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-            or seed < 0
-        ):
-            raise ValueError(
-                "Expected `seed` to be None or an integer >= 0. "
-                f"Received: seed={seed!r}"
-            )
-        if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-            raise ValueError(
-                "Expected `verbose` to be 0, 1 or 2. "
-                f"Received: verbose={verbose!r}"
-            )
-        if not isinstance(safe_mode, bool):
-            raise ValueError(
-                "Expected `safe_mode` to be True or False. "
-                f"Received: safe_mode={safe_mode!r}"
-            )
-        self.policy = policy
+        self.policy = _validate_trainer_arguments(
+            policy, seed, verbose, safe_mode
+        )
         self.run_dir = None if run_dir is None else os.fspath(run_dir)
         self.seed = None if seed is None else int(seed)
         self.verbose = verbose
         self._verbose = verbose  # This `fit` call's (`fit(verbose=...)`).
         self.safe_mode = safe_mode
 
-    # ----------------------------------------------------------------- fit
     def fit(
         self,
         model: keras.Model,
@@ -325,63 +159,89 @@ class ADPTrainer:
     ) -> ADPResult:
         """Train `model` for `epochs` epochs, pruning as the policy says.
 
-        The keywords shared with `model.fit` mean what they mean there;
-        each epoch is one `model.fit` call that receives them.
+        Each epoch is one `model.fit` call; the keywords shared with
+        `model.fit` mean what they mean there.
 
         Args:
             model: a compiled functional or Sequential model. Not modified
                 by pruning (rebuilds are new models); it is trained in the
                 epochs before the first pruning step, as `model.fit` would.
             x, y, batch_size, shuffle, class_weight, sample_weight,
-                steps_per_epoch, validation_steps: as for `model.fit`.
-                `steps_per_epoch` is needed for an infinite dataset (e.g.
-                after `.repeat()`).
+                steps_per_epoch (needed for an infinite dataset),
+                validation_steps: as for `model.fit`.
             epochs: total epochs, more than `policy.warmup_epochs`.
-            verbose: 0 silent, 1 (or `"auto"`) Keras progress bars and one
-                line per pruning step, 2 one line per epoch. Defaults to
-                `None`: the trainer's `verbose`.
-            callbacks: Keras callbacks; they follow the model across
-                rebuilds.
-            validation_split: as for `model.fit`: the last fraction of `x`,
-                `y` (and `sample_weight`), taken before shuffling, is not
-                trained on and is the validation data, which the accuracy
-                guard then judges on (instead of holding out
-                `policy.validation_split` of the samples at random).
-                Ignored when `validation_data` is given. Defaults to `0.0`.
-            validation_data: as for `model.fit`; the accuracy guard judges
-                each pruning step on it.
-            initial_epoch: as for `model.fit`: the epoch to start at, the
-                epochs before it counting as trained (for the warm-up and
-                the numbering). Cannot be combined with `resume=True`,
-                whose checkpoint says where to start. Defaults to `0`.
-            validation_freq: as for `model.fit`. With the accuracy guard on
-                it must be 1: the guard reads the validation metrics of
-                every epoch. Defaults to `1`.
+            verbose: 0, 1 (or `"auto"`) or 2, as the trainer's `verbose`.
+                Defaults to `None`: the trainer's.
+            callbacks: Keras callbacks; they follow the model across rebuilds.
+            validation_split, validation_data: as for `model.fit` (the split
+                is of the last samples, before shuffling). The accuracy guard
+                judges each step on them; without them it holds out
+                `policy.validation_split` of the samples at random.
+            initial_epoch: as for `model.fit` (the epochs before it count as
+                trained); not with `resume=True`. Defaults to `0`.
+            validation_freq: as for `model.fit`; 1 while the accuracy guard
+                is on (it reads every epoch's metrics). Defaults to `1`.
             calibration_data: inputs to measure density on. Defaults to the
                 first `policy.calibration_samples` samples of `x`.
-            resume: continue from the last checkpoint in `run_dir` if there
-                is one (a warning says when there is none and a new run
-                starts). Defaults to `False`: start a new run, which needs a
-                `run_dir` without checkpoints.
+            resume: continue from the last checkpoint in `run_dir` (a new
+                run, with a warning, when there is none). Defaults to
+                `False`: a new run, which needs a `run_dir` without one.
 
         Returns:
             An `ADPResult`.
 
         Raises:
-            ValueError: invalid arguments or data (NaN/inf in arrays, labels
-                outside the model's classes, an unbatched or infinite
-                dataset without `steps_per_epoch`, a `model.fit` keyword
-                that cannot apply), a `run_dir` that holds a previous run
-                while `resume=False`, a checkpoint of another architecture
-                or optimizer, or no readable checkpoint.
+            ValueError: invalid arguments or data (NaN/inf, labels outside
+                the model's classes, an unbatched or infinite dataset without
+                `steps_per_epoch`, a `model.fit` keyword that cannot apply),
+                a `run_dir` holding a run while `resume=False`, or a
+                checkpoint of another architecture or optimizer, or none.
             TypeError: `callbacks` is not a list of Keras callbacks.
-            TrainingDivergedError: the loss or a weight became NaN or
-                infinite.
+            TrainingDivergedError: the loss or a weight became NaN or inf.
         """
         resume = validation.check_bool(resume, "resume")
         self._verbose = _check_fit_verbose(verbose, self.verbose)
-        self._validate(model, epochs, resume)
+        callbacks, x, y, validation_data, fit_options = self._checked_inputs(
+            model, x, y, epochs=epochs, resume=resume, callbacks=callbacks,
+            batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+            validation_data=validation_data, validation_split=validation_split,
+            shuffle=shuffle, class_weight=class_weight,
+            sample_weight=sample_weight, initial_epoch=initial_epoch,
+            validation_steps=validation_steps, validation_freq=validation_freq,
+        )
         epochs = int(epochs)
+        distribute.warn_if_unseeded(model.distribute_strategy, self.seed, x)
+        start, state = self._start_state(model, epochs, resume, initial_epoch)
+        loop = self._epoch_loop(
+            start, model, state, epochs, x, y, batch_size, validation_data,
+            steps_per_epoch, calibration_data, callbacks, fit_options,
+        )
+        return loop.run(model)
+
+    def _checked_inputs(
+        self, model, x, y, *, epochs, resume, callbacks, batch_size,
+        steps_per_epoch, validation_data, validation_split, sample_weight,
+        **fit_keywords,
+    ):
+        """Check `fit`'s arguments; split the validation data off.
+
+        `fit_keywords` are the other keywords passed on to `model.fit`
+        (`shuffle`, `class_weight`, `initial_epoch`, `validation_steps`,
+        `validation_freq`).
+
+        Returns:
+            `(callbacks, x, y, validation_data, fit_options)`: the checked
+            callbacks, the data to train and validate on (with the user's
+            `validation_split` or the accuracy guard's held-out samples)
+            and the keywords of each epoch's `model.fit`.
+        """
+        inputs_lib.check_model_and_epochs(
+            model, epochs, warmup_epochs=self.policy.warmup_epochs
+        )
+        checkpoints.check_run_dir(
+            self.run_dir, resume,
+            writes=distribute.is_chief(model.distribute_strategy),
+        )
         callbacks = validation.check_callbacks(callbacks)
         validation.check_batch_size(batch_size)
         inputs_lib.check_steps("steps_per_epoch", steps_per_epoch)
@@ -389,151 +249,16 @@ class ADPTrainer:
         validation.check_validation_data(validation_data)
         guard_on = self.policy.max_accuracy_drop is not None
         fit_options = inputs_lib.check_fit_keywords(
-            x, epochs=epochs, resume=resume, initial_epoch=initial_epoch,
-            validation_split=validation_split, shuffle=shuffle,
-            class_weight=class_weight, sample_weight=sample_weight,
-            validation_steps=validation_steps,
-            validation_freq=validation_freq, guard_on=guard_on,
+            x, epochs=int(epochs), resume=resume,
+            validation_split=validation_split, sample_weight=sample_weight,
+            guard_on=guard_on, **fit_keywords,
         )
         x, y, sample_weight, validation_data = inputs_lib.split_validation(
             x, y, sample_weight, validation_data, validation_split,
             self._guard_holdout if guard_on else None,
         )
         fit_options.update(batch_size=batch_size, sample_weight=sample_weight)
-        distribute.warn_if_unseeded(model.distribute_strategy, self.seed, x)
-        user_model = model
-        model, state = self._start_state(model, epochs, resume, initial_epoch)
-        probe, inputs, wrapped = self._set_up_run(
-            model, user_model, state, epochs, x, y, batch_size,
-            validation_data, steps_per_epoch, calibration_data, callbacks,
-        )
-        first_epoch = epochs if state.training_stopped else state.next_epoch
-        try:
-            for epoch in range(first_epoch, epochs):
-                model, probe, stop = self._run_epoch(
-                    model, probe, state, epoch, inputs, wrapped, fit_options
-                )
-                if stop:
-                    break
-        finally:
-            # The penalty is the trainer's: no model leaves with it.
-            steps_lib.set_gamma_l1(model, 0.0)
-            steps_lib.set_gamma_l1(user_model, 0.0)
-        for callback in wrapped:
-            callback.callback.on_train_end()
-        return ADPResult(model, state.history, state.steps, state.dense)
-
-    def _set_up_run(
-        self, model, user_model, state, epochs, x, y, batch_size,
-        validation_data, steps_per_epoch, calibration_data, callbacks,
-    ):
-        """The calibration set, the density probe, the inputs each epoch's
-        `model.fit` gets, the wrapped callbacks (told the run begins) and
-        the run's `PruningSteps`.
-
-        Returns:
-            `(probe, inputs, wrapped)`.
-        """
-        calibration = inputs_lib.calibration_inputs(
-            x if calibration_data is None else calibration_data,
-            self.policy.calibration_samples,
-        )
-        probe = density_lib.DensityProbe(model, threshold=self.policy.threshold)
-        probe.check_inputs(calibration)
-        replicas = model.distribute_strategy.num_replicas_in_sync
-        inputs = distribute.ReplicaSafeInputs(
-            x, y, batch_size, validation_data, steps_per_epoch, replicas
-        )
-        if state.samples_per_epoch is None:
-            state.samples_per_epoch = inputs.samples_per_epoch()
-        if not state.dense:
-            cost = metrics_lib.inference_cost(model)
-            state.dense = dataclasses.asdict(cost)
-        wrapped = [_UserCallback(cb, epochs) for cb in (callbacks or [])]
-        for callback in wrapped:
-            callback.set_model(model)
-            callback.callback.on_train_begin()
-        self._callbacks = [*wrapped]
-        if self._verbose == 1:
-            self._callbacks.append(_Progbar(epochs))
-        model.stop_training = False
-        self._epochs = epochs
-        self._calibration = calibration
-        self._steps = steps_lib.PruningSteps(
-            self.policy,
-            epochs=epochs,
-            calibration=calibration,
-            run_dir=self.run_dir,
-            verbose=self._verbose,
-            strategy=model.distribute_strategy,
-            read_pre_step=lambda: checkpoints.read_model(
-                os.path.join(self.run_dir, checkpoints.PRE_STEP_DIR),
-                user_model,
-                safe_mode=self.safe_mode,
-            ),
-        )
-        return probe, inputs, wrapped
-
-    def _run_epoch(
-        self, model, probe, state, epoch, inputs, wrapped, fit_options
-    ):
-        """Train one epoch, measure, judge, maybe prune and checkpoint.
-
-        Returns:
-            `(model, probe, stop)`: the model to train next, its probe, and
-            whether `model.stop_training` ended the run.
-        """
-        if self.seed is not None:
-            _seed_epoch(model, self.seed + epoch)
-        measure = _Measure(probe, self._calibration)
-        steps_lib.set_gamma_l1(
-            model,
-            self.policy.gamma_l1
-            if steps_lib.pruning_may_go_on(state, self.policy)
-            else 0.0,
-        )
-        count = state.samples_per_epoch is None
-        with distribute.distributed_fit_fixes(model):
-            model.fit(
-                inputs.x(count=count),
-                inputs.y,
-                epochs=epoch + 1,
-                initial_epoch=epoch,
-                validation_data=inputs.validation_data,
-                validation_batch_size=inputs.validation_batch_size,
-                steps_per_epoch=inputs.steps_per_epoch,
-                callbacks=[measure, *self._callbacks],
-                verbose=1 if self._verbose == 1 else 0,
-                **fit_options,
-            )
-        if count:
-            state.samples_per_epoch = inputs.counted_samples()
-        logs = measure.logs or {}
-        problem = _divergence(logs, model)
-        if problem:
-            for callback in wrapped:
-                callback.callback.on_train_end(logs)
-            kept = (
-                f" The last good checkpoint in '{self.run_dir}' is kept."
-                if self.run_dir and checkpoints.checkpoint_names(self.run_dir)
-                else ""
-            )
-            raise TrainingDivergedError(
-                f"{problem} at epoch {epoch + 1}; training stopped."
-                f"{kept} Fix: lower the learning rate or check the "
-                "inputs for NaN/inf."
-            )
-        stop = bool(model.stop_training)
-        state.training_stopped = stop
-        model, probe = self._end_of_epoch(
-            model, probe, state, epoch, logs, measure.densities,
-            state.samples_per_epoch,
-            inputs_lib.num_samples(self._calibration), wrapped,
-            final=(epoch + 1 == self._epochs or stop),
-        )
-        if self.run_dir:
-            self._save_checkpoint(model, state)
-        return model, probe, stop
+        return callbacks, x, y, validation_data, fit_options
 
     def _start_state(self, model, epochs, resume, initial_epoch):
         """`(model, state)` to start from: a new run's, or the newest
@@ -565,62 +290,46 @@ class ADPTrainer:
         )
         return model, state
 
-    # ------------------------------------------------------------ internals
-    def _validate(self, model, epochs, resume) -> None:
-        inputs_lib.check_model_and_epochs(
-            model, epochs, warmup_epochs=self.policy.warmup_epochs
+    def _epoch_loop(
+        self, model, user_model, state, epochs, x, y, batch_size,
+        validation_data, steps_per_epoch, calibration_data, callbacks,
+        fit_options,
+    ) -> EpochLoop:
+        """The run's `EpochLoop`: its calibration set, density probe,
+        per-epoch inputs, wrapped callbacks and `PruningSteps`."""
+        calibration = inputs_lib.calibration_inputs(
+            x if calibration_data is None else calibration_data,
+            self.policy.calibration_samples,
         )
-        checkpoints.check_run_dir(
-            self.run_dir, resume,
-            writes=distribute.is_chief(model.distribute_strategy),
+        probe = density_lib.DensityProbe(model, threshold=self.policy.threshold)
+        probe.check_inputs(calibration)
+        replicas = model.distribute_strategy.num_replicas_in_sync
+        inputs = distribute.ReplicaSafeInputs(
+            x, y, batch_size, validation_data, steps_per_epoch, replicas
         )
-
-    def _end_of_epoch(
-        self, model, probe, state, epoch, logs, densities, samples,
-        calibration_size, wrapped, final,
-    ):
-        cost = metrics_lib.inference_cost(model)
-        groups = graph_lib.channel_groups(model)
-        densities = densities or {}
-        train_macs = metrics_lib.training_macs(cost.macs, samples)
-        measure_macs = float(cost.macs) * calibration_size
-        state.cumulative_macs += train_macs + measure_macs
-        density_now = {name: d.layer for name, d in densities.items()}
-        state.density_history.append(density_now)
-        record = {
-            "epoch": epoch,
-            "logs": {k: float(v) for k, v in logs.items() if _is_number(v)},
-            "widths": {g.name: g.size for g in groups if g.prunable},
-            "density": density_now,
-            "params": cost.params,
-            "macs": cost.macs,
-            "flops": cost.flops,
-            "train_macs": train_macs,
-            "measure_macs": measure_macs,
-            "cumulative_macs": state.cumulative_macs,
-            "pruning": None,
-            "guard": None,
-        }
-        state.history.append(record)
-        state.next_epoch = epoch + 1
-        if self._verbose == 2:
-            print(_epoch_line(record), flush=True)
-        return self._steps.after_epoch(
-            model, probe, state, epoch, record, groups, densities, wrapped,
-            final,
-        )
-
-    # ---------------------------------------------------------- checkpoints
-    def _save_checkpoint(self, model, state) -> None:
-        """Checkpoint into `run_dir` (on the chief; see
-        `distribute.write_on_chief`)."""
-        extra = {"policy": self.policy.get_config(), "seed": self.seed}
-        distribute.write_on_chief(
-            model.distribute_strategy,
-            self.run_dir,
-            lambda directory: checkpoints.write_checkpoint(
-                directory, model, state, extra
+        if state.samples_per_epoch is None:
+            state.samples_per_epoch = inputs.samples_per_epoch()
+        if not state.dense:
+            state.dense = dataclasses.asdict(metrics_lib.inference_cost(model))
+        pruning = steps_lib.PruningSteps(
+            self.policy,
+            epochs=epochs,
+            calibration=calibration,
+            run_dir=self.run_dir,
+            verbose=self._verbose,
+            strategy=model.distribute_strategy,
+            read_pre_step=lambda: checkpoints.read_model(
+                os.path.join(self.run_dir, checkpoints.PRE_STEP_DIR),
+                user_model,
+                safe_mode=self.safe_mode,
             ),
+        )
+        return EpochLoop(
+            model, probe, state, policy=self.policy, epochs=epochs,
+            seed=self.seed, verbose=self._verbose, run_dir=self.run_dir,
+            inputs=inputs, calibration=calibration,
+            callbacks=[UserCallback(cb, epochs) for cb in callbacks or []],
+            pruning=pruning, fit_options=fit_options,
         )
 
     def _guard_holdout(self, x):
@@ -659,7 +368,39 @@ class ADPTrainer:
         return x, y, validation_data
 
 
-# -------------------------------------------------------------- helpers
+def _validate_trainer_arguments(policy, seed, verbose, safe_mode) -> ADPPolicy:
+    """Check `ADPTrainer`'s arguments; returns the policy as an
+    `ADPPolicy`."""
+    if policy is None:
+        policy = ADPPolicy()
+    elif isinstance(policy, dict):
+        policy = ADPPolicy.from_config(policy)
+    elif not isinstance(policy, ADPPolicy):
+        raise ValueError(
+            "Expected `policy` to be an ADPPolicy or a dict of its "
+            f"fields. Received: policy={policy!r}"
+        )
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+        or seed < 0
+    ):
+        raise ValueError(
+            "Expected `seed` to be None or an integer >= 0. "
+            f"Received: seed={seed!r}"
+        )
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ValueError(
+            "Expected `verbose` to be 0, 1 or 2. "
+            f"Received: verbose={verbose!r}"
+        )
+    if not isinstance(safe_mode, bool):
+        raise ValueError(
+            "Expected `safe_mode` to be True or False. "
+            f"Received: safe_mode={safe_mode!r}"
+        )
+    return policy
+
+
 def _check_fit_verbose(verbose, default) -> int:
     """`fit(verbose=...)`: None is the trainer's, `"auto"` is 1."""
     if verbose is None:
@@ -672,64 +413,3 @@ def _check_fit_verbose(verbose, default) -> int:
             f"Received: verbose={verbose!r}"
         )
     return int(verbose)
-
-
-_SEED_STATE = "seed_generator_state"  # The variable of a `SeedGenerator`.
-
-
-def _seed_epoch(model, seed: int) -> None:
-    """Seeds everything random in an epoch from `seed` alone.
-
-    `keras.utils.set_random_seed` seeds Python, NumPy and the backend (data
-    shuffling, initializers). Each `SeedGenerator` of the model (Dropout,
-    random augmentation layers) keeps its own state, which `model.save`
-    does not store: it is reset here, in layer order, from the seeded
-    Python generator.
-    """
-    keras.utils.set_random_seed(seed)
-    weights = {id(weight) for weight in model.weights}
-    for variable in model.variables:
-        if id(variable) not in weights and variable.name == _SEED_STATE:
-            variable.assign(
-                np.array(
-                    [random.randrange(1, 2**31), 0],
-                    dtype=keras.backend.standardize_dtype(variable.dtype),
-                )
-            )
-
-
-def _divergence(logs, model) -> str | None:
-    """Why training diverged this epoch, or None.
-
-    The loss is checked, and every weight: some CPU kernels (oneDNN's ReLU
-    and max-pooling) swallow NaN, so a finite loss does not prove finite
-    weights.
-    """
-    loss = logs.get("loss")
-    if loss is None or not math.isfinite(float(loss)):
-        return f"Training loss is {loss}"
-    for weight in model.weights:
-        value = keras.ops.convert_to_numpy(weight.value)
-        if np.issubdtype(value.dtype, np.floating) and not np.all(
-            np.isfinite(value)
-        ):
-            return f"Weight '{weight.path}' holds NaN or inf"
-    return None
-
-
-def _is_number(value) -> bool:
-    try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-def _epoch_line(record) -> str:
-    logs = record["logs"]
-    loss = logs.get("loss", float("nan"))
-    text = f"[keras-adp] epoch {record['epoch'] + 1}: loss {loss:.4f}"
-    for key in ("accuracy", "val_accuracy"):
-        if key in logs:
-            text += f", {key} {logs[key]:.4f}"
-    return text + f", params {record['params']:,}, MACs {record['macs']:,}"
