@@ -91,10 +91,10 @@ def export_onnx(
 
     The model is not modified (it need not have been called: its input
     signature is taken from `model.inputs`). The file is written to a
-    temporary file in the same directory, checked with `onnx.checker` and
-    renamed into place, so `path` either keeps its previous content or
-    holds a complete, checked model; the temporary file is removed on any
-    error.
+    temporary file in the same directory, checked with `onnx.checker` (and,
+    when ONNX Runtime is installed, run once on a zero input) and renamed
+    into place, so `path` either keeps its previous content or holds a
+    complete, checked model; the temporary file is removed on any error.
 
     The batch dimension stays dynamic (on the PyTorch backend Keras then
     uses the TorchScript exporter).
@@ -114,8 +114,8 @@ def export_onnx(
         ValueError: if `model` is not a `keras.Model`, has no defined inputs
             or several of them, does not compute in float32, `path` does
             not end in `.onnx`, `opset_version` is not a positive int, or
-            the converted file fails the ONNX checker (nothing is written
-            then).
+            the converted file fails the ONNX checker or does not run in
+            ONNX Runtime (nothing is written then).
         FileNotFoundError: if the directory of `path` does not exist.
         ImportError: if the converter for the current Keras backend is not
             installed.
@@ -211,9 +211,10 @@ def verify_onnx(
     Raises:
         ONNXMismatchError: if the outputs differ in shape or beyond the
             tolerances.
-        ValueError: if the file is not a valid ONNX model or has several
-            inputs or outputs, `x` does not match its input shape or holds
-            NaN or inf, or a tolerance is negative.
+        ValueError: if the file is not a valid ONNX model, has several
+            inputs or outputs or fails to run in ONNX Runtime, `x` does not
+            match its input shape or holds NaN or inf, or a tolerance is
+            negative.
         FileNotFoundError: if `path` does not exist.
         ImportError: if `onnxruntime` is not installed.
     """
@@ -356,8 +357,8 @@ def benchmark_onnx(
 
     Raises:
         ValueError: if `num_threads` or `runs` is < 1, `warmup` < 0, or the
-            file is not a valid ONNX model, has several inputs or a
-            non-batch dimension left dynamic.
+            file is not a valid ONNX model, fails to run in ONNX Runtime,
+            has several inputs or a non-batch dimension left dynamic.
         FileNotFoundError: if `path` does not exist.
         ImportError: if `onnxruntime` is not installed.
     """
@@ -395,6 +396,7 @@ def benchmark_onnx(
         )
     rng = np.random.default_rng(seed)
     feed = {inputs[0].name: rng.random((1, *sample_shape), dtype=np.float32)}
+    _run(session, feed, path)  # Fails readably if the model cannot run.
     for _ in range(warmup):
         session.run(None, feed)
     timings_ms = []
@@ -496,6 +498,38 @@ def _check_converted(filename: str, path: pathlib.Path) -> None:
         raise ValueError(
             f"Converting the model to {str(path)!r} produced a file that "
             f"fails the ONNX checker ({one_line(error)}). No file was "
+            "written."
+        ) from error
+    if importlib.util.find_spec("onnxruntime") is not None:
+        _check_runs(pathlib.Path(filename), path)
+
+
+def _check_runs(written: pathlib.Path, path: pathlib.Path) -> None:
+    """Raise unless ONNX Runtime runs `written` on one all-zero sample.
+
+    A converter can emit operators whose attributes ONNX Runtime's kernels
+    do not support (jax2onnx 0.17's MaxPool, for one), which only shows
+    when the model runs.
+    """
+    try:
+        session = _open_session(written)
+        feed = {
+            input_info.name: np.zeros(
+                [
+                    size if isinstance(size, int) and size > 0 else 1
+                    for size in input_info.shape
+                ],
+                np.float32,
+            )
+            for input_info in session.get_inputs()
+        }
+        _run(session, feed, written)
+    except ValueError as error:
+        # Name ONNX Runtime's own complaint, not the temporary file.
+        cause = error.__cause__ or error
+        raise ValueError(
+            f"Converting the model to {str(path)!r} produced a file that "
+            f"ONNX Runtime cannot run ({one_line(cause)}). No file was "
             "written."
         ) from error
 
@@ -630,10 +664,24 @@ def _session_outputs(
     else:
         chunk = _SESSION_BATCH_SIZE
     outputs = [
-        session.run(None, {input_info.name: samples[start:start + chunk]})[0]
+        _run(session, {input_info.name: samples[start:start + chunk]}, path)
         for start in range(0, len(samples), chunk)
     ]
     return np.concatenate(outputs).astype(np.float32)
+
+
+def _run(session, feed: dict, path: pathlib.Path) -> np.ndarray:
+    """The first output of `session.run(None, feed)`, with a `ValueError`
+    naming the file when ONNX Runtime fails to run it."""
+    try:
+        return session.run(None, feed)[0]
+    except (KeyboardInterrupt, MemoryError):
+        raise
+    except Exception as error:  # noqa: BLE001 - ONNX Runtime's own types
+        raise ValueError(
+            f"ONNX Runtime failed to run the model in {str(path)!r} "
+            f"({one_line(error)}). Re-export it with `export_onnx`."
+        ) from error
 
 
 def _keras_outputs(model: keras.Model, samples: np.ndarray) -> np.ndarray:
