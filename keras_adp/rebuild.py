@@ -131,24 +131,6 @@ def _layer_plan(
     return plan
 
 
-def _defer_initializers(layer, config: dict) -> tuple[dict, dict]:
-    """Build with zeros instead of random initializers.
-
-    Every weight of the clone is overwritten by `set_weights` right after, so
-    drawing random initial values (a large share of cloning time on big
-    models) is wasted. The original initializers are returned, to be put
-    back on the new layer so that its config and any later re-build use
-    them.
-    """
-    originals = {}
-    config = dict(config)
-    for key, value in list(config.items()):
-        if key.endswith("_initializer") and hasattr(layer, key):
-            originals[key] = keras.initializers.get(value)
-            config[key] = "zeros"
-    return config, originals
-
-
 def layer_from_config(layer, config: dict):
     """A new layer of `layer`'s class, made from `config`.
 
@@ -175,9 +157,8 @@ def _clone(
         if id(layer) in plan:
             keep_in, keep_out, handler = plan[id(layer)]
             config = handler.config(layer, config, keep_in[0], keep_out)
-        config, initializers = _defer_initializers(layer, config)
         new_layer = layer_from_config(layer, config)
-        pairs.append((layer, new_layer, initializers))
+        pairs.append(_WeightCopy(layer, new_layer, plan))
         return new_layer
 
     keep_in = plan.get(id(model), ([None] * len(model.inputs), None, None))[0]
@@ -247,23 +228,93 @@ def _keep_class(model: keras.Model, new_model: keras.Model) -> keras.Model:
     return rebuilt if isinstance(rebuilt, cls) else new_model
 
 
-def _transfer_weights(pairs: list, plan: dict) -> None:
-    for old, new, initializers in pairs:
-        for key, value in initializers.items():
-            setattr(new, key, value)  # Built already: only config and rebuilds.
-        if not old.weights:
-            continue
-        weights = {w.name: np.asarray(w.numpy()) for w in old.weights}
-        if len(weights) != len(old.weights):
-            # Duplicate variable names: copy positionally (shapes unchanged).
-            new.set_weights(old.get_weights())
-            continue
-        if id(old) in plan:
-            keep_in, keep_out, handler = plan[id(old)]
-            weights = handler.weights(old, weights, keep_in[0], keep_out)
+class _ValueInitializer:
+    """A Keras initializer that returns one given value (a weight's retained
+    slice), so that the new variable is created with it."""
+
+    def __init__(self, value: np.ndarray, where: str):
+        self.value = value
+        self.where = where
+
+    def __call__(self, shape, dtype=None):
+        if tuple(shape) != self.value.shape:
+            raise ValueError(
+                f"Rebuilding weight '{self.where}': the new layer asks for "
+                f"shape {tuple(shape)}, the sliced weight has shape "
+                f"{self.value.shape}. Expected the layer's handler to slice "
+                "its config and its weights alike."
+            )
+        if keras.backend.backend() != "tensorflow":
+            return np.array(self.value)  # Never alias the old model's buffer.
+        return self.value
+
+
+class _WeightCopy:
+    """Copies one layer's retained weights into its smaller clone.
+
+    The clone's variables are created with their final values: while the
+    clone is built, its `add_weight` is wrapped (on the instance only, until
+    `finish`) to pass each named weight's retained slice as the initializer.
+    That saves drawing initial values and assigning the slices afterwards (a
+    large share of rebuild time on big models). Weights the wrapper did not
+    create (made outside `add_weight`, named automatically, or with
+    repeated names) are then assigned with `set_weights`, by position.
+    """
+
+    def __init__(self, old, new, plan: dict):
+        self.old, self.new = old, new
+        self.values = _retained_weights(old, plan)
+        self.created: dict[str, Any] = {}
+        if self.values:
+            object.__setattr__(new, "add_weight", self._add_weight)
+
+    def _add_weight(self, *args, **kwargs):
+        name = kwargs.get("name")
+        original = type(self.new).add_weight.__get__(self.new)
+        if name not in self.values or name in self.created:
+            return original(*args, **kwargs)
+        initializer = _ValueInitializer(
+            self.values[name], f"{self.old.name}/{name}"
+        )
+        if len(args) > 1:  # add_weight(shape, initializer, dtype)
+            args = (args[0], initializer, *args[2:])
+        else:
+            kwargs["initializer"] = initializer
+        self.created[name] = original(*args, **kwargs)
+        return self.created[name]
+
+    def unwrap(self) -> None:
+        """Remove the `add_weight` wrapper from the new layer."""
+        if "add_weight" in vars(self.new):
+            object.__delattr__(self.new, "add_weight")
+
+    def finish(self) -> None:
+        """Assign the weights the wrapper did not create."""
+        if not self.old.weights:
+            return
+        if self.values is None:
+            # Repeated variable names: copy by position (shapes unchanged).
+            self.new.set_weights(self.old.get_weights())
+            return
+        created = {id(v) for v in self.created.values()}
+        if len(self.new.weights) == len(self.old.weights) and all(
+            id(w) in created for w in self.new.weights
+        ):
+            return
         # Same names in the same order, except for weights that `add_weight`
         # named automatically ("variable_18"): those are matched by position.
-        new.set_weights([weights[w.name] for w in old.weights])
+        self.new.set_weights([self.values[w.name] for w in self.old.weights])
+
+
+def _retained_weights(old, plan: dict) -> dict | None:
+    """`old`'s weights by name, sliced as planned; None when names repeat."""
+    weights = {w.name: np.asarray(w.numpy()) for w in old.weights}
+    if len(weights) != len(old.weights):
+        return None
+    if weights and id(old) in plan:
+        keep_in, keep_out, handler = plan[id(old)]
+        weights = handler.weights(old, weights, keep_in[0], keep_out)
+    return weights
 
 
 @dataclasses.dataclass
@@ -286,7 +337,8 @@ class Rebuild:
         Used for optimizer state (momentum, Adam moments), which has the
         shape of the weight it belongs to.
         """
-        for old, _, _ in self._pairs:
+        for pair in self._pairs:
+            old = pair.old
             for weight in old.weights:
                 if weight is not old_variable:
                     continue
@@ -314,9 +366,14 @@ def rebuild(
     analysis = graph_lib.analyze(model, strict=strict)
     keep_by_root = resolve_keep(analysis, keep)
     plan = _layer_plan(analysis, keep_by_root)
-    pairs: list = []
-    new_model = _clone(model, plan, pairs)
-    _transfer_weights(pairs, plan)
+    pairs: list[_WeightCopy] = []
+    try:
+        new_model = _clone(model, plan, pairs)
+    finally:
+        for pair in pairs:
+            pair.unwrap()
+    for pair in pairs:
+        pair.finish()
     _release_kernel_cache()
     return Rebuild(new_model, model, pairs, plan)
 
