@@ -237,7 +237,7 @@ def test_export_onnx_writes_the_requested_opset(tmp_path):
     import onnx
 
     # 18: jax2onnx 0.17 writes opset-18 operator forms whatever it is asked
-    # for, and the file then fails the checker (tf2onnx and torch honour 13).
+    # for, and the file then fails the checker (tf2onnx honoured 13, torch 17).
     path = onnx_export.export_onnx(
         residual_model(), tmp_path / "model.onnx", opset_version=18
     )
