@@ -19,6 +19,7 @@ Pure Python and NumPy: nothing here reads a Keras model.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -50,6 +51,8 @@ class GroupRecord:
         sites: activation sites of the group's channels.
         reasons: why the group cannot be pruned (empty when it can).
         inferred: layers accepted by the permutation rule on the way.
+        blocks: `(layer, groups)` of each grouped convolution that produces
+            or consumes the channels (`ChannelGroup.blocks`).
     """
 
     size: int
@@ -62,10 +65,11 @@ class GroupRecord:
     sites: list[ActivationSite] = dataclasses.field(default_factory=list)
     reasons: list[str] = dataclasses.field(default_factory=list)
     inferred: list[str] = dataclasses.field(default_factory=list)
+    blocks: list[tuple[str, int]] = dataclasses.field(default_factory=list)
 
     _LISTS = (
         "producers", "consumers", "members", "consumer_slices", "sites",
-        "reasons", "inferred",
+        "reasons", "inferred", "blocks",
     )
 
     def absorb(self, other: GroupRecord) -> None:
@@ -95,7 +99,7 @@ class GroupRecord:
                 dataclasses.replace(s, offset=s.offset + start)
                 for s in self.sites
             ],
-            reasons=list(self.reasons),
+            reasons=list(self.reasons) + _split_blocks_reason(self.blocks),
             inferred=list(self.inferred),
         )
 
@@ -149,6 +153,30 @@ class ChannelPartition:
         """Mark every group on `layout` non-prunable, for `reason`."""
         for part in self.refresh(layout).parts:
             self.block_root(part.root, reason)
+
+    def require_blocks(self, layout: Layout, blocks: int, where: str) -> None:
+        """Ask that `layout`'s channels be pruned in `blocks` equal blocks.
+
+        `where` is a grouped convolution with `groups=blocks` that produces
+        or consumes the tensor. Its channels must then be one whole group:
+        equal blocks across several groups would couple their widths, which
+        groups cannot express, so those groups are blocked instead.
+        """
+        layout = self.refresh(layout)
+        parts = layout.parts
+        if len(parts) == 1 and parts[0].positions == 1 and (
+            parts[0].size == layout.width
+        ):
+            record = self.record(parts[0].root)
+            if (where, blocks) not in record.blocks:
+                record.blocks.append((where, blocks))
+            return
+        self.block(
+            layout,
+            f"grouped convolution '{where}' (groups={blocks}) takes channels "
+            f"of {len(parts)} groups (a concatenation); keeping its channel "
+            "blocks equal would couple their widths, which is not supported",
+        )
 
     def unify(self, layouts: list[Layout], where: str) -> None:
         """Couple the channel axes of same-shaped tensors.
@@ -318,10 +346,48 @@ class ChannelPartition:
         return groups, roots
 
 
+def _convolutions(blocks: list[tuple[str, int]]) -> str:
+    return ", ".join(
+        f"'{layer}' (groups={groups})" for layer, groups in dict.fromkeys(blocks)
+    )
+
+
+def _split_blocks_reason(blocks: list[tuple[str, int]]) -> list[str]:
+    """Why a piece of a split group with equal blocks is blocked."""
+    if not blocks:
+        return []
+    return [
+        "its channels are split between concatenated groups, across the "
+        f"equal channel blocks of grouped convolution {_convolutions(blocks)}"
+    ]
+
+
+def _blocks(record: GroupRecord) -> tuple[int, list[str]]:
+    """The group's number of equal blocks, and why it cannot be pruned in
+    them (empty when it can)."""
+    blocks = math.lcm(1, *(groups for _, groups in record.blocks))
+    if blocks == 1:
+        return 1, []
+    where = _convolutions(record.blocks)
+    if record.size % blocks:
+        return blocks, [
+            f"grouped convolution {where} cannot cut its {record.size} "
+            f"channels into {blocks} equal blocks"
+        ]
+    if record.size == blocks:
+        return blocks, [
+            f"grouped convolution {where} leaves one channel per channel "
+            f"block of its {record.size} channels: keeping every block equal "
+            "removes none"
+        ]
+    return blocks, []
+
+
 def _group(
     name: str, record: GroupRecord, out_offsets: dict, in_offsets: dict
 ) -> ChannelGroup:
-    reason = "; ".join(record.reasons)
+    blocks, block_reasons = _blocks(record)
+    reason = "; ".join(record.reasons + block_reasons)
     producers = tuple(dict.fromkeys(record.producers))
     members = tuple(dict.fromkeys(record.members))
     return ChannelGroup(
@@ -341,4 +407,5 @@ def _group(
         member_offsets=tuple(
             (member, in_offsets.get(member, 0)) for member in members
         ),
+        blocks=blocks,
     )

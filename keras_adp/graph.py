@@ -268,7 +268,7 @@ class GraphAnalysis:
         """The output layout of a sliceable layer, by its handler's role."""
         role = handler.role
         if role == "producer":
-            return self._producer(layer, name, inputs[0], node)
+            return self._producer(layer, name, inputs[0], node, handler)
         if role in ("channelwise", "passthrough", "reshape"):
             if role == "channelwise":
                 for part in inputs[0].parts:
@@ -309,9 +309,13 @@ class GraphAnalysis:
                 self._partition.unify([a, b], name)
 
     def _producer(
-        self, layer: Any, name: str, inputs: Layout, node: Any
+        self, layer: Any, name: str, inputs: Layout, node: Any, handler
     ) -> Layout:
         out_channels = int(tuple(node.outputs[0].shape)[-1])
+        # A grouped convolution: input and output pruned in equal blocks.
+        blocks = handler.blocks(layer)
+        if blocks > 1:
+            self._partition.require_blocks(inputs, blocks, name)
         for part in inputs.parts:
             record = self._partition.record(part.root)
             if name not in record.consumers:
@@ -326,6 +330,8 @@ class GraphAnalysis:
         root = self._layer_roots[id(layer)]
         # A shared producer's group may have been split since its first call.
         layout = self._partition.refresh(single_layout(root, out_channels))
+        if blocks > 1:
+            self._partition.require_blocks(layout, blocks, name)
         activation = layer_handlers.fused_activation(layer)
         if activation is not None:
             self._add_sites(layout, name, activation, node.outputs[0])

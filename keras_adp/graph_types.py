@@ -142,6 +142,12 @@ class ChannelGroup:
         member_offsets: `(member, offset)` pairs: the index of the group's
             channel 0 among the member's channels (not 0 after a
             concatenation, e.g. DenseNet's BatchNormalization).
+        blocks: the channels form this many equal contiguous blocks, and a
+            pruning keeps the same number of channels in each: the groups
+            of the grouped convolutions (`1 < groups < channels`) that
+            produce or consume them (the least common multiple when there
+            are several). 1 when unconstrained. See
+            `keras_adp.channel_blocks`.
     """
 
     name: str
@@ -156,6 +162,7 @@ class ChannelGroup:
     inferred: tuple[str, ...] = ()
     producer_offsets: tuple[tuple[str, int], ...] = ()
     member_offsets: tuple[tuple[str, int], ...] = ()
+    blocks: int = 1
 
     @property
     def measured_at(self) -> ActivationSite | None:

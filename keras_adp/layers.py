@@ -20,7 +20,10 @@ permutation test. The slicing functions themselves are in
 
 Roles:
     producer: defines new output channels and consumes input channels
-        (Conv*, Conv*Transpose, SeparableConv*, Dense).
+        (Conv*, Conv*Transpose, SeparableConv*, Dense). A grouped `Conv*`
+        (`1 < groups < channels`) declares `blocks`: its input and output
+        channels are pruned in equal shares per group
+        (`keras_adp.channel_blocks`).
     channelwise: keeps channels one-to-one and owns per-channel state that is
         sliced with the group (BatchNormalization, DepthwiseConv with
         `depth_multiplier=1`, PReLU, LayerNormalization, Normalization,
@@ -60,6 +63,7 @@ from keras_adp.slicing import Weights
 __all__ = [
     "Handler",
     "REGISTRY",
+    "GROUPED_CONV",
     "GROUPED_DEPTHWISE",
     "ROLES",
     "activation_name",
@@ -83,6 +87,10 @@ def _no_activation(layer) -> str | None:
     return None
 
 
+def _one_block(layer) -> int:
+    return 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Handler:
     """How one layer class is analysed and sliced.
@@ -102,6 +110,10 @@ class Handler:
             `output_axis` holds the layer's output channels (its filters);
             what channel scores (`keras_adp.scoring`) are computed from.
         output_axis: that axis, counted from the end when negative.
+        blocks: for a producer, `(layer)` -> the number of equal contiguous
+            blocks its input and its output channels are cut into, each of
+            which a pruning must leave with the same number of channels
+            (a grouped convolution's `groups`); 1 for most layers.
     """
 
     role: str
@@ -111,6 +123,7 @@ class Handler:
     activation: Callable[[Any], str | None] = _no_activation
     output_weight: str | None = None
     output_axis: int | None = None
+    blocks: Callable[[Any], int] = _one_block
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -169,11 +182,10 @@ def _channels_last(layer, in_shapes, out_shapes) -> str | None:
 
 def _conv_check(layer, in_shapes, out_shapes) -> str | None:
     if getattr(layer, "groups", 1) != 1:
+        # Conv1D/2D/3D get the grouped handlers (`handler_for`).
         return (
-            f"grouped convolution (groups={layer.groups}, filters="
-            f"{layer.filters}, {in_shapes[0][-1]} input channels) is not "
-            "supported; only groups == input channels == filters "
-            "(depthwise-style) is"
+            f"grouped convolution (groups={layer.groups}) is not supported "
+            f"for {type(layer).__name__}"
         )
     return _channels_last(layer, in_shapes, out_shapes)
 
@@ -386,6 +398,14 @@ GROUPED_DEPTHWISE = Handler(
     fused_activation,
 )
 
+# Any other grouped `Conv` (`groups > 1`): a producer whose input and output
+# channels are pruned in equal shares per group (RegNet, ResNeXt).
+GROUPED_CONV = Handler(
+    "producer", _channels_last, slicing.filters_config("filters"),
+    slicing.grouped_conv_weights, output_weight="kernel", output_axis=-1,
+    blocks=lambda layer: int(layer.groups),
+)
+
 
 # --------------------------------------------- keras.ops operation nodes
 # Python arithmetic and `keras.ops` calls on symbolic tensors become
@@ -502,11 +522,12 @@ def handler_for(layer: Any) -> Handler | None:
 
     Subclasses of supported layers are not matched: their `call` may do
     anything with the channels. A grouped `Conv1D/2D/3D` whose groups equal
-    its input channels and filters gets the depthwise handler.
+    its input channels and filters gets the depthwise handler, any other
+    grouped one `GROUPED_CONV`.
     """
     handler = REGISTRY.get(type(layer))
-    if handler is _PRODUCER and _is_depthwise_style(layer):
-        return GROUPED_DEPTHWISE
+    if handler is _PRODUCER and getattr(layer, "groups", 1) > 1:
+        return GROUPED_DEPTHWISE if _is_depthwise_style(layer) else GROUPED_CONV
     return handler
 
 

@@ -10,7 +10,9 @@ All knobs of the method live here, with their defaults:
   the paper's `"density"`, `max(min_channels, ceil(AD * width))`
   (`min_channels` 4, never more than the current width). Widths are rounded
   up to a multiple of `round_to` (1; 8 suits mobile kernels), again capped
-  at the current width.
+  at the current width. A grouped convolution's group (`ChannelGroup.blocks`
+  equal blocks) gets the nearest width with the same count in every block,
+  never below `min_channels`, and keeps the best-ranked channels of each.
 - Channels kept (`selection`): `"density"` (default) keeps the channels with
   the highest per-channel density, ties broken by the L1 norm of their
   producer weights; `"l1"` keeps the largest L1 norms; `"bn_gamma"` the
@@ -135,6 +137,8 @@ import numbers
 from typing import Any
 
 import numpy as np
+
+from keras_adp import channel_blocks
 
 __all__ = ["ADPPolicy", "SELECTIONS", "TRIGGERS", "WIDTH_RULES"]
 
@@ -372,22 +376,35 @@ class ADPPolicy:
                 continue
             gamma = (gammas or {}).get(group.name)
             width = self.group_width(group.size, density, gamma, densest)
+            # A grouped convolution's channels: equal counts per block.
+            blocks = getattr(group, "blocks", 1)
+            if blocks > 1:
+                width = blocks * channel_blocks.block_count(
+                    width, group.size, blocks, self.min_channels
+                )
             if width >= group.size:
                 continue
             if (group.size - width) / group.size >= self.min_reduction:
                 worthwhile = True
             keep[group.name] = self.select(
-                width, density.channels, scores.get(group.name), gamma
+                width, density.channels, scores.get(group.name), gamma,
+                blocks=blocks,
             )
         return keep if worthwhile else {}
 
     def select(
-        self, width: int, channel_density, channel_score, gamma=None
+        self, width: int, channel_density, channel_score, gamma=None,
+        blocks: int = 1,
     ) -> np.ndarray:
-        """Indices of the `width` channels to keep, sorted."""
-        return np.sort(
-            self.rank(channel_density, channel_score, gamma)[:width]
-        )
+        """Indices of the `width` channels to keep, sorted; with `blocks >
+        1`, `width / blocks` of each block (`ChannelGroup.blocks`), the
+        best ranked within each."""
+        order = self.rank(channel_density, channel_score, gamma)
+        if blocks > 1:
+            return channel_blocks.equal_blocks(
+                order, width // blocks, len(order), blocks
+            )
+        return np.sort(order[:width])
 
     def rank(self, channel_density, channel_score, gamma=None) -> np.ndarray:
         """Channel indices, most worth keeping first (see `selection`).

@@ -2,9 +2,11 @@
 
 `prune_channels(model, keep)` clones the model's graph with
 `keras.models.clone_model`, giving every affected layer a smaller config
-(fewer `filters`/`units`), then copies the surviving slices of every weight
-into the new layers with `set_weights` (never through the config). The input
-model is never modified.
+(fewer `filters`/`units`). The surviving slices of every weight go into the
+new layers as they are built: each new variable is created with its
+retained value as initial value (`_WeightCopy`), never through the config;
+weights that cannot be matched that way are assigned with `set_weights`
+afterwards. The input model is never modified.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import keras
 import numpy as np
 
+from keras_adp import channel_blocks
 from keras_adp import compiling
 from keras_adp import graph as graph_lib
 
@@ -23,6 +26,13 @@ def resolve_keep(
     analysis: graph_lib.GraphAnalysis, keep: Mapping[str, Sequence[int]]
 ) -> dict[int, np.ndarray]:
     """Validate `keep` and map it to union-find roots.
+
+    A group whose channels form equal blocks (`ChannelGroup.blocks > 1`, a
+    grouped convolution's) keeps the same number of channels in every
+    block: `len(indices) / blocks` rounded to the nearest integer (at least
+    1), the indices listed first within each block, a block with too few
+    listed completed with its lowest other indices
+    (`keras_adp.channel_blocks`).
 
     Args:
         analysis: the analysis of the model being pruned.
@@ -57,53 +67,69 @@ def resolve_keep(
                 f"'{key}' is not a channel group or producer layer; known "
                 f"groups: {sorted(g.name for g in analysis.groups)}"
             )
-            continue
-        if group.name in seen_from:
+        elif group.name in seen_from:
             problems.append(
                 f"'{key}' and '{seen_from[group.name]}' name the same group "
                 f"'{group.name}'"
             )
-            continue
-        seen_from[group.name] = key
-        if not group.prunable:
+        elif not group.prunable:
+            seen_from[group.name] = key
             problems.append(
                 f"group '{group.name}' is not prunable: {group.reason}"
             )
-            continue
-        array = np.asarray(indices)
-        if array.ndim != 1 or (
-            array.size and not np.issubdtype(array.dtype, np.integer)
-        ):
-            problems.append(
-                f"indices for '{key}' must be a 1-D sequence of integers; "
-                f"received {indices!r}"
-            )
-            continue
-        if array.size == 0:
-            problems.append(
-                f"indices for '{key}' are empty; keep at least one of its "
-                f"{group.size} channels"
-            )
-            continue
-        bad = sorted({int(i) for i in array if i < 0 or i >= group.size})
-        if bad:
-            problems.append(
-                f"indices {bad} for '{key}' are out of range [0, {group.size})"
-            )
-        values, counts = np.unique(array, return_counts=True)
-        duplicates = values[counts > 1].tolist()
-        if duplicates:
-            problems.append(f"indices {duplicates} for '{key}' are repeated")
-        if not bad and not duplicates:
-            result[analysis.root_of_group(group.name)] = np.sort(
-                array.astype(np.int64)
-            )
+        else:
+            seen_from[group.name] = key
+            array, found = _checked_indices(key, indices, group)
+            problems.extend(found)
+            if not found:
+                result[analysis.root_of_group(group.name)] = array
     if problems:
         raise ValueError(
             "Invalid `keep` passed to prune_channels:\n  - "
             + "\n  - ".join(problems)
         )
     return result
+
+
+def _checked_indices(
+    key: str, indices: Sequence[int], group: graph_lib.ChannelGroup
+) -> tuple[np.ndarray | None, list[str]]:
+    """`(kept indices, problems)` for one entry of `keep`: the indices
+    sorted (evened out over the group's blocks), or the problems found."""
+    array = np.asarray(indices)
+    if array.ndim != 1 or (
+        array.size and not np.issubdtype(array.dtype, np.integer)
+    ):
+        return None, [
+            f"indices for '{key}' must be a 1-D sequence of integers; "
+            f"received {indices!r}"
+        ]
+    if array.size == 0:
+        return None, [
+            f"indices for '{key}' are empty; keep at least one of its "
+            f"{group.size} channels"
+        ]
+    problems = []
+    bad = sorted({int(i) for i in array if i < 0 or i >= group.size})
+    if bad:
+        problems.append(
+            f"indices {bad} for '{key}' are out of range [0, {group.size})"
+        )
+    values, counts = np.unique(array, return_counts=True)
+    duplicates = values[counts > 1].tolist()
+    if duplicates:
+        problems.append(f"indices {duplicates} for '{key}' are repeated")
+    if problems:
+        return None, problems
+    array = array.astype(np.int64)
+    if group.blocks > 1:
+        count = channel_blocks.block_count(
+            len(array), group.size, group.blocks
+        )
+        return channel_blocks.equal_blocks(
+            array, count, group.size, group.blocks
+        ), []
+    return np.sort(array), []
 
 
 def _layer_plan(
@@ -409,6 +435,9 @@ def prune_channels(
         keep: maps a channel-group name (see `channel_groups`), or the name
             of any producer layer of a group, to the indices of the channels
             to retain, in any order. Groups not named keep every channel.
+            A grouped convolution's group (`ChannelGroup.blocks > 1`) keeps
+            the same count in each of its blocks, the indices listed first
+            within each block (see `resolve_keep`).
         strict: passed to the graph analysis: raise on unsupported layers
             instead of treating their groups as non-prunable. Defaults to
             `False`.

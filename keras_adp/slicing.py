@@ -15,6 +15,9 @@ Kernel layouts:
         `(*1, in * multiplier, out)`.
     DepthwiseConv*D: `(*kernel_size, in, 1)`; a grouped `Conv` with
         `groups == channels`: `(*kernel_size, 1, channels)`.
+    Grouped Conv*D (`groups = G`): `(*kernel_size, in / G, out)`; output
+        channel `o` (in block `o // (out / G)`) reads input channel
+        `block * (in / G) + i` at kernel index `i`.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "reshape_config",
     "grouped_depthwise_config",
     "conv_weights",
+    "grouped_conv_weights",
     "conv_transpose_weights",
     "separable_weights",
     "per_channel_weights",
@@ -88,6 +92,47 @@ def filters_config(key: str) -> Callable:
 def conv_weights(layer: Any, weights: Weights, keep_in, keep_out) -> Weights:
     """Conv*D / Dense: kernel `(*kernel_size, in, out)`, bias `(out,)`."""
     kernel = take(take(weights["kernel"], keep_in, -2), keep_out, -1)
+    return _replaced(weights, {"kernel": kernel}, keep_out)
+
+
+def _in_block(keep: np.ndarray | None, block: int, per_block: int):
+    """The indices of `keep` inside `block` (of `per_block` channels),
+    counted from the block's start; None (all) when `keep` is None."""
+    if keep is None:
+        return None
+    start = block * per_block
+    inside = keep[(keep >= start) & (keep < start + per_block)]
+    return inside - start
+
+
+def grouped_conv_weights(
+    layer: Any, weights: Weights, keep_in, keep_out
+) -> Weights:
+    """Grouped Conv*D: kernel `(*kernel_size, in / groups, out)`, bias
+    `(out,)`. Each group's block of the kernel is sliced on its own: its
+    kept output channels, and its kept input channels counted from the
+    start of its input block. Every block must keep as many channels as
+    the others (`keras_adp.channel_blocks`), so that the layer keeps its
+    `groups`."""
+    groups = int(layer.groups)
+    kernel = weights["kernel"]
+    in_per, out_per = kernel.shape[-2], kernel.shape[-1] // groups
+    blocks = []
+    for block in range(groups):
+        ins = _in_block(keep_in, block, in_per)
+        outs = _in_block(keep_out, block, out_per)
+        part = kernel[..., block * out_per:(block + 1) * out_per]
+        blocks.append(take(take(part, ins, -2), outs, -1))
+    counts = {(b.shape[-2], b.shape[-1]) for b in blocks}
+    if len(counts) != 1:
+        raise ValueError(
+            f"Cannot slice grouped convolution '{layer.name}' "
+            f"(groups={groups}): expected the same number of kept channels "
+            "in every group, received (input, output) counts "
+            f"{[(b.shape[-2], b.shape[-1]) for b in blocks]}. Pass `keep` "
+            "through `prune_channels`, which evens them out."
+        )
+    kernel = np.concatenate(blocks, axis=-1)
     return _replaced(weights, {"kernel": kernel}, keep_out)
 
 

@@ -158,7 +158,12 @@ def test_unknown_layer_makes_touched_groups_non_prunable_with_reason():
 @pytest.mark.parametrize(
     "layer, reason",
     [
-        (L.Conv2D(4, 1, groups=2, name="odd"), "grouped convolution"),
+        # groups == input channels, 2 filters a group: one input channel
+        # per block, so no equal-share pruning of c1 removes any.
+        (
+            L.Conv2D(32, 1, groups=16, name="odd"),
+            "one channel per channel block",
+        ),
         (L.DepthwiseConv2D(3, depth_multiplier=2, name="odd"), "depth_multiplier=2"),
         (L.BatchNormalization(axis=1, name="odd"), "axis=1"),
         (L.Softmax(name="odd"), "normalises across channels"),
