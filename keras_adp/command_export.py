@@ -1,12 +1,13 @@
-"""`keras-adp export`: convert a saved model to TFLite, print its size,
-latency and parity.
+"""`keras-adp export`: convert a saved model to TFLite or ONNX, print its
+size, latency and parity.
 
 The handler refuses a path that cannot be a saved model before Keras sees
 it, loads the model (Keras' safe mode unless `--unsafe-deserialization`),
 gathers the calibration and parity inputs (`--calibration`: a `.npy`/`.npz`
 file or a dataset name; random inputs without it), then
-`keras_adp.export` converts, times and checks the file. A failed parity
-check is an error here (`TFLiteMismatchError`).
+`keras_adp.export` (`--format tflite`) or `keras_adp.onnx_export`
+(`--format onnx`) converts, times and checks the file. A failed parity
+check is an error here (`TFLiteMismatchError`, `ONNXMismatchError`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from keras_adp import data
 from keras_adp import experiment
 from keras_adp import export
 from keras_adp import inputs as inputs_lib
+from keras_adp import onnx_export
 from keras_adp.litert_interpreter import one_line
 
 __all__ = [
@@ -39,6 +41,13 @@ def export_model(args: argparse.Namespace) -> int:
     """Runs `keras-adp export` with the parsed `args`; returns 0."""
     model_path = pathlib.Path(args.model)
     _check_model_file(model_path)
+    to_onnx = args.format == "onnx"
+    if to_onnx and args.quantization != "float32":
+        raise ValueError(
+            f"Received --format onnx with --quantization {args.quantization}; "
+            "ONNX files are exported in float32. Drop --quantization, or "
+            "pass --format tflite."
+        )
     if args.quantization == "int8" and args.calibration is None:
         raise ValueError(
             "Received --quantization int8 without --calibration; int8 needs "
@@ -46,19 +55,31 @@ def export_model(args: argparse.Namespace) -> int:
             "the dataset the model was trained on), or a .npy file of inputs."
         )
     model = _load_model(model_path, safe_mode=not args.unsafe_deserialization)
-    out = pathlib.Path(
-        args.out
-        or model_path.with_name(f"{model_path.stem}_{args.quantization}.tflite")
+    default_name = (
+        f"{model_path.stem}.onnx"
+        if to_onnx
+        else f"{model_path.stem}_{args.quantization}.tflite"
     )
+    out = pathlib.Path(args.out or model_path.with_name(default_name))
     calibration, parity_inputs, parity_source = _export_inputs(args, model)
-    export.export_tflite(
-        model,
-        out,
-        quantization=args.quantization,
-        representative_data=calibration if args.quantization == "int8" else None,
-        num_calibration_samples=args.samples,
-    )
-    latency = export.benchmark_tflite(out, num_threads=args.threads, runs=args.runs)
+    if to_onnx:
+        onnx_export.export_onnx(model, out)
+        latency = onnx_export.benchmark_onnx(
+            out, num_threads=args.threads, runs=args.runs
+        )
+    else:
+        export.export_tflite(
+            model,
+            out,
+            quantization=args.quantization,
+            representative_data=(
+                calibration if args.quantization == "int8" else None
+            ),
+            num_calibration_samples=args.samples,
+        )
+        latency = export.benchmark_tflite(
+            out, num_threads=args.threads, runs=args.runs
+        )
     print(f"wrote {out}")
     print(
         f"size: {latency.size_bytes:,} bytes ({latency.size_bytes / 1024:.1f} "
@@ -69,7 +90,8 @@ def export_model(args: argparse.Namespace) -> int:
         f"p90 {latency.p90_ms:.3f}) over {latency.runs} runs, "
         f"{latency.num_threads} thread(s)"
     )
-    verified = export.verify_tflite(out, model, parity_inputs)
+    verify = onnx_export.verify_onnx if to_onnx else export.verify_tflite
+    verified = verify(out, model, parity_inputs)
     tolerance = (
         f"atol {verified.atol:g}, rtol {verified.rtol:g}"
         if verified.atol is not None

@@ -60,8 +60,9 @@ layer's, each step on trial before the accuracy guard.
 """
 
 _EXPORT_DESCRIPTION = """\
-Convert a saved Keras model to a TFLite file, check that the file computes
-what the model computes (parity), and time single-sample inference.
+Convert a saved Keras model to a TFLite file (or, with --format onnx, an
+ONNX file), check that the file computes what the model computes (parity),
+and time single-sample inference (LiteRT or ONNX Runtime).
 """
 
 _TRAIN_EPILOG = """\
@@ -107,6 +108,8 @@ examples:
       --calibration embedded
   keras-adp export model.keras --quantization float16 --out model_fp16.tflite
   keras-adp export model.keras --quantization int8 --calibration inputs.npy
+  keras-adp export model.keras --format onnx
+      float32 ONNX (needs `pip install -e ".[onnx]"`), written as model.onnx
 
 --calibration is a .npy file holding an array of model inputs
 (N, height, width, channels), preprocessed exactly as in training; a .npz
@@ -320,11 +323,17 @@ def _add_export_parser(commands, common) -> None:
     """`keras-adp export MODEL.keras` and its options."""
     parser = _subcommand(
         commands, common, "export",
-        help="convert a saved .keras model to TFLite; print size, parity, latency",
+        help="convert a saved .keras model to TFLite or ONNX; print size, "
+        "parity, latency",
         description=_EXPORT_DESCRIPTION,
         epilog=_EXPORT_EPILOG,
     )
     parser.add_argument("model", metavar="MODEL.keras", help="a saved Keras model")
+    parser.add_argument(
+        "--format", choices=("tflite", "onnx"), default="tflite",
+        help="tflite: LiteRT, any --quantization; onnx: float32 ONNX, checked "
+        "and timed in ONNX Runtime",
+    )
     parser.add_argument(
         "--quantization", choices=export.QUANTIZATION_MODES, default="float32",
         help="float32: none; float16: float16 weights; dynamic: int8 "
@@ -340,8 +349,9 @@ def _add_export_parser(commands, common) -> None:
         help="with a dataset name in --calibration: the dataset's folder",
     )
     parser.add_argument(
-        "--out", metavar="FILE.tflite",
-        help="output file (default: MODEL_<quantization>.tflite beside MODEL)",
+        "--out", metavar="FILE",
+        help="output file (default: MODEL_<quantization>.tflite, or "
+        "MODEL.onnx with --format onnx, beside MODEL)",
     )
     parser.add_argument(
         "--samples", type=types.positive_int, default=EXPORT_SAMPLES, metavar="N",
@@ -349,7 +359,8 @@ def _add_export_parser(commands, common) -> None:
     )
     parser.add_argument(
         "--threads", type=types.positive_int, default=1, metavar="N",
-        help="interpreter threads for the latency benchmark",
+        help="interpreter (or ONNX Runtime intra-op) threads for the latency "
+        "benchmark",
     )
     parser.add_argument(
         "--runs", type=types.positive_int, default=50, metavar="N",

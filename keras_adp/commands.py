@@ -39,7 +39,9 @@ __all__ = [
 
 # Exceptions whose message says what went wrong and how to fix it: printed
 # as one line, without a traceback.
-_USER_ERRORS = (ValueError, OSError, training.TrainingDivergedError)
+_USER_ERRORS = (
+    ValueError, OSError, ImportError, training.TrainingDivergedError
+)
 
 
 def run(argv: list[str]) -> int:

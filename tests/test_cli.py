@@ -9,6 +9,7 @@ that change a run work on a copy.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import logging
 import os
@@ -405,6 +406,60 @@ def test_export_writes_tflite_and_prints_size_parity_and_latency(
     assert f"size: {out.stat().st_size:,} bytes" in stdout
     assert f"parity ({quantization}, 64 calibration samples): ok" in stdout
     assert "latency:" in stdout
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None
+    or importlib.util.find_spec("tf2onnx") is None,
+    reason='ONNX extra not installed: pip install -e ".[onnx]"',
+)
+def test_export_format_onnx_writes_onnx_and_prints_size_parity_and_latency(
+    trained_run, calibration_file, tmp_path, capsys
+):
+    model_path = shutil.copy(trained_run[0] / "model.keras", tmp_path / "m.keras")
+
+    status = cli.main(
+        ["export", str(model_path), "--format", "onnx",
+         "--calibration", str(calibration_file), "--runs", "5"]
+    )
+
+    assert status == 0
+    out = tmp_path / "m.onnx"
+    assert out.stat().st_size > 0
+    stdout = capsys.readouterr().out
+    assert f"wrote {out}" in stdout
+    assert f"size: {out.stat().st_size:,} bytes" in stdout
+    assert "parity (float32, 64 calibration samples): ok" in stdout
+    assert "latency:" in stdout
+
+
+def test_export_format_onnx_refuses_quantization(trained_run, capsys):
+    status = cli.main(
+        ["export", str(trained_run[0] / "model.keras"), "--format", "onnx",
+         "--quantization", "int8"]
+    )
+
+    assert status == 1
+    assert "ONNX files are exported in float32" in capsys.readouterr().err
+
+
+def test_export_format_onnx_without_the_extra_exits_1_naming_it(
+    trained_run, tmp_path, capsys, monkeypatch
+):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *args: None if name == "tf2onnx" else find_spec(name, *args),
+    )
+
+    status = cli.main(
+        ["export", str(trained_run[0] / "model.keras"), "--format", "onnx",
+         "--out", str(tmp_path / "m.onnx")]
+    )
+
+    assert status == 1
+    assert '.[onnx]' in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()
 
 
 @pytest.mark.slow
