@@ -2,7 +2,8 @@
 
 Pipeline: graph analysis (`channel_groups`) -> density (`measure_density`,
 `ActivationDensity`) -> policy (`ADPPolicy`) -> rebuild (`prune_channels`)
--> metrics (`keras_adp.metrics`) -> export (`export_tflite`).
+-> metrics (`keras_adp.metrics`) -> export (`export_tflite`, or
+`export_onnx` with the `onnx` extra).
 
 The names below and the submodules are imported on first use (PEP 562), so
 `import keras_adp` does not load TensorFlow: the `keras-adp` command sets up
@@ -23,6 +24,10 @@ _EXPORTS = {
     "benchmark_tflite": "keras_adp.export",
     "export_tflite": "keras_adp.export",
     "verify_tflite": "keras_adp.export",
+    "benchmark_onnx": "keras_adp.onnx_export",
+    "export_onnx": "keras_adp.onnx_export",
+    "measure_onnx": "keras_adp.onnx_export",
+    "verify_onnx": "keras_adp.onnx_export",
     "ChannelGroup": "keras_adp.graph",
     "channel_groups": "keras_adp.graph",
     "supported_layers": "keras_adp.layers",
@@ -34,23 +39,39 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "callbacks",
+    "channel_partition",
     "checkpoints",
     "cli",
+    "command_export",
+    "command_options",
+    "command_parsers",
+    "command_report",
+    "command_train",
     "commands",
+    "compiling",
     "data",
+    "data_loaders",
+    "data_pipeline",
     "density",
     "distribute",
+    "epoch_loop",
     "experiment",
     "export",
     "graph",
+    "graph_types",
     "guard",
     "idx",
     "inputs",
+    "keras_graph",
     "layers",
     "litert",
+    "litert_interpreter",
     "metrics",
     "models",
+    "onnx_export",
+    "op_nodes",
     "optimizers",
+    "permutation_rule",
     "policy",
     "pruning_steps",
     "rebuild",
@@ -58,7 +79,11 @@ _SUBMODULES = (
     "report_data",
     "report_markdown",
     "report_plots",
+    "scoring",
+    "slicing",
     "training",
+    "training_callbacks",
+    "training_result",
     "validation",
 )
 
@@ -71,6 +96,12 @@ if TYPE_CHECKING:
     from keras_adp.export import benchmark_tflite, export_tflite, verify_tflite
     from keras_adp.graph import ChannelGroup, channel_groups
     from keras_adp.layers import supported_layers
+    from keras_adp.onnx_export import (
+        benchmark_onnx,
+        export_onnx,
+        measure_onnx,
+        verify_onnx,
+    )
     from keras_adp.policy import ADPPolicy
     from keras_adp.rebuild import prune_channels
     from keras_adp.training import ADPResult, ADPTrainer, TrainingDivergedError
