@@ -71,6 +71,7 @@ _SUBMODULES = (
     "onnx_export",
     "op_nodes",
     "optimizers",
+    "parity",
     "permutation_rule",
     "policy",
     "pruning_steps",

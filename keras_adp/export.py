@@ -33,7 +33,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import pathlib
-import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any, Union
 
@@ -42,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_adp import litert
+from keras_adp import parity
 from keras_adp.litert import LatencyResult
 from keras_adp.litert import ParityCheck
 from keras_adp.litert import TFLiteMismatchError
@@ -128,23 +128,12 @@ def export_tflite(
         num_calibration_samples,
     )
     options = _converter_options(mode, samples, int8_io)
-    descriptor, temp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=".tflite", dir=path.parent
-    )
-    os.close(descriptor)
-    try:
+
+    def write(temp_name: str) -> None:
         _convert(model, temp_name, options)
         _check_converted(pathlib.Path(temp_name), path, mode, model)
-        # mkstemp creates the file 0600; give it the usual umask permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_name, 0o666 & ~umask)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
-    return path
+
+    return parity.write_into_place(path, write)
 
 
 def _check_export_arguments(
@@ -346,23 +335,7 @@ def _validate_quantization(quantization: str | None) -> str:
 
 def _single_input_shape(model: keras.Model) -> tuple[int | None, ...]:
     """The input shape (batch axis included) of a single-input model."""
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if not inputs:
-        raise ValueError(
-            "Expected a model with defined inputs (a functional model or a "
-            "Sequential model starting with `keras.Input`). Received: "
-            f"{type(model).__name__} {model.name!r} without `inputs`. Build "
-            "it from `keras.Input(...)`."
-        )
-    if len(inputs) != 1:
-        raise ValueError(
-            "Expected a single-input model. Received: model "
-            f"{model.name!r} with {len(inputs)} inputs."
-        )
-    return tuple(inputs[0].shape)
+    return tuple(parity.single_model_input(model).shape)
 
 
 def _calibration_samples(

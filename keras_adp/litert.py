@@ -9,21 +9,21 @@ the Keras model they came from, and latency.
   file size, raw and gzipped.
 
 Opening and invoking the interpreter is `keras_adp.litert_interpreter`'s;
-the helpers `keras_adp.export` shares with it are re-exported here.
-`keras_adp.export` converts models and re-exports the names above.
+the checks, the comparison with Keras and the latency loop are
+`keras_adp.parity`'s, shared with the ONNX path. The helpers
+`keras_adp.export` uses are re-exported here. `keras_adp.export` converts
+models and re-exports the names above.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
-import statistics
-import time
 from typing import Any
 
 import keras
 import numpy as np
 
+from keras_adp import parity
 from keras_adp.litert_interpreter import PathLike
 from keras_adp.litert_interpreter import as_float32
 from keras_adp.litert_interpreter import check_tflite_suffix
@@ -37,15 +37,19 @@ from keras_adp.litert_interpreter import open_interpreter
 from keras_adp.litert_interpreter import random_input
 from keras_adp.litert_interpreter import shape_matches
 from keras_adp.litert_interpreter import single_io_details
+from keras_adp.parity import LatencyResult
+from keras_adp.parity import ParityCheck
+from keras_adp.parity import VerifyResult
 
 __all__ = [
     "verify_tflite",
     "measure_tflite",
     "benchmark_tflite",
+    "TFLiteMismatchError",
+    # Shared with `keras_adp.onnx_export` (from `keras_adp.parity`):
     "VerifyResult",
     "ParityCheck",
     "LatencyResult",
-    "TFLiteMismatchError",
     # Shared with `keras_adp.export` (from `keras_adp.litert_interpreter`):
     "one_line",
     "open_interpreter",
@@ -56,83 +60,9 @@ __all__ = [
     "check_tflite_suffix",
 ]
 
-_KERAS_BATCH_SIZE = 64
-
 
 class TFLiteMismatchError(ValueError):
     """Raised when a LiteRT model's outputs disagree with its Keras model."""
-
-
-@dataclasses.dataclass(frozen=True)
-class VerifyResult:
-    """Agreement between a `.tflite` file and the Keras model it came from.
-
-    Attributes:
-        max_abs_error: largest absolute difference between any LiteRT output
-            element and the corresponding Keras output element (after
-            dequantizing integer outputs).
-        top1_agreement: fraction in `[0, 1]` of samples whose arg-max over
-            the last output axis is the same in both models.
-        num_samples: number of samples compared.
-        quantization: quantization detected in the file: one of
-            `"float32"`, `"float16"`, `"dynamic"`, `"int8"`.
-        atol: absolute tolerance that was applied, or `None` if the
-            element-wise check was skipped.
-        rtol: relative tolerance that was applied (`0.0` if `atol` is
-            `None`).
-        min_top1_agreement: agreement threshold that was applied, or `None`
-            if it was not checked.
-    """
-
-    max_abs_error: float
-    top1_agreement: float
-    num_samples: int
-    quantization: str
-    atol: float | None
-    rtol: float
-    min_top1_agreement: float | None
-
-
-@dataclasses.dataclass(frozen=True)
-class ParityCheck:
-    """What `measure_tflite` returns.
-
-    Attributes:
-        result: the measured `VerifyResult`.
-        message: why the file disagrees with its model beyond the
-            thresholds, or `None` when it agrees.
-    """
-
-    result: VerifyResult
-    message: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        """Whether the file agrees with its model within the thresholds."""
-        return self.message is None
-
-
-@dataclasses.dataclass(frozen=True)
-class LatencyResult:
-    """Single-sample LiteRT latency and file size.
-
-    Attributes:
-        median_ms: median `invoke()` time in milliseconds.
-        p10_ms: 10th percentile of `invoke()` time in milliseconds.
-        p90_ms: 90th percentile of `invoke()` time in milliseconds.
-        runs: number of timed `invoke()` calls.
-        num_threads: interpreter threads used.
-        size_bytes: size of the `.tflite` file in bytes.
-        gzip_size_bytes: size of the file after gzip (level 9), in bytes.
-    """
-
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    runs: int
-    num_threads: int
-    size_bytes: int
-    gzip_size_bytes: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,63 +172,34 @@ def measure_tflite(
             measure).
     """
     path = existing_tflite_path(path)
-    _check_tolerances(atol, rtol, min_top1_agreement)
+    parity.check_tolerances(atol, rtol, min_top1_agreement)
     interpreter = load_interpreter(path)
     input_detail, output_detail = single_io_details(interpreter, path)
     mode = detect_quantization(interpreter)
-    samples = _verification_samples(x, input_detail)
+    signature = input_detail.get("shape_signature", input_detail["shape"])
+    samples = parity.verification_samples(
+        x,
+        tuple(None if size < 0 else int(size) for size in signature[1:]),
+        "LiteRT",
+    )
     litert_outputs = np.stack(
         [
             invoke_one(interpreter, input_detail, output_detail, sample)
             for sample in samples
         ]
     )
-    keras_outputs = _keras_outputs(model, samples)
-    if litert_outputs.shape != keras_outputs.shape:
-        raise TFLiteMismatchError(
-            f"The LiteRT model {str(path)!r} and the Keras model produce "
-            "outputs of different shapes on the same inputs. Received: "
-            f"LiteRT output shape {litert_outputs.shape}, Keras output "
-            f"shape {keras_outputs.shape}. Check that the file was exported "
-            "from this model."
-        )
     tolerance = _applied_tolerance(mode, atol, rtol, min_top1_agreement)
-    difference = np.abs(litert_outputs - keras_outputs)
-    result = VerifyResult(
-        max_abs_error=float(np.max(difference)) if difference.size else 0.0,
-        top1_agreement=_top1_agreement(litert_outputs, keras_outputs),
-        num_samples=len(samples),
+    return parity.parity_check(
+        path,
+        litert_outputs,
+        parity.keras_outputs(model, samples),
+        runtime="LiteRT",
         quantization=mode,
         atol=tolerance.atol,
         rtol=tolerance.rtol,
         min_top1_agreement=tolerance.min_top1_agreement,
+        mismatch_error=TFLiteMismatchError,
     )
-    within_tolerance = tolerance.atol is None or np.all(
-        difference <= tolerance.atol + tolerance.rtol * np.abs(keras_outputs)
-    )
-    return ParityCheck(
-        result=result, message=_mismatch(path, result, within_tolerance)
-    )
-
-
-def _check_tolerances(atol, rtol, min_top1_agreement) -> None:
-    """Each tolerance is None or >= 0; the agreement at most 1."""
-    tolerance_args = {
-        "atol": atol,
-        "rtol": rtol,
-        "min_top1_agreement": min_top1_agreement,
-    }
-    for name, value in tolerance_args.items():
-        if value is not None and not value >= 0:
-            raise ValueError(
-                f"Expected `{name}` to be None or >= 0. "
-                f"Received: {name}={value!r}."
-            )
-    if min_top1_agreement is not None and min_top1_agreement > 1:
-        raise ValueError(
-            "Expected `min_top1_agreement` to be a fraction in [0, 1]. "
-            f"Received: min_top1_agreement={min_top1_agreement!r}."
-        )
 
 
 def _applied_tolerance(mode, atol, rtol, min_top1_agreement) -> _Tolerance:
@@ -317,38 +218,6 @@ def _applied_tolerance(mode, atol, rtol, min_top1_agreement) -> _Tolerance:
             if min_top1_agreement is None
             else float(min_top1_agreement)
         ),
-    )
-
-
-def _mismatch(path, result: VerifyResult, within_tolerance) -> str | None:
-    """Why the file disagrees with its model beyond the thresholds, or
-    None when it agrees."""
-    max_abs_error, agreement = result.max_abs_error, result.top1_agreement
-    problems = []
-    if not within_tolerance:
-        problems.append(
-            f"max_abs_error={max_abs_error:.6g} exceeds the tolerance "
-            f"|litert - keras| <= atol + rtol * |keras| with "
-            f"atol={result.atol:g}, rtol={result.rtol:g}"
-        )
-    required = result.min_top1_agreement
-    if required is not None and not agreement >= required:
-        problems.append(
-            f"top1_agreement={agreement:.4f} is below the required "
-            f"{required:g}"
-        )
-    if not problems:
-        return None
-    mode = result.quantization
-    return (
-        f"The LiteRT model {str(path)!r} (quantization: {mode}) "
-        f"disagrees with the Keras model on {result.num_samples} samples: "
-        + "; ".join(problems)
-        + f" (max_abs_error={max_abs_error:.6g}, "
-        f"top1_agreement={agreement:.4f}). If this much difference is "
-        f"expected for {mode} models, pass looser `atol`, `rtol` or "
-        "`min_top1_agreement`; otherwise check that the file was "
-        "exported from this model."
     )
 
 
@@ -385,18 +254,7 @@ def benchmark_tflite(
         FileNotFoundError: if `path` does not exist.
     """
     path = existing_tflite_path(path)
-    for name, value, minimum in (
-        ("num_threads", num_threads, 1),
-        ("runs", runs, 1),
-        ("warmup", warmup, 0),
-    ):
-        if not isinstance(value, int) or value < minimum:
-            raise ValueError(
-                f"Expected `{name}` to be an int >= {minimum}. "
-                f"Received: {name}={value!r}."
-            )
-
-    data = path.read_bytes()
+    parity.check_benchmark_arguments(num_threads, runs, warmup)
     interpreter = load_interpreter(path, num_threads=num_threads)
     input_details = interpreter.get_input_details()
     if len(input_details) != 1:
@@ -408,79 +266,10 @@ def benchmark_tflite(
     interpreter.set_tensor(
         input_detail["index"], random_input(input_detail, seed)
     )
-    for _ in range(warmup):
-        interpreter.invoke()
-    timings_ms = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        timings_ms.append((time.perf_counter() - start) * 1e3)
-
-    p10_ms, p90_ms = np.percentile(timings_ms, [10, 90])
-    return LatencyResult(
-        median_ms=float(statistics.median(timings_ms)),
-        p10_ms=float(p10_ms),
-        p90_ms=float(p90_ms),
+    return parity.time_calls(
+        interpreter.invoke,
+        path,
         runs=runs,
+        warmup=warmup,
         num_threads=num_threads,
-        size_bytes=len(data),
-        gzip_size_bytes=len(gzip.compress(data, compresslevel=9)),
     )
-
-
-def _verification_samples(x: Any, input_detail: dict) -> np.ndarray:
-    """`x` as a float32 array `(N, *sample_shape)` matching the input."""
-    samples = as_float32(x, "x")
-    signature = tuple(
-        int(size) for size in input_detail.get(
-            "shape_signature", input_detail["shape"]
-        )
-    )
-    sample_shape = signature[1:]
-    unbatched = samples.ndim == len(sample_shape)
-    if unbatched:
-        samples = samples[np.newaxis]
-    if samples.ndim != len(signature) or not shape_matches(
-        samples.shape[1:], sample_shape
-    ):
-        expected = tuple(None if size < 0 else size for size in sample_shape)
-        raise ValueError(
-            f"Expected `x` of shape (N, *{expected}) to match the LiteRT "
-            f"model input. Received: x with shape {samples.shape}."
-        )
-    if len(samples) == 0:
-        raise ValueError(
-            "Expected `x` to hold at least one sample. Received: x with "
-            f"shape {samples.shape}."
-        )
-    bad = first_non_finite(samples)
-    if bad is not None:
-        raise ValueError(
-            "Expected `x` to hold finite values (NaN or inf inputs make both "
-            "models' outputs meaningless to compare). Received: "
-            f"x{list(bad[unbatched:])} is {samples[bad]}."
-        )
-    return samples
-
-
-def _keras_outputs(model: keras.Model, samples: np.ndarray) -> np.ndarray:
-    outputs = []
-    for start in range(0, len(samples), _KERAS_BATCH_SIZE):
-        output = model(samples[start:start + _KERAS_BATCH_SIZE], training=False)
-        if isinstance(output, (list, tuple, dict)):
-            raise ValueError(
-                "Expected a single-output Keras model. Received: model "
-                f"{model.name!r} returning a {type(output).__name__} of "
-                f"{len(output)} outputs."
-            )
-        outputs.append(keras.ops.convert_to_numpy(output))
-    return np.concatenate(outputs).astype(np.float32)
-
-
-def _top1_agreement(first: np.ndarray, second: np.ndarray) -> float:
-    if first.ndim == 1:
-        return 1.0
-    classes = first.shape[-1]
-    first_top = np.argmax(first.reshape(-1, classes), axis=-1)
-    second_top = np.argmax(second.reshape(-1, classes), axis=-1)
-    return float(np.mean(first_top == second_top))

@@ -3,17 +3,25 @@
 Opening a file (`load_interpreter` names the file in its errors), reading
 its single input and output and its quantization (`detect_quantization`),
 running one sample with integer inputs quantized and outputs dequantized
-(`invoke_one`), and the argument checks shared by `keras_adp.litert`
-(parity and latency) and `keras_adp.export` (conversion).
+(`invoke_one`), and the `.tflite` path checks shared by `keras_adp.litert`
+(parity and latency) and `keras_adp.export` (conversion). The
+format-independent helpers (`as_float32`, `first_non_finite`,
+`shape_matches`, `one_line`) are `keras_adp.parity`'s, re-exported here.
 """
 
 from __future__ import annotations
 
-import os
 import pathlib
-from typing import Any, Union
 
 import numpy as np
+
+from keras_adp.parity import PathLike
+from keras_adp.parity import as_float32
+from keras_adp.parity import check_suffix
+from keras_adp.parity import existing_file
+from keras_adp.parity import first_non_finite
+from keras_adp.parity import one_line
+from keras_adp.parity import shape_matches
 
 __all__ = [
     "PathLike",
@@ -30,8 +38,6 @@ __all__ = [
     "shape_matches",
     "one_line",
 ]
-
-PathLike = Union[str, os.PathLike]
 
 
 def load_interpreter(path: pathlib.Path, num_threads: int | None = None):
@@ -189,74 +195,9 @@ def random_input(input_detail: dict, seed: int) -> np.ndarray:
 
 def existing_tflite_path(path: PathLike) -> pathlib.Path:
     """`path` as a `pathlib.Path`, if it names an existing `.tflite` file."""
-    path = check_tflite_suffix(path)
-    if path.is_dir():
-        raise ValueError(
-            f"Expected a `.tflite` file. Received: path={str(path)!r}, "
-            "which is a directory."
-        )
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Expected an existing `.tflite` file. Received: "
-            f"path={str(path)!r}, which does not exist. Create it with "
-            "`export_tflite` first."
-        )
-    return path
-
-
-def as_float32(values: Any, name: str) -> np.ndarray:
-    """`values` as a float32 array, or a `ValueError` naming `name`."""
-    try:
-        return np.asarray(values, dtype=np.float32)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            f"Expected `{name}` to hold numeric input arrays. Received: "
-            f"values of type {type(values).__name__} that cannot be "
-            f"converted to float32 ({error})."
-        ) from error
-
-
-def first_non_finite(values: np.ndarray) -> tuple[int, ...] | None:
-    """Index of the first NaN or inf in `values`, or None if all finite."""
-    finite = np.isfinite(values)
-    if finite.all():
-        return None
-    return tuple(int(i) for i in np.argwhere(~finite)[0])
-
-
-def shape_matches(
-    shape: tuple[int, ...], expected: tuple[int | None, ...]
-) -> bool:
-    """Whether `shape` matches `expected`, where None or a negative size
-    matches any size."""
-    return len(shape) == len(expected) and all(
-        want is None or want < 0 or got == want
-        for got, want in zip(shape, expected)
-    )
-
-
-def one_line(error: BaseException | str, *, keep_period: bool = False) -> str:
-    """An error's message on one line.
-
-    Args:
-        error: the exception (or message).
-        keep_period: keep the final period, for a message that ends a
-            line; by default it is dropped, for a message quoted inside a
-            sentence. Defaults to `False`.
-
-    Returns:
-        The message, its white space folded to single spaces.
-    """
-    text = " ".join(str(error).split())
-    return text if keep_period else text.rstrip(".")
+    return existing_file(path, ".tflite", "export_tflite")
 
 
 def check_tflite_suffix(path: PathLike) -> pathlib.Path:
     """`path` as a `pathlib.Path`, if it ends in `.tflite`."""
-    path = pathlib.Path(path)
-    if path.suffix != ".tflite":
-        raise ValueError(
-            "Expected `path` to end in `.tflite`. "
-            f"Received: path={str(path)!r}. Add the `.tflite` suffix."
-        )
-    return path
+    return check_suffix(path, ".tflite")

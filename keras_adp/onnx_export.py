@@ -11,7 +11,8 @@
 - `benchmark_onnx` times single-sample `session.run()` calls and reports
   the file size, raw and gzipped.
 
-Results are the TFLite functions' (`keras_adp.litert`): `VerifyResult`,
+Results, argument checks, the comparison with Keras and the latency loop
+are shared with the TFLite functions (`keras_adp.parity`): `VerifyResult`,
 `ParityCheck` and `LatencyResult`, so both formats can be reported side by
 side. ONNX files are float32, so `VerifyResult.quantization` is always
 `"float32"`.
@@ -25,28 +26,20 @@ them.
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
-import os
 import pathlib
-import statistics
-import tempfile
-import time
 import warnings
-from typing import Any, Union
+from typing import Any
 
 import keras
 import numpy as np
 
-from keras_adp.litert import LatencyResult
-from keras_adp.litert import ParityCheck
-from keras_adp.litert import VerifyResult
-from keras_adp.litert import as_float32
-from keras_adp.litert import first_non_finite
-from keras_adp.litert import one_line
-from keras_adp.litert import shape_matches
-
-PathLike = Union[str, os.PathLike]
+from keras_adp import parity
+from keras_adp.parity import LatencyResult
+from keras_adp.parity import ParityCheck
+from keras_adp.parity import PathLike
+from keras_adp.parity import VerifyResult
+from keras_adp.parity import one_line
 
 __all__ = [
     "export_onnx",
@@ -73,7 +66,6 @@ _CONVERTER_MODULES = {
     "jax": ("jax2onnx", "onnx"),
     "torch": ("onnx",),
 }
-_KERAS_BATCH_SIZE = 64
 _SESSION_BATCH_SIZE = 64
 
 
@@ -120,58 +112,13 @@ def export_onnx(
         ImportError: if the converter for the current Keras backend is not
             installed.
     """
-    if not isinstance(model, keras.Model):
-        raise ValueError(
-            "Expected `model` to be a `keras.Model`. "
-            f"Received: model of type {type(model).__name__}."
-        )
-    path = _check_onnx_suffix(path)
-    if opset_version is not None and (
-        not isinstance(opset_version, int)
-        or isinstance(opset_version, bool)
-        or opset_version < 1
-    ):
-        raise ValueError(
-            "Expected `opset_version` to be None or an int >= 1. "
-            f"Received: opset_version={opset_version!r}."
-        )
-    input_spec = _single_input_spec(model)
-    _check_float32(model)
-    if path.is_dir():
-        raise ValueError(
-            f"Expected `path` to name a file. Received: path={str(path)!r}, "
-            "which is a directory. Pass a file name ending in `.onnx`."
-        )
-    if not path.parent.is_dir():
-        raise FileNotFoundError(
-            f"Expected the directory of `path` to exist. Received: "
-            f"path={str(path)!r}, whose directory does not exist. Create it "
-            "first."
-        )
-    backend = keras.backend.backend()
-    _require(
-        _CONVERTER_MODULES.get(backend, ("onnx",)),
-        f"Exporting to ONNX on the {backend!r} backend",
-        hint=_JAX_INSTALL_HINT if backend == "jax" else _INSTALL_HINT,
-    )
+    path, input_spec = _check_export_arguments(model, path, opset_version)
 
-    descriptor, temp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent
-    )
-    os.close(descriptor)
-    try:
+    def write(temp_name: str) -> None:
         _convert(model, temp_name, input_spec, opset_version)
         _check_converted(temp_name, path)
-        # mkstemp creates the file 0600; give it the usual umask permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_name, 0o666 & ~umask)
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.remove(temp_name)
-        raise
-    return path
+
+    return parity.write_into_place(path, write)
 
 
 def verify_onnx(
@@ -250,80 +197,32 @@ def measure_onnx(
         ONNXMismatchError: if the outputs differ in shape (nothing to
             measure).
     """
-    path = _existing_onnx_path(path)
-    tolerance_args = {
-        "atol": atol,
-        "rtol": rtol,
-        "min_top1_agreement": min_top1_agreement,
-    }
-    for name, value in tolerance_args.items():
-        if value is not None and not value >= 0:
-            raise ValueError(
-                f"Expected `{name}` to be None or >= 0. "
-                f"Received: {name}={value!r}."
-            )
-    if min_top1_agreement is not None and min_top1_agreement > 1:
-        raise ValueError(
-            "Expected `min_top1_agreement` to be a fraction in [0, 1]. "
-            f"Received: min_top1_agreement={min_top1_agreement!r}."
-        )
-
+    path = parity.existing_file(path, ".onnx", "export_onnx")
+    parity.check_tolerances(atol, rtol, min_top1_agreement)
     session = _open_session(path)
     input_info, _ = _single_io(session, path)
-    samples = _verification_samples(x, input_info.shape)
+    samples = parity.verification_samples(
+        x,
+        tuple(
+            size if isinstance(size, int) and size > 0 else None
+            for size in input_info.shape[1:]
+        ),
+        "ONNX",
+    )
     onnx_outputs = _session_outputs(session, input_info, samples, path)
-    keras_outputs = _keras_outputs(model, samples)
-    if onnx_outputs.shape != keras_outputs.shape:
-        raise ONNXMismatchError(
-            f"The ONNX model {str(path)!r} and the Keras model produce "
-            "outputs of different shapes on the same inputs. Received: "
-            f"ONNX output shape {onnx_outputs.shape}, Keras output shape "
-            f"{keras_outputs.shape}. Check that the file was exported from "
-            "this model."
-        )
-
-    applied_atol = DEFAULT_ATOL if atol is None else float(atol)
-    applied_rtol = DEFAULT_RTOL if rtol is None else float(rtol)
-    applied_agreement = (
-        None if min_top1_agreement is None else float(min_top1_agreement)
-    )
-    difference = np.abs(onnx_outputs - keras_outputs)
-    max_abs_error = float(np.max(difference)) if difference.size else 0.0
-    agreement = _top1_agreement(onnx_outputs, keras_outputs)
-    result = VerifyResult(
-        max_abs_error=max_abs_error,
-        top1_agreement=agreement,
-        num_samples=len(samples),
+    return parity.parity_check(
+        path,
+        onnx_outputs,
+        parity.keras_outputs(model, samples),
+        runtime="ONNX",
         quantization="float32",
-        atol=applied_atol,
-        rtol=applied_rtol,
-        min_top1_agreement=applied_agreement,
+        atol=DEFAULT_ATOL if atol is None else float(atol),
+        rtol=DEFAULT_RTOL if rtol is None else float(rtol),
+        min_top1_agreement=(
+            None if min_top1_agreement is None else float(min_top1_agreement)
+        ),
+        mismatch_error=ONNXMismatchError,
     )
-
-    problems = []
-    allowed = applied_atol + applied_rtol * np.abs(keras_outputs)
-    if not np.all(difference <= allowed):
-        problems.append(
-            f"max_abs_error={max_abs_error:.6g} exceeds the tolerance "
-            f"|onnx - keras| <= atol + rtol * |keras| with "
-            f"atol={applied_atol:g}, rtol={applied_rtol:g}"
-        )
-    if applied_agreement is not None and not agreement >= applied_agreement:
-        problems.append(
-            f"top1_agreement={agreement:.4f} is below the required "
-            f"{applied_agreement:g}"
-        )
-    message = None
-    if problems:
-        message = (
-            f"The ONNX model {str(path)!r} disagrees with the Keras model on "
-            f"{len(samples)} samples: " + "; ".join(problems)
-            + f" (max_abs_error={max_abs_error:.6g}, "
-            f"top1_agreement={agreement:.4f}). If this much difference is "
-            "expected, pass looser `atol`, `rtol` or `min_top1_agreement`; "
-            "otherwise check that the file was exported from this model."
-        )
-    return ParityCheck(result=result, message=message)
 
 
 def benchmark_onnx(
@@ -362,23 +261,8 @@ def benchmark_onnx(
         FileNotFoundError: if `path` does not exist.
         ImportError: if `onnxruntime` is not installed.
     """
-    path = _existing_onnx_path(path)
-    for name, value, minimum in (
-        ("num_threads", num_threads, 1),
-        ("runs", runs, 1),
-        ("warmup", warmup, 0),
-    ):
-        if (
-            not isinstance(value, int)
-            or isinstance(value, bool)
-            or value < minimum
-        ):
-            raise ValueError(
-                f"Expected `{name}` to be an int >= {minimum}. "
-                f"Received: {name}={value!r}."
-            )
-
-    data = path.read_bytes()
+    path = parity.existing_file(path, ".onnx", "export_onnx")
+    parity.check_benchmark_arguments(num_threads, runs, warmup)
     session = _open_session(path, num_threads=num_threads)
     inputs = session.get_inputs()
     if len(inputs) != 1:
@@ -397,28 +281,63 @@ def benchmark_onnx(
     rng = np.random.default_rng(seed)
     feed = {inputs[0].name: rng.random((1, *sample_shape), dtype=np.float32)}
     _run(session, feed, path)  # Fails readably if the model cannot run.
-    for _ in range(warmup):
-        session.run(None, feed)
-    timings_ms = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        timings_ms.append((time.perf_counter() - start) * 1e3)
-
-    p10_ms, p90_ms = np.percentile(timings_ms, [10, 90])
-    return LatencyResult(
-        median_ms=float(statistics.median(timings_ms)),
-        p10_ms=float(p10_ms),
-        p90_ms=float(p90_ms),
+    return parity.time_calls(
+        lambda: session.run(None, feed),
+        path,
         runs=runs,
+        warmup=warmup,
         num_threads=num_threads,
-        size_bytes=len(data),
-        gzip_size_bytes=len(gzip.compress(data, compresslevel=9)),
     )
 
 
 # ---------------------------------------------------------------------------
 # Conversion.
+
+
+def _check_export_arguments(
+    model: keras.Model, path: PathLike, opset_version: int | None
+) -> tuple[pathlib.Path, keras.InputSpec]:
+    """Check `export_onnx`'s arguments and the converter (see its `Raises`).
+
+    Returns:
+        `(path, input_spec)`: the destination as a `pathlib.Path` and the
+        model's input signature.
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            "Expected `model` to be a `keras.Model`. "
+            f"Received: model of type {type(model).__name__}."
+        )
+    path = parity.check_suffix(path, ".onnx")
+    if opset_version is not None and (
+        not isinstance(opset_version, int)
+        or isinstance(opset_version, bool)
+        or opset_version < 1
+    ):
+        raise ValueError(
+            "Expected `opset_version` to be None or an int >= 1. "
+            f"Received: opset_version={opset_version!r}."
+        )
+    input_spec = _single_input_spec(model)
+    _check_float32(model)
+    if path.is_dir():
+        raise ValueError(
+            f"Expected `path` to name a file. Received: path={str(path)!r}, "
+            "which is a directory. Pass a file name ending in `.onnx`."
+        )
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"Expected the directory of `path` to exist. Received: "
+            f"path={str(path)!r}, whose directory does not exist. Create it "
+            "first."
+        )
+    backend = keras.backend.backend()
+    _require(
+        _CONVERTER_MODULES.get(backend, ("onnx",)),
+        f"Exporting to ONNX on the {backend!r} backend",
+        hint=_JAX_INSTALL_HINT if backend == "jax" else _INSTALL_HINT,
+    )
+    return path, input_spec
 
 
 def _convert(
@@ -536,23 +455,7 @@ def _check_runs(written: pathlib.Path, path: pathlib.Path) -> None:
 
 def _single_input_spec(model: keras.Model) -> keras.InputSpec:
     """The `keras.InputSpec` of a single-input model's input."""
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if not inputs:
-        raise ValueError(
-            "Expected a model with defined inputs (a functional model or a "
-            "Sequential model starting with `keras.Input`). Received: "
-            f"{type(model).__name__} {model.name!r} without `inputs`. Build "
-            "it from `keras.Input(...)`."
-        )
-    if len(inputs) != 1:
-        raise ValueError(
-            "Expected a single-input model. Received: model "
-            f"{model.name!r} with {len(inputs)} inputs."
-        )
-    tensor = inputs[0]
+    tensor = parity.single_model_input(model)
     return keras.InputSpec(
         shape=tuple(tensor.shape), dtype=tensor.dtype, name="input"
     )
@@ -616,38 +519,6 @@ def _single_io(session, path: pathlib.Path):
     return inputs[0], outputs[0]
 
 
-def _verification_samples(x: Any, input_shape: list) -> np.ndarray:
-    """`x` as a float32 array `(N, *sample_shape)` matching the input."""
-    samples = as_float32(x, "x")
-    sample_shape = tuple(
-        size if isinstance(size, int) and size > 0 else None
-        for size in input_shape[1:]
-    )
-    unbatched = samples.ndim == len(sample_shape)
-    if unbatched:
-        samples = samples[np.newaxis]
-    if samples.ndim != len(sample_shape) + 1 or not shape_matches(
-        samples.shape[1:], sample_shape
-    ):
-        raise ValueError(
-            f"Expected `x` of shape (N, *{sample_shape}) to match the ONNX "
-            f"model input. Received: x with shape {samples.shape}."
-        )
-    if len(samples) == 0:
-        raise ValueError(
-            "Expected `x` to hold at least one sample. Received: x with "
-            f"shape {samples.shape}."
-        )
-    bad = first_non_finite(samples)
-    if bad is not None:
-        raise ValueError(
-            "Expected `x` to hold finite values (NaN or inf inputs make both "
-            "models' outputs meaningless to compare). Received: "
-            f"x{list(bad[unbatched:])} is {samples[bad]}."
-        )
-    return samples
-
-
 def _session_outputs(
     session, input_info, samples: np.ndarray, path: pathlib.Path
 ) -> np.ndarray:
@@ -684,31 +555,8 @@ def _run(session, feed: dict, path: pathlib.Path) -> np.ndarray:
         ) from error
 
 
-def _keras_outputs(model: keras.Model, samples: np.ndarray) -> np.ndarray:
-    outputs = []
-    for start in range(0, len(samples), _KERAS_BATCH_SIZE):
-        output = model(samples[start:start + _KERAS_BATCH_SIZE], training=False)
-        if isinstance(output, (list, tuple, dict)):
-            raise ValueError(
-                "Expected a single-output Keras model. Received: model "
-                f"{model.name!r} returning a {type(output).__name__} of "
-                f"{len(output)} outputs."
-            )
-        outputs.append(keras.ops.convert_to_numpy(output))
-    return np.concatenate(outputs).astype(np.float32)
-
-
-def _top1_agreement(first: np.ndarray, second: np.ndarray) -> float:
-    if first.ndim == 1:
-        return 1.0
-    classes = first.shape[-1]
-    first_top = np.argmax(first.reshape(-1, classes), axis=-1)
-    second_top = np.argmax(second.reshape(-1, classes), axis=-1)
-    return float(np.mean(first_top == second_top))
-
-
 # ---------------------------------------------------------------------------
-# Paths and optional packages.
+# Optional packages.
 
 
 def _require(
@@ -722,29 +570,3 @@ def _require(
             f"{'is' if len(missing) == 1 else 'are'} not installed. "
             f"{hint} (or `pip install {' '.join(missing)}`)."
         )
-
-
-def _check_onnx_suffix(path: PathLike) -> pathlib.Path:
-    path = pathlib.Path(path)
-    if path.suffix != ".onnx":
-        raise ValueError(
-            "Expected `path` to end in `.onnx`. "
-            f"Received: path={str(path)!r}. Add the `.onnx` suffix."
-        )
-    return path
-
-
-def _existing_onnx_path(path: PathLike) -> pathlib.Path:
-    path = _check_onnx_suffix(path)
-    if path.is_dir():
-        raise ValueError(
-            f"Expected an `.onnx` file. Received: path={str(path)!r}, "
-            "which is a directory."
-        )
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"Expected an existing `.onnx` file. Received: "
-            f"path={str(path)!r}, which does not exist. Create it with "
-            "`export_onnx` first."
-        )
-    return path
