@@ -39,6 +39,7 @@ _EXPORTS = {
 }
 _SUBMODULES = (
     "callbacks",
+    "channel_blocks",
     "channel_partition",
     "checkpoints",
     "cli",
