@@ -13,10 +13,9 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
-from tensorflow.core.framework import summary_pb2
 
 from keras_adp import density as density_lib
+from keras_adp import distribution
 from keras_adp import inputs as inputs_lib
 from keras_adp import validation
 
@@ -28,20 +27,6 @@ __all__ = [
 
 LOG_PREFIX = "density/"
 HISTOGRAM_BUCKETS = 20
-
-# TensorBoard's scalar and histogram plugin formats, written with TensorFlow's
-# own `tf.summary.write` so that the `tensorboard` package is not required.
-_SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"),
-    data_class=summary_pb2.DATA_CLASS_SCALAR,
-)
-_HISTOGRAM_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(
-        plugin_name="histograms"
-    ),
-    data_class=summary_pb2.DATA_CLASS_TENSOR,
-)
-
 
 class ActivationDensity(keras.callbacks.Callback):
     """Measures the activation density of each channel group during training.
@@ -210,6 +195,10 @@ class ActivationDensity(keras.callbacks.Callback):
         return self._probe
 
     def _write_summaries(self, epoch, densities):
+        tf = distribution.import_tensorflow(
+            "Writing TensorBoard summaries (`log_dir`)"
+        )
+        scalar, histogram = _summary_metadata()
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default():
@@ -218,15 +207,36 @@ class ActivationDensity(keras.callbacks.Callback):
                     LOG_PREFIX + name,
                     tf.constant(value.overall, tf.float32),
                     step=epoch,
-                    metadata=_SCALAR_METADATA,
+                    metadata=scalar,
                 )
                 tf.summary.write(
                     f"density_channels/{name}",
                     tf.constant(_histogram_buckets(value.channels)),
                     step=epoch,
-                    metadata=_HISTOGRAM_METADATA,
+                    metadata=histogram,
                 )
         self._writer.flush()
+
+
+def _summary_metadata():
+    """TensorBoard's scalar and histogram plugin formats, written with
+    TensorFlow's own `tf.summary.write` so that the `tensorboard` package
+    is not required."""
+    from tensorflow.core.framework import summary_pb2
+
+    scalar = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name="scalars"
+        ),
+        data_class=summary_pb2.DATA_CLASS_SCALAR,
+    )
+    histogram = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name="histograms"
+        ),
+        data_class=summary_pb2.DATA_CLASS_TENSOR,
+    )
+    return scalar, histogram
 
 
 def _histogram_buckets(values: np.ndarray) -> np.ndarray:
@@ -259,8 +269,8 @@ def _calibration_set(data, num_samples):
     keep an extra axis, which `_merge_static_batches` merges.
     """
     input_rank = None
-    if isinstance(data, tf.data.Dataset):
-        spec = tf.nest.flatten(
+    if inputs_lib.is_dataset(data):
+        spec = keras.tree.flatten(
             inputs_lib.as_input_dataset(data).element_spec
         )[0]
         shape = getattr(spec, "shape", None)

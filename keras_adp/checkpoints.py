@@ -11,7 +11,7 @@ rename. A pruning step on trial keeps the model before the step in
 
 This module is the only place that knows these names: the trainer, the
 report and the command line read and write run directories through it.
-Writing on the chief only (multi-worker runs) is `keras_adp.distribute`'s.
+Writing on the chief only (multi-worker runs) is `keras_adp.distribution`'s.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from keras_adp import distribute
+from keras_adp import distribution
 from keras_adp import optimizers as optimizers_lib
 
 __all__ = [
@@ -273,7 +273,7 @@ def read_optimizer_values(path: str) -> list[np.ndarray]:
 def read_model(path: str, user_model, *, safe_mode: bool):
     """The model `write_model` saved in `path`, compiled like `user_model`
     (in its distribution strategy's scope), with its optimizer state."""
-    with user_model.distribute_strategy.scope():
+    with distribution.scope(user_model):
         model = keras.saving.load_model(
             os.path.join(path, MODEL_FILE), compile=False, safe_mode=safe_mode
         )
@@ -437,8 +437,8 @@ def load_run(
     names = checkpoints_newest_last(run_dir)
     # Before any variable is created: under MultiWorkerMirroredStrategy
     # that is a collective op, which every worker must run alike.
-    distribute.check_workers_agree(
-        user_model.distribute_strategy, names, run_dir, checkpoint_number
+    distribution.check_workers_agree(
+        user_model, names, run_dir, checkpoint_number
     )
 
     def read(path):

@@ -21,8 +21,11 @@ user's layers and, for each group, outputs the per-sample, per-channel count
 of fired activations, reduced over spatial positions inside the graph. The
 host only receives `(batch, channels + 1)` counts, never activation maps. The
 probe runs in inference mode (`predict`: Dropout is off, BatchNormalization
-uses its moving statistics), under the model's distribution strategy, and
-counts in float32 whatever the model's dtype policy (e.g. `mixed_float16`).
+uses its moving statistics), under the model's distribution (see
+`keras_adp.distribution`), and counts in float32 whatever the model's dtype
+policy (e.g. `mixed_float16`). Arrays reach the probe as NumPy batches on
+every backend; only a `tf.data.Dataset` goes through tf.data (and needs
+TensorFlow).
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from keras_adp import distribution
 from keras_adp import graph as graph_lib
 from keras_adp import inputs as inputs_lib
 from keras_adp import validation
@@ -202,7 +205,7 @@ class DensityProbe:
         graph = graph_lib.graph_of(model)
         self.input_rank = len(graph.inputs[0].shape)
         self.input_shapes = [tuple(tensor.shape) for tensor in graph.inputs]
-        with model.distribute_strategy.scope():
+        with distribution.scope(model):
             self.probe = keras.Model(
                 [*graph.inputs, self._weight],
                 outputs,
@@ -268,8 +271,11 @@ class DensityProbe:
         Raises:
             ValueError: empty data or invalid `steps`/`batch_size`.
         """
-        dataset = self._measurement_batches(data, steps, batch_size)
-        counts = self._fired_counts(dataset)
+        if inputs_lib.is_dataset(data):
+            dataset = self._measurement_batches(data, steps, batch_size)
+            counts = self._fired_counts(dataset)
+        else:
+            counts = self._fired_counts_of_arrays(data, steps, batch_size)
         if len(self.names) == 1:
             counts = [counts]
         # Padding rows are all zero, the position count included.
@@ -289,8 +295,37 @@ class DensityProbe:
             )
         return result
 
-    def _measurement_batches(self, data, steps, batch_size) -> tf.data.Dataset:
-        """`data` as the probe's padded, weighted batches (see `measure`)."""
+    def _fired_counts_of_arrays(self, data, steps, batch_size):
+        """The probe's outputs on array-like `data`, batched in NumPy.
+
+        Each batch of `batch_size` samples is padded with zero samples of
+        weight 0 to a whole number of replica batches (as `whole_batches`
+        does for datasets), so no replica receives an empty share and the
+        padding counts for nothing.
+        """
+        batch_size = 32 if batch_size is None else batch_size
+        validation.check_batch_size(batch_size)
+        inputs_lib.check_steps("steps", steps)
+        batch_size = int(batch_size)
+        arrays = inputs_lib.input_arrays(data)
+        self._check_input_shapes(arrays)
+        samples = len(arrays[0])
+        if steps is not None:
+            samples = min(samples, int(steps) * batch_size)
+        replicas = distribution.replicas(self.model)
+        padded, weight = _padded_batches(
+            [array[:samples] for array in arrays], batch_size, replicas
+        )
+        return self.probe.predict(
+            [*padded, weight],
+            batch_size=-(-batch_size // replicas) * replicas,
+            verbose=0,
+        )
+
+    def _measurement_batches(self, data, steps, batch_size):
+        """Dataset `data` as the probe's padded, weighted batches (see
+        `measure`)."""
+        tf = distribution.import_tensorflow("Measuring a tf.data.Dataset")
         batch_size = 32 if batch_size is None else batch_size
         validation.check_batch_size(batch_size)
         inputs_lib.check_steps("steps", steps)
@@ -310,11 +345,12 @@ class DensityProbe:
                 "to measure), or a finite dataset."
             )
         self._check_input_shapes(dataset.element_spec)
-        replicas = self.model.distribute_strategy.num_replicas_in_sync
-        return whole_batches(dataset, replicas)
+        return whole_batches(dataset, distribution.replicas(self.model))
 
-    def _fired_counts(self, dataset: tf.data.Dataset):
+    def _fired_counts(self, dataset):
         """The probe's outputs on `dataset`, with readable errors."""
+        import tensorflow as tf
+
         batches = _BatchCounter()
         try:
             with warnings.catch_warnings():
@@ -352,14 +388,21 @@ class DensityProbe:
             ValueError: NaN/inf in arrays, or inputs of another number or
                 shape than the model's.
         """
+        if not inputs_lib.is_dataset(data):
+            validation.check_batch_size(
+                32 if batch_size is None else batch_size
+            )
+            self._check_input_shapes(inputs_lib.input_arrays(data))
+            return
         dataset = inputs_lib.as_input_dataset(
             data, batch_size=batch_size, input_rank=self.input_rank
         )
         self._check_input_shapes(dataset.element_spec)
 
     def _check_input_shapes(self, element_spec) -> None:
-        """Raise unless the batches fit the model's inputs."""
-        specs = tf.nest.flatten(element_spec)
+        """Raise unless the batches fit the model's inputs (a dataset's
+        `element_spec`, or the input arrays)."""
+        specs = keras.tree.flatten(element_spec)
         expected = self.input_shapes
         name = self.model.name
         if len(specs) != len(expected):
@@ -387,9 +430,34 @@ class DensityProbe:
 _NON_FINITE_MARKER = "keras_adp: non-finite calibration input"
 
 
-def whole_batches(
-    dataset: tf.data.Dataset, replicas: int = 1
-) -> tf.data.Dataset:
+def _padded_batches(
+    arrays: list[np.ndarray], batch_size: int, replicas: int
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """`arrays` with each batch padded to a multiple of `replicas`.
+
+    Returns:
+        The padded arrays and the per-sample weight (1.0 real, 0.0
+        padding), float32.
+    """
+    samples = len(arrays[0])
+    if replicas == 1:
+        return arrays, np.ones(samples, np.float32)
+    index = []
+    for start in range(0, samples, batch_size):
+        size = min(batch_size, samples - start)
+        index.append(np.arange(start, start + size))
+        index.append(np.full((-size) % replicas, -1))
+    index = np.concatenate(index)
+    real = index >= 0
+    padded = []
+    for array in arrays:
+        out = np.zeros((len(index), *array.shape[1:]), array.dtype)
+        out[real] = array[index[real]]
+        padded.append(out)
+    return padded, real.astype(np.float32)
+
+
+def whole_batches(dataset, replicas: int = 1):
     """Pads each batch of model inputs to a whole number of replica batches.
 
     Each batch is padded with zeros to a multiple of `replicas` samples and
@@ -407,6 +475,7 @@ def whole_batches(
     Returns:
         The padded, weighted dataset.
     """
+    import tensorflow as tf
 
     @tf.autograph.experimental.do_not_convert
     def pad(*element):
@@ -443,7 +512,7 @@ class _BatchCounter(keras.callbacks.Callback):
         self.count += 1
 
 
-def _yields_nothing(dataset: tf.data.Dataset) -> bool:
+def _yields_nothing(dataset) -> bool:
     return next(iter(dataset.take(1)), None) is None
 
 

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from keras_adp import checkpoints
-from keras_adp import distribute
+from keras_adp import distribution
 from keras_adp import graph as graph_lib
 from keras_adp import inputs as inputs_lib
 from keras_adp import metrics as metrics_lib
@@ -54,7 +54,7 @@ class EpochLoop:
             None.
         verbose: this `fit` call's verbosity: 0, 1 or 2.
         run_dir: where checkpoints go, or None.
-        inputs: the `distribute.ReplicaSafeInputs` each epoch trains on.
+        inputs: the `epoch_inputs.ReplicaSafeInputs` each epoch trains on.
         calibration: the inputs density is measured on.
         callbacks: the user's callbacks, each wrapped in a
             `training_callbacks.UserCallback`.
@@ -155,7 +155,7 @@ class EpochLoop:
         )
         count = self.state.samples_per_epoch is None
         inputs = self.inputs
-        with distribute.distributed_fit_fixes(model):
+        with distribution.fit_fixes(model):
             model.fit(
                 inputs.x(count=count),
                 inputs.y,
@@ -226,10 +226,10 @@ class EpochLoop:
 
     def _save_checkpoint(self, model) -> None:
         """Checkpoint into `run_dir` (on the chief; see
-        `distribute.write_on_chief`)."""
+        `distribution.write_on_chief`)."""
         extra = {"policy": self.policy.get_config(), "seed": self.seed}
-        distribute.write_on_chief(
-            model.distribute_strategy,
+        distribution.write_on_chief(
+            model,
             self.run_dir,
             lambda directory: checkpoints.write_checkpoint(
                 directory, model, self.state, extra

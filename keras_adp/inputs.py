@@ -16,14 +16,19 @@ import math
 import numbers
 from typing import Any
 
-import numpy as np
-import tensorflow as tf
+import sys
 
+import keras
+import numpy as np
+
+from keras_adp import distribution
 from keras_adp import graph as graph_lib
 from keras_adp import validation
 
 __all__ = [
+    "is_dataset",
     "as_input_dataset",
+    "input_arrays",
     "calibration_inputs",
     "num_samples",
     "take_rows",
@@ -37,6 +42,18 @@ __all__ = [
 
 # Batch size in which `calibration_inputs` reads datasets of single samples.
 _READ_BATCH_SIZE = 256
+
+
+def is_dataset(data: Any) -> bool:
+    """Whether `data` is a `tf.data.Dataset`, without importing TensorFlow.
+
+    A dataset can only exist once TensorFlow is imported, so when it is not
+    (e.g. on the JAX or torch backend) nothing is one.
+    """
+    tf = sys.modules.get("tensorflow")
+    data_module = getattr(tf, "data", None)
+    dataset_type = getattr(data_module, "Dataset", None)
+    return isinstance(dataset_type, type) and isinstance(data, dataset_type)
 
 
 def num_samples(inputs) -> int:
@@ -78,8 +95,11 @@ def as_input_dataset(
     batch_size: int | None = None,
     input_rank: int | None = None,
     name: str = "data",
-) -> tf.data.Dataset:
+) -> Any:
     """Batched `tf.data.Dataset` of model inputs only (labels dropped).
+
+    Needs TensorFlow (imported here); `input_arrays` is the NumPy
+    counterpart for array-like data.
 
     Args:
         data: a NumPy array of inputs, a list of arrays (one per input of
@@ -104,13 +124,39 @@ def as_input_dataset(
     batch_size = 32 if batch_size is None else batch_size
     validation.check_batch_size(batch_size)
     batch_size = int(batch_size)
-    if isinstance(data, tf.data.Dataset):
+    tf = distribution.import_tensorflow("A tf.data pipeline of inputs")
+    if is_dataset(data):
         dataset = data.map(_first)
         shape = getattr(dataset.element_spec, "shape", None)
         rank = None if shape is None else shape.rank
         if input_rank is not None and rank == input_rank - 1:
             dataset = dataset.batch(batch_size)
         return _inputs_only(dataset)
+    arrays = input_arrays(data, name=name)
+    if len(arrays) == 1:
+        return tf.data.Dataset.from_tensor_slices(arrays[0]).batch(batch_size)
+    return _inputs_only(
+        tf.data.Dataset.from_tensor_slices(tuple(arrays)).batch(batch_size)
+    )
+
+
+def input_arrays(data: Any, *, name: str = "data") -> list[np.ndarray]:
+    """The model-input arrays of array-like `data`, checked.
+
+    The NumPy counterpart of `as_input_dataset` (no TensorFlow needed).
+
+    Args:
+        data: a NumPy array of inputs, a list of arrays (one per input of a
+            multi-input model), or an `(x,)`, `(x, y)` or `(x, y, w)` tuple
+            of those; labels are dropped.
+        name: how errors name `data`. Defaults to `"data"`.
+
+    Returns:
+        One array per model input, samples first.
+
+    Raises:
+        ValueError: empty arrays, NaN/inf, or an unsupported type.
+    """
     arrays = _input_arrays(data, name)
     if arrays[0].ndim == 0 or arrays[0].shape[0] == 0:
         raise ValueError(
@@ -119,11 +165,7 @@ def as_input_dataset(
             f"{arrays[0].shape}."
         )
     _check_finite(arrays, name)
-    if len(arrays) == 1:
-        return tf.data.Dataset.from_tensor_slices(arrays[0]).batch(batch_size)
-    return _inputs_only(
-        tf.data.Dataset.from_tensor_slices(tuple(arrays)).batch(batch_size)
-    )
+    return arrays
 
 
 def calibration_inputs(
@@ -167,7 +209,7 @@ def calibration_inputs(
             "tf.data.Dataset."
         )
     check_steps("count", count)
-    if isinstance(data, tf.data.Dataset):
+    if is_dataset(data):
         rows = _dataset_rows(data, count, input_rank, name)
     else:
         arrays = _input_arrays(data, name)
@@ -185,9 +227,11 @@ def calibration_inputs(
 
 
 def _dataset_rows(
-    data: tf.data.Dataset, count: int | None, input_rank: int | None, name
+    data, count: int | None, input_rank: int | None, name
 ) -> list[np.ndarray]:
     """The first `count` samples of each input of a dataset."""
+    tf = distribution.import_tensorflow("Reading a tf.data.Dataset")
+
     if (
         count is None
         and int(data.cardinality()) == tf.data.INFINITE_CARDINALITY
@@ -252,7 +296,7 @@ def _empty_calibration_error(name: str, received: str) -> ValueError:
     )
 
 
-def _inputs_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
+def _inputs_only(dataset):
     """Wrap multi-input elements `(x1, x2)` as `((x1, x2),)`.
 
     Keras' `predict` reads a tuple element as `(x, y)`; a 1-tuple holding
@@ -330,7 +374,9 @@ def check_model_and_epochs(model, epochs, *, warmup_epochs: int) -> None:
 
 def check_training_data(model, x, y, steps_per_epoch) -> None:
     """Everything about `x`/`y` that can fail before training starts."""
-    if isinstance(x, tf.data.Dataset):
+    if is_dataset(x):
+        import tensorflow as tf
+
         if y is not None:
             raise ValueError(
                 "Received a tf.data.Dataset for `x` and also `y`. Expected "
@@ -350,7 +396,7 @@ def check_training_data(model, x, y, steps_per_epoch) -> None:
         spec = x.element_spec
         if isinstance(spec, (tuple, list)):
             spec = spec[0]
-        first = tf.nest.flatten(spec)[0]
+        first = keras.tree.flatten(spec)[0]
         expected = len(model.inputs[0].shape)
         if getattr(first, "shape", None) is not None and (
             first.shape.rank == expected - 1
@@ -386,7 +432,7 @@ def check_fit_keywords(
         ValueError: a value `model.fit` would refuse, or a keyword that
             cannot apply here, saying why.
     """
-    dataset = isinstance(x, tf.data.Dataset)
+    dataset = is_dataset(x)
     _check_initial_epoch(initial_epoch, epochs=epochs, resume=resume)
     if isinstance(validation_split, bool) or not isinstance(
         validation_split, numbers.Real

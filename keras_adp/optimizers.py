@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from keras_adp import distribution
 from keras_adp.compiling import compile_like, fresh_optimizer
 
 if TYPE_CHECKING:  # Only for annotations.
@@ -65,7 +66,7 @@ def carry_over(
             `False`.
     """
     old_optimizer = source.optimizer
-    with target.distribute_strategy.scope():
+    with distribution.scope(target):
         compile_like(source, target, fresh_optimizer(old_optimizer))
         new_optimizer = target.optimizer
         new_optimizer.build(target.trainable_variables)

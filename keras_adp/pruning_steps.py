@@ -23,7 +23,7 @@ import keras
 
 from keras_adp import checkpoints
 from keras_adp import density as density_lib
-from keras_adp import distribute
+from keras_adp import distribution
 from keras_adp import graph as graph_lib
 from keras_adp import guard as guard_lib
 from keras_adp import metrics as metrics_lib
@@ -50,7 +50,8 @@ class PruningSteps:
             recalibration after a rebuild).
         run_dir: where the pre-step model is kept during a trial, or None.
         verbose: 0 silent, else one line per step and per decision.
-        strategy: the run's distribution strategy (only the chief writes).
+        strategy: the run's model: its distribution decides who writes
+            (`keras_adp.distribution.is_chief`).
         read_pre_step: reads the pre-step model back from `run_dir` (a run
             resumed during a trial).
     """
@@ -288,15 +289,15 @@ class PruningSteps:
         ]
         self._pre_step = (model, saved)
         if self.run_dir:
-            distribute.write_on_chief(
-                model.distribute_strategy,
+            distribution.write_on_chief(
+                model,
                 os.path.join(self.run_dir, checkpoints.PRE_STEP_DIR),
                 lambda directory: checkpoints.write_model_dir(directory, model),
             )
 
     def _drop_pre_step(self) -> None:
         self._pre_step = None
-        if self.run_dir and distribute.is_chief(self._strategy):
+        if self.run_dir and distribution.is_chief(self._strategy):
             shutil.rmtree(
                 os.path.join(self.run_dir, checkpoints.PRE_STEP_DIR),
                 ignore_errors=True,
@@ -324,7 +325,7 @@ class PruningSteps:
 
     def _rebuild(self, model, keep):
         """The compiled smaller model to train next, and its `Rebuild`."""
-        with model.distribute_strategy.scope():
+        with distribution.scope(model):
             surgery = rebuild_lib.rebuild(model, keep)
             if not self.policy.reinitialize:
                 new_model = surgery.model

@@ -28,16 +28,18 @@ resume the model is compiled like the model passed to `fit` (so custom
 losses and metrics need no registration), and an unreadable checkpoint is
 reported and skipped for the previous one.
 
-Distribution uses TensorFlow's own engines: build and compile the model
-inside `strategy.scope()` (`tf.distribute.MirroredStrategy`,
-`MultiWorkerMirroredStrategy`) and every rebuild, recompile and checkpoint
-load happens inside `model.distribute_strategy.scope()`, so the new
-variables and the optimizer state are distributed variables of the same
-strategy. Density is measured with `predict`, whose outputs Keras gathers
+Distribution uses the backend's own engine: on TensorFlow, build and
+compile the model inside `strategy.scope()` (`tf.distribute.
+MirroredStrategy`, `MultiWorkerMirroredStrategy`); on JAX, set a
+`keras.distribution` (e.g. `DataParallel`). Every rebuild, recompile and
+checkpoint load happens inside `keras_adp.distribution.scope(model)`, so
+the new variables and the optimizer state are distributed like the
+model's. Density is measured with `predict`, whose outputs Keras gathers
 from every replica and worker, so each worker sees the counts of the whole
 calibration set and takes the same pruning decision. Only the chief writes
 checkpoints; what distribution adds (and the workaround for Keras' `fit`
-under a multi-worker strategy) is `keras_adp.distribute`'s.
+under a multi-worker strategy) is `keras_adp.distribution`'s (on
+TensorFlow, `keras_adp.distribute`'s).
 
 Modules: `ADPTrainer` checks the arguments, starts or resumes the run and
 hands it to `keras_adp.epoch_loop.EpochLoop`, which runs the epochs with
@@ -55,16 +57,16 @@ import warnings
 from typing import Any
 
 import keras
-import tensorflow as tf
 
 from keras_adp import checkpoints
 from keras_adp import density as density_lib
-from keras_adp import distribute
+from keras_adp import distribution
 from keras_adp import guard as guard_lib
 from keras_adp import inputs as inputs_lib
 from keras_adp import metrics as metrics_lib
 from keras_adp import pruning_steps as steps_lib
 from keras_adp import validation
+from keras_adp.epoch_inputs import ReplicaSafeInputs
 from keras_adp.epoch_loop import EpochLoop
 from keras_adp.epoch_loop import TrainingDivergedError
 from keras_adp.policy import ADPPolicy
@@ -210,7 +212,7 @@ class ADPTrainer:
             validation_steps=validation_steps, validation_freq=validation_freq,
         )
         epochs = int(epochs)
-        distribute.warn_if_unseeded(model.distribute_strategy, self.seed, x)
+        distribution.warn_if_unseeded(model, self.seed, x)
         start, state = self._start_state(model, epochs, resume, initial_epoch)
         loop = self._epoch_loop(
             start, model, state, epochs, x, y, batch_size, validation_data,
@@ -240,7 +242,7 @@ class ADPTrainer:
         )
         checkpoints.check_run_dir(
             self.run_dir, resume,
-            writes=distribute.is_chief(model.distribute_strategy),
+            writes=distribution.is_chief(model),
         )
         callbacks = validation.check_callbacks(callbacks)
         validation.check_batch_size(batch_size)
@@ -303,8 +305,8 @@ class ADPTrainer:
         )
         probe = density_lib.DensityProbe(model, threshold=self.policy.threshold)
         probe.check_inputs(calibration)
-        replicas = model.distribute_strategy.num_replicas_in_sync
-        inputs = distribute.ReplicaSafeInputs(
+        replicas = distribution.replicas(model)
+        inputs = ReplicaSafeInputs(
             x, y, batch_size, validation_data, steps_per_epoch, replicas
         )
         if state.samples_per_epoch is None:
@@ -317,7 +319,7 @@ class ADPTrainer:
             calibration=calibration,
             run_dir=self.run_dir,
             verbose=self._verbose,
-            strategy=model.distribute_strategy,
+            strategy=model,
             read_pre_step=lambda: checkpoints.read_model(
                 os.path.join(self.run_dir, checkpoints.PRE_STEP_DIR),
                 user_model,
@@ -334,7 +336,7 @@ class ADPTrainer:
 
     def _guard_holdout(self, x):
         """The guard's random split of `x`'s indices: (train, held out)."""
-        if isinstance(x, tf.data.Dataset):
+        if inputs_lib.is_dataset(x):
             raise ValueError(
                 "The accuracy guard (`ADPPolicy.max_accuracy_drop`) needs "
                 "validation data. Received a tf.data.Dataset for `x` and no "

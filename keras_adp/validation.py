@@ -237,9 +237,9 @@ def check_labels(model: Any, y: Any, name: str = "y") -> None:
 
 
 def _is_dataset_like(data: Any) -> bool:
-    import tensorflow as tf
+    from keras_adp import inputs as inputs_lib
 
-    return isinstance(data, tf.data.Dataset) or (
+    return inputs_lib.is_dataset(data) or (
         hasattr(data, "__next__") or hasattr(data, "__getitem__")
         and hasattr(data, "on_epoch_end")  # keras.utils.PyDataset
     )
