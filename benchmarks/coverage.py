@@ -21,7 +21,8 @@ For one model per `keras.applications` family (built with `weights=None`,
   normalises over the kept channels only, so is not exact by design).
 
 The last rows are MobileNetV2 and keras-hub backbones (built from config, no
-download) used as one layer of a model with a new head.
+download) used as one layer of a model with a new head; CSPResNeXt50's
+grouped convolutions (`groups=32`) are pruned in equal shares per group.
 
     python benchmarks/coverage.py [--repeats 1] [--check] [--models ...]
 """
@@ -71,6 +72,16 @@ HUB = {
         stackwise_num_repeats=[2, 2, 3, 3, 3],
         stackwise_num_filters=[64, 128, 256, 512, 512],
         image_shape=(32, 32, 3), name="vgg16",
+    ),
+    # CSPResNeXt-50's stages (ResNeXt bottlenecks, grouped convolutions
+    # with groups=32), stem stride 2 and no stem pooling for 32x32 inputs.
+    "hub CSPResNeXt50 under head": lambda hub: hub.models.CSPNetBackbone(
+        stem_filters=64, stem_kernel_size=7, stem_strides=2,
+        stackwise_depth=[3, 3, 5, 2], stackwise_strides=[1, 2, 2, 2],
+        stackwise_num_filters=[256, 512, 1024, 2048],
+        block_type="bottleneck_block", groups=32, stage_type="csp",
+        bottle_ratio=[1.0], block_ratio=[0.5], expand_ratio=[1.0],
+        image_shape=(32, 32, 3), name="cspresnext50",
     ),
 }
 
@@ -179,7 +190,7 @@ def main(argv=None):
         except ImportError:
             print("keras-hub not installed: its backbones are skipped")
     header = (
-        f"| {'model':<26} | groups | inner | prunable | share | relu | "
+        f"| {'model':<27} | groups | inner | prunable | share | relu | "
         "measured | inferred | analyse s | rebuild s | max err |"
     )
     print(header)
@@ -188,7 +199,7 @@ def main(argv=None):
         size = FAMILIES.get(name, 32)
         r = row(name, size, args.repeats, args.check)
         print(
-            f"| {r['model']:<26} | {r['groups']:>6} | {r['inner']:>5} | "
+            f"| {r['model']:<27} | {r['groups']:>6} | {r['inner']:>5} | "
             f"{r['prunable']:>8} | {r['share']:>5.0%} | {r['relu']:>4} | "
             f"{r['measured']:>8} | {r['inferred']:>8} | {r['analyse']:>9.2f} | "
             f"{r['rebuild']:>9.2f} | {r['error']:>7.1e} |",

@@ -60,11 +60,26 @@ def zeroed_copy(model, groups, keep):
             weight_name, axis = _INPUT_AXIS[type(layer)]
             variable = next(w for w in layer.weights if w.name == weight_name)
             value = np.array(variable.numpy())
-            index = [slice(None)] * value.ndim
-            index[axis] = consumer.input_indices(removed)
-            value[tuple(index)] = 0.0
+            indices = consumer.input_indices(removed)
+            if getattr(layer, "groups", 1) > 1:
+                _zero_grouped_inputs(value, layer.groups, indices)
+            else:
+                index = [slice(None)] * value.ndim
+                index[axis] = indices
+                value[tuple(index)] = 0.0
             variable.assign(value)
     return clone
+
+
+def _zero_grouped_inputs(kernel, groups, indices):
+    """Zero input channels `indices` of a grouped kernel `(*k, in / groups,
+    out)`: input channel `c` is row `c % (in / groups)` of the filters of
+    group `c // (in / groups)`."""
+    in_per = kernel.shape[-2]
+    out_per = kernel.shape[-1] // groups
+    for channel in indices:
+        start = (channel // in_per) * out_per
+        kernel[..., channel % in_per, start:start + out_per] = 0.0
 
 
 def random_keep(groups, rng, min_fraction=0.2):

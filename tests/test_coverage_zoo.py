@@ -106,3 +106,34 @@ def test_keras_hub_image_classifier_prunes_into_a_functional_model():
     x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype("float32")
     assert small(x).shape == (2, 3)
     assert small.count_params() < classifier.count_params()
+
+
+def test_keras_hub_grouped_conv_backbone_prunes_in_equal_blocks(float64):
+    """A CSPNet with ResNeXt bottlenecks (`groups=8`) under a head: every
+    group through a grouped convolution is prunable, and removing half of
+    every block equals zeroing those inputs (grouped kernels zeroed per
+    block by tests/surgery.py). Its channel-axis `ops.split` is blocked."""
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.CSPNetBackbone(
+        stem_filters=16, stem_kernel_size=3, stem_strides=2,
+        stackwise_depth=[1, 1], stackwise_strides=[1, 2],
+        stackwise_num_filters=[64, 128], block_type="bottleneck_block",
+        groups=8, stage_type="csp", bottle_ratio=[1.0], block_ratio=[0.5],
+        expand_ratio=[1.0], image_shape=(32, 32, 3), name="cspresnext",
+    )
+    model = zoo.randomize_batchnorm(_under_head(backbone))
+    groups = keras_adp.channel_groups(model)
+    grouped = [g for g in groups if g.blocks > 1]
+    assert len(grouped) >= 4 and all(g.prunable for g in grouped)
+    assert all(
+        "(Split)" in g.reason for g in groups
+        if not g.prunable and "reaches the model output" not in g.reason
+    )
+    # Half of each block (every block size is even): equal shares.
+    keep = {g.name: np.arange(0, g.size, 2) for g in groups if g.prunable}
+    small = keras_adp.prune_channels(model, keep)
+    reference = surgery.zeroed_copy(model, groups, keep)
+    x = np.random.default_rng(1).standard_normal((2, 32, 32, 3))
+    np.testing.assert_allclose(small(x), reference(x), rtol=0, atol=1e-9)
+    assert np.max(np.abs(np.asarray(small(x)) - np.asarray(model(x)))) > 1e-3
+    assert small.count_params() < model.count_params() / 2
