@@ -39,6 +39,9 @@ setup(
         # Floors: releases built for NumPy 2. Tested: tf2onnx 1.17.0,
         # onnx 1.23.2, onnxruntime 1.32.0 (1.23.2 is the last for Python 3.10).
         "onnx": ["tf2onnx>=1.17", "onnx>=1.17", "onnxruntime>=1.20"],
+        # The JAX backend (KERAS_BACKEND=jax). Tested: jax/jaxlib 0.10.2 (CPU
+        # wheels from PyPI, ~90 MB download).
+        "jax": ["jax>=0.4.30"],
     },
     entry_points={"console_scripts": ["keras-adp=keras_adp.cli:main"]},
 )

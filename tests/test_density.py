@@ -458,6 +458,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.tensorflow_only("tf.distribute.MirroredStrategy")
 def test_measure_density_under_mirrored_strategy_matches_single_device():
     # Logical devices must be configured before TensorFlow initialises its
     # devices, so this runs in a fresh interpreter.
@@ -533,6 +534,7 @@ WHOLE_BATCHES_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.tensorflow_only("tf.distribute.MirroredStrategy")
 def test_measure_density_never_hands_a_replica_an_empty_batch():
     # 3 replicas and last batches of 1, 2 or 3 samples: a strategy that
     # split them as they are would leave replicas empty, which crashes
