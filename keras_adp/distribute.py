@@ -11,9 +11,9 @@ distribution adds lives here:
   variables synchronised on read, which takes every worker's part in an
   all-reduce.
 - `check_workers_agree`: every worker must resume the same checkpoint.
-- `ReplicaSafeInputs` (defined in the backend-neutral
-  `keras_adp.epoch_inputs`, re-exported): no replica ever receives an
-  empty batch (TensorFlow's oneDNN CPU kernels mis-shape one).
+- (`keras_adp.epoch_inputs.ReplicaSafeInputs`, backend-neutral, makes sure
+  no replica ever receives an empty batch: TensorFlow's oneDNN CPU kernels
+  mis-shape one.)
 - `distributed_fit_fixes`: Keras 3's own `fit` fails under a multi-worker
   strategy (keras-team/keras#20585); while the trainer's `fit` calls run,
   two private Keras functions are replaced and then restored.
@@ -33,10 +33,6 @@ from typing import Callable
 
 import tensorflow as tf
 
-from keras_adp.epoch_inputs import ReplicaSafeInputs
-from keras_adp.epoch_inputs import fills_every_replica
-from keras_adp.epoch_inputs import leaves_a_replica_empty
-
 __all__ = [
     "is_chief",
     "is_multi_worker",
@@ -44,9 +40,6 @@ __all__ = [
     "warn_if_unseeded",
     "check_workers_agree",
     "distributed_fit_fixes",
-    "ReplicaSafeInputs",
-    "leaves_a_replica_empty",
-    "fills_every_replica",
 ]
 
 

@@ -196,9 +196,9 @@ def warn_if_unseeded(model, seed, x) -> None:
     if seed is None and keras.backend.backend() == "jax":
         import jax
 
-        from keras_adp import inputs as inputs_lib
+        from keras_adp import validation
 
-        if jax.process_count() > 1 and not inputs_lib.is_dataset(x):
+        if jax.process_count() > 1 and not validation.is_dataset(x):
             warnings.warn(
                 "Multi-process training without `seed`: each process "
                 "shuffles the arrays its own way. Fix: pass "

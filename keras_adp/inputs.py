@@ -16,7 +16,6 @@ import math
 import numbers
 from typing import Any
 
-import sys
 
 import keras
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 from keras_adp import distribution
 from keras_adp import graph as graph_lib
 from keras_adp import validation
+from keras_adp.validation import is_dataset
 
 __all__ = [
     "is_dataset",
@@ -42,18 +42,6 @@ __all__ = [
 
 # Batch size in which `calibration_inputs` reads datasets of single samples.
 _READ_BATCH_SIZE = 256
-
-
-def is_dataset(data: Any) -> bool:
-    """Whether `data` is a `tf.data.Dataset`, without importing TensorFlow.
-
-    A dataset can only exist once TensorFlow is imported, so when it is not
-    (e.g. on the JAX or torch backend) nothing is one.
-    """
-    tf = sys.modules.get("tensorflow")
-    data_module = getattr(tf, "data", None)
-    dataset_type = getattr(data_module, "Dataset", None)
-    return isinstance(dataset_type, type) and isinstance(data, dataset_type)
 
 
 def num_samples(inputs) -> int:

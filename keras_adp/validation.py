@@ -8,11 +8,13 @@ what was received, what was expected and how to fix it.
 from __future__ import annotations
 
 import numbers
+import sys
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "is_dataset",
     "check_finite",
     "check_batch_size",
     "check_bool",
@@ -237,9 +239,19 @@ def check_labels(model: Any, y: Any, name: str = "y") -> None:
 
 
 def _is_dataset_like(data: Any) -> bool:
-    from keras_adp import inputs as inputs_lib
-
-    return inputs_lib.is_dataset(data) or (
+    return is_dataset(data) or (
         hasattr(data, "__next__") or hasattr(data, "__getitem__")
         and hasattr(data, "on_epoch_end")  # keras.utils.PyDataset
     )
+
+
+def is_dataset(data: Any) -> bool:
+    """Whether `data` is a `tf.data.Dataset`, without importing TensorFlow.
+
+    A dataset can only exist once TensorFlow is imported, so when it is not
+    (e.g. on the JAX or torch backend) nothing is one.
+    """
+    tf = sys.modules.get("tensorflow")
+    data_module = getattr(tf, "data", None)
+    dataset_type = getattr(data_module, "Dataset", None)
+    return isinstance(dataset_type, type) and isinstance(data, dataset_type)
