@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_adp import keras_graph
+
 __all__ = ["compile_like", "fresh_optimizer"]
 
 
@@ -26,14 +28,13 @@ def compile_like(source: keras.Model, target: keras.Model, optimizer) -> None:
     Raises:
         ValueError: if `source` was never compiled.
     """
-    config = getattr(source, "_compile_config", None)
-    if not source.compiled or config is None:
+    kwargs = keras_graph.compile_arguments(source)
+    if not source.compiled or kwargs is None:
         raise ValueError(
             f"Expected a compiled model. Received model '{source.name}' that "
             "was never compiled. Fix: call `model.compile(optimizer=..., "
             "loss=..., metrics=...)` before training it with keras_adp."
         )
-    kwargs = dict(config.config)
     for key in ("metrics", "weighted_metrics"):
         kwargs[key] = keras.tree.map_structure(_fresh_metric, kwargs[key])
     kwargs["optimizer"] = optimizer

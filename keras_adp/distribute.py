@@ -1,5 +1,6 @@
-"""TensorFlow distributed training: chief and workers, replica-safe inputs, and the
-only patch of private Keras functions in the package.
+"""TensorFlow distributed training: chief and workers, replica-safe inputs, the
+only patch of private Keras functions in the package, and its only access to
+TensorFlow internals (`tensorflow.python`).
 
 The trainer trains with TensorFlow's own strategies
 (`tf.distribute.MirroredStrategy`, `MultiWorkerMirroredStrategy`). What
@@ -17,10 +18,13 @@ distribution adds lives here:
 - `distributed_fit_fixes`: Keras 3's own `fit` fails under a multi-worker
   strategy (keras-team/keras#20585); while the trainer's `fit` calls run,
   two private Keras functions are replaced and then restored.
+- `clear_kernel_cache`: drops TensorFlow's eager kernel cache (private
+  `tensorflow.python.eager.context`), which `keras_adp.rebuild` calls after
+  every rebuild.
 
 TensorFlow only: the rest of the package reaches this module through the
-backend-neutral `keras_adp.distribution`, which imports it lazily on the
-TensorFlow backend.
+backend-neutral `keras_adp.distribution` (and `keras_adp.rebuild` for
+`clear_kernel_cache`), which import it lazily on the TensorFlow backend.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ __all__ = [
     "warn_if_unseeded",
     "check_workers_agree",
     "distributed_fit_fixes",
+    "clear_kernel_cache",
 ]
 
 
@@ -196,3 +201,17 @@ def distributed_fit_fixes(model):
     finally:
         tf_trainer.reduce_per_replica = keras_reduce
         del model._maybe_symbolic_build
+
+
+def clear_kernel_cache() -> None:
+    """Drop TensorFlow's eager kernel cache (nothing in graph mode).
+
+    TensorFlow caches one kernel per shape it ran an operation on; the
+    cache has no public API, so it is cleared through the private
+    `tensorflow.python.eager.context`. Clearing it costs only a re-lookup
+    of the kernels used next.
+    """
+    from tensorflow.python.eager import context
+
+    if context.executing_eagerly():
+        context.context().clear_kernel_cache()

@@ -30,7 +30,6 @@ reports the file as `"float32"`.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
 from collections.abc import Iterable, Iterator
@@ -40,6 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_adp import keras_graph
 from keras_adp import litert
 from keras_adp import parity
 from keras_adp.litert import LatencyResult
@@ -204,14 +204,6 @@ def _check_export_arguments(
 # Conversion.
 
 
-def _keras_has_litert_export() -> bool:
-    """Whether the installed Keras has `model.export(format="litert")`."""
-    try:
-        return importlib.util.find_spec("keras.src.export.litert") is not None
-    except ImportError:
-        return False
-
-
 def _converter_options(
     mode: str, samples: list[np.ndarray] | None, int8_io: bool
 ) -> dict[str, Any]:
@@ -252,7 +244,7 @@ def _converter_options(
 
 def _convert(model: keras.Model, filename: str, options: dict) -> None:
     """Write `model` converted with `options` to `filename`."""
-    if _keras_has_litert_export():
+    if keras_graph.has_litert_exporter():
         model.export(filename, format="litert", verbose=False, **options)
         return
     converter = tf.lite.TFLiteConverter.from_keras_model(model)

@@ -1,12 +1,21 @@
-"""Read access to the graph of a Keras 3 functional or Sequential model.
+"""Read access to the graph of a Keras 3 functional or Sequential model, and
+every other use of Keras internals in the package.
 
-The only module of the channel analysis that reads Keras' private graph
-attributes (`Functional._nodes_by_depth`, `Sequential._functional`, a
-symbolic tensor's `_keras_history`, an operation's `_inbound_nodes`, a
-node's `arguments._flat_arguments`); everything else goes through the
-functions here. It also offers two walks of a model graph that follow
-nested sub-models: `layer_calls` (for cost counting) and `site_tensors`
-(for density measurement inside sub-models). Nothing here mutates a model
+The only module that reads Keras' private graph attributes
+(`Functional._nodes_by_depth`, `Sequential._functional`, a symbolic
+tensor's `_keras_history`, an operation's `_inbound_nodes`, a node's
+`arguments._flat_arguments`) and, apart from `keras_adp.distribute` (its
+patch of Keras' TensorFlow trainer, and TensorFlow's internals), any other
+private Keras name: a model's compile arguments (`compile_arguments`), the
+operation and keras.applications classes Keras does not export
+(`keras_ops_module`, `keras_op_class`, `keras_applications_module`) and
+the LiteRT exporter probe (`has_litert_exporter`). Everything else goes
+through the functions here (`tests/test_import_graph.py` checks it). It
+does not import TensorFlow.
+
+It also offers two walks of a model graph that follow nested sub-models:
+`layer_calls` (for cost counting) and `site_tensors` (for density
+measurement inside sub-models). Nothing here mutates a model
 (`site_tensors` adds symbolic calls to its layers, which change no config
 or weight).
 
@@ -15,6 +24,8 @@ or weight).
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from typing import Any, Iterator, NamedTuple
 
 import keras
@@ -25,10 +36,15 @@ __all__ = [
     "LayerCall",
     "all_layers",
     "check_model",
+    "compile_arguments",
     "computed_nodes",
     "flat_arguments",
     "get_layer",
     "graph_of",
+    "has_litert_exporter",
+    "keras_applications_module",
+    "keras_op_class",
+    "keras_ops_module",
     "layer_calls",
     "producer_name",
     "producer_of",
@@ -291,3 +307,56 @@ def get_layer(model: keras.Model, qualified_name: str) -> keras.layers.Layer:
     for part in path:
         model = model.get_layer(part)
     return model.get_layer(name)
+
+
+# ------------------------------------------------- other Keras internals
+def compile_arguments(model: keras.Model) -> dict[str, Any] | None:
+    """The keyword arguments `model.compile` was last called with.
+
+    Read from the model's private `_compile_config` (Keras 3 keeps no public
+    copy of the loss and metric arguments).
+
+    Args:
+        model: any Keras model (not modified).
+
+    Returns:
+        A new dict (`optimizer`, `loss`, `metrics`, `weighted_metrics`, ...)
+        whose values are the objects `compile` received, or None when the
+        model was never compiled.
+    """
+    config = getattr(model, "_compile_config", None)
+    if config is None:
+        return None
+    return dict(config.config)
+
+
+def keras_ops_module(name: str) -> Any:
+    """The module `keras.src.ops.<name>` (e.g. `"numpy"`, `"nn"`).
+
+    It holds the classes of the operation nodes that `keras.ops` calls and
+    Python arithmetic on symbolic tensors add to a functional graph
+    (`keras.src.ops.numpy.Add`, `keras.src.ops.nn.Relu6`, ...), which
+    Keras does not export publicly.
+    """
+    return importlib.import_module(f"keras.src.ops.{name}")
+
+
+def keras_op_class(module: str, name: str) -> type | None:
+    """The operation class `keras.src.ops.<module>.<name>`, or None when
+    the installed Keras lacks it (e.g. `("nn", "Celu")` before Keras 3.6)."""
+    return getattr(keras_ops_module(module), name, None)
+
+
+def keras_applications_module(name: str) -> Any:
+    """The module `keras.src.applications.<name>` (e.g. `"convnext"`),
+    whose helper layers (`convnext.LayerScale`) are not exported publicly."""
+    return importlib.import_module(f"keras.src.applications.{name}")
+
+
+def has_litert_exporter() -> bool:
+    """Whether the installed Keras has `model.export(format="litert")`
+    (its private module `keras.src.export.litert` exists)."""
+    try:
+        return importlib.util.find_spec("keras.src.export.litert") is not None
+    except ImportError:
+        return False

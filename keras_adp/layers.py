@@ -50,13 +50,13 @@ anyway, because pruning during training retrains afterwards.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any, Callable
 
 import keras
 import numpy as np
 from keras import layers as keras_layers
 
+from keras_adp import keras_graph
 from keras_adp import slicing
 from keras_adp.slicing import Weights
 
@@ -436,23 +436,24 @@ def _elementwise_check(layer, in_shapes, out_shapes) -> str | None:
 _ELEMENTWISE_MERGE = Handler("merge", _elementwise_check)
 
 # Operation classes that older Keras versions accepted by setup.py
-# (keras>=3.3) may lack, by module and class name: registered when present.
+# (keras>=3.3) may lack, by `keras.src.ops` module and class name:
+# registered when present.
 # `tests/test_handlers.py` checks that each one resolves on the installed
 # Keras, so a misspelt name fails there rather than disabling the handler.
 _NEWER_KERAS_OPS: dict[tuple[str, str], Handler] = {
-    ("keras.src.ops.numpy", "DivideNoNan"): _ELEMENTWISE_MERGE,
-    ("keras.src.ops.nn", "Celu"): Handler(
+    ("numpy", "DivideNoNan"): _ELEMENTWISE_MERGE,
+    ("nn", "Celu"): Handler(
         "passthrough", _elementwise_check, activation=_named("celu")
     ),
-    ("keras.src.ops.nn", "HardTanh"): Handler(
+    ("nn", "HardTanh"): Handler(
         "passthrough", _elementwise_check, activation=_named("hard_tanh")
     ),
 }
 
 
 def _register_op_registry() -> None:
-    from keras.src.ops import nn as ops_nn
-    from keras.src.ops import numpy as ops_numpy
+    ops_nn = keras_graph.keras_ops_module("nn")
+    ops_numpy = keras_graph.keras_ops_module("numpy")
 
     _register(
         [ops_numpy.Add, ops_numpy.Subtract, ops_numpy.Multiply,
@@ -490,7 +491,7 @@ def _register_op_registry() -> None:
                     activation=_named(activation)),
         )
     for (module, name), handler in _NEWER_KERAS_OPS.items():
-        cls = getattr(importlib.import_module(module), name, None)
+        cls = keras_graph.keras_op_class(module, name)
         if cls is not None:
             _register([cls], handler)
 
@@ -500,7 +501,10 @@ _register_op_registry()
 
 # ------------------------------- per-channel layers of keras.applications
 def _register_applications() -> None:
-    from keras.src.applications import convnext, inception_resnet_v2
+    convnext = keras_graph.keras_applications_module("convnext")
+    inception_resnet_v2 = keras_graph.keras_applications_module(
+        "inception_resnet_v2"
+    )
 
     # `x * gamma`, gamma of shape (projection_dim,).
     _register(

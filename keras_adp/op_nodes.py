@@ -61,7 +61,7 @@ def _scalar_operand(node: Any) -> float | None:
 def _strip_positive_factor(found: tuple | None) -> tuple | None:
     """Follow `* c` and `/ c` by a positive constant `c` back to the
     (operation, node) of their input."""
-    from keras.src.ops import numpy as ops_numpy
+    ops_numpy = keras_graph.keras_ops_module("numpy")
 
     while found and isinstance(
         found[0], (ops_numpy.Multiply, ops_numpy.Divide, ops_numpy.TrueDivide)
@@ -73,7 +73,7 @@ def _strip_positive_factor(found: tuple | None) -> tuple | None:
 
 
 def _is_relu6(operation: Any) -> bool:
-    from keras.src.ops import nn as ops_nn
+    ops_nn = keras_graph.keras_ops_module("nn")
 
     return isinstance(operation, ops_nn.Relu6) or (
         isinstance(operation, keras.layers.ReLU)
@@ -86,8 +86,8 @@ def _is_relu6(operation: Any) -> bool:
 def _gate_of(x: Any, gate: Any) -> str | None:
     """The activation `x * gate` computes when `gate` is a sigmoid-like
     function of `x` (up to a positive constant factor), else None."""
-    from keras.src.ops import nn as ops_nn
-    from keras.src.ops import numpy as ops_numpy
+    ops_nn = keras_graph.keras_ops_module("nn")
+    ops_numpy = keras_graph.keras_ops_module("numpy")
 
     found = _strip_positive_factor(keras_graph.producer_of(gate))
     if not found:
@@ -128,7 +128,7 @@ def self_gate(node: Any) -> str | None:
     `keras.ops` (MobileNetV3's `x * ReLU(6.)(x + 3.) * (1. / 6.)`). Their
     output is positive exactly where `x` is, like a ReLU's.
     """
-    from keras.src.ops import numpy as ops_numpy
+    ops_numpy = keras_graph.keras_ops_module("numpy")
 
     operation = node.operation
     if not isinstance(operation, (ops_numpy.Multiply, keras.layers.Multiply)):
@@ -145,7 +145,7 @@ def self_gate(node: Any) -> str | None:
 
 def shift_of(tensor: Any) -> float:
     """The constant `c` when `tensor` is `x + c` or `x - c`, else 0."""
-    from keras.src.ops import numpy as ops_numpy
+    ops_numpy = keras_graph.keras_ops_module("numpy")
 
     found = keras_graph.producer_of(tensor)
     if not found:

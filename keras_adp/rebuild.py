@@ -20,6 +20,7 @@ import numpy as np
 from keras_adp import channel_blocks
 from keras_adp import compiling
 from keras_adp import graph as graph_lib
+from keras_adp import keras_graph
 
 
 def resolve_keep(
@@ -195,7 +196,7 @@ def _clone(
             batch_shape=tuple(tensor.shape[:-1])
             + ((len(kept),) if kept is not None else tuple(tensor.shape[-1:])),
             dtype=tensor.dtype,
-            name=tensor._keras_history[0].name,
+            name=keras_graph.producer_name(tensor),
         )
         for tensor, kept in zip(model.inputs, keep_in)
     ]
@@ -416,10 +417,9 @@ def _release_kernel_cache() -> None:
     """
     if keras.backend.backend() != "tensorflow":
         return
-    from tensorflow.python.eager import context
+    from keras_adp import distribute
 
-    if context.executing_eagerly():
-        context.context().clear_kernel_cache()
+    distribute.clear_kernel_cache()
 
 
 def prune_channels(

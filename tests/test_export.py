@@ -13,6 +13,7 @@ import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
 from keras_adp import export
+from keras_adp import keras_graph
 from keras_adp import litert
 
 IMAGE_SHAPE = (8, 8, 3)
@@ -357,7 +358,7 @@ def test_export_tflite_leaves_no_temporary_file_when_the_converter_raises(
     tmp_path, monkeypatch, data, quantization, keras_exporter
 ):
     monkeypatch.setattr(
-        export, "_keras_has_litert_export", lambda: keras_exporter
+        keras_graph, "has_litert_exporter", lambda: keras_exporter
     )
     monkeypatch.setattr(
         tf.lite.TFLiteConverter, "from_saved_model", _FailingConverter
@@ -486,7 +487,7 @@ def test_export_tflite_float16_of_a_model_without_weights_is_accepted(
 def test_converter_fallback_without_keras_litert_export_verifies(
     tmp_path, monkeypatch, data, trained_models, quantization
 ):
-    monkeypatch.setattr(export, "_keras_has_litert_export", lambda: False)
+    monkeypatch.setattr(keras_graph, "has_litert_exporter", lambda: False)
     model = trained_models["full"]
     path = export.export_tflite(
         model,
@@ -503,7 +504,7 @@ def test_converter_fallback_without_keras_litert_export_verifies(
 
 
 def test_keras_litert_export_is_detected_on_installed_keras():
-    assert export._keras_has_litert_export()
+    assert keras_graph.has_litert_exporter()
 
 
 # ---------------------------------------------------------------------------

@@ -349,6 +349,7 @@ def test_newer_keras_ops_resolve_on_the_installed_keras():
     """Ops registered by name (absent from older supported Keras versions)
     must exist here: a misspelt name would otherwise drop its handler."""
     for (module, name), handler in layer_handlers._NEWER_KERAS_OPS.items():
+        module = f"keras.src.ops.{module}"
         cls = getattr(importlib.import_module(module), name, None)
         assert cls is not None, f"{module}.{name} does not exist"
         assert layer_handlers.REGISTRY[cls] is handler
