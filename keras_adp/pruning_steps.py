@@ -50,8 +50,9 @@ class PruningSteps:
             recalibration after a rebuild).
         run_dir: where the pre-step model is kept during a trial, or None.
         verbose: 0 silent, else one line per step and per decision.
-        strategy: the run's model: its distribution decides who writes
-            (`keras_adp.distribution.is_chief`).
+        model: the model the run starts from: its distribution (strategy
+            or process) decides whether this process writes to `run_dir`
+            (`keras_adp.distribution.is_chief`). Not modified.
         read_pre_step: reads the pre-step model back from `run_dir` (a run
             resumed during a trial).
     """
@@ -64,7 +65,7 @@ class PruningSteps:
         calibration,
         run_dir: str | None,
         verbose: int,
-        strategy,
+        model: keras.Model,
         read_pre_step: Callable[[], keras.Model],
     ):
         self.policy = policy
@@ -74,7 +75,7 @@ class PruningSteps:
         self._verbose = verbose
         self._read_pre_step = read_pre_step
         self._pre_step = None
-        self._strategy = strategy
+        self._run_model = model
 
     def after_epoch(
         self, model, probe, state, epoch, record, groups, densities, wrapped,
@@ -297,7 +298,7 @@ class PruningSteps:
 
     def _drop_pre_step(self) -> None:
         self._pre_step = None
-        if self.run_dir and distribution.is_chief(self._strategy):
+        if self.run_dir and distribution.is_chief(self._run_model):
             shutil.rmtree(
                 os.path.join(self.run_dir, checkpoints.PRE_STEP_DIR),
                 ignore_errors=True,

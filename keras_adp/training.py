@@ -319,7 +319,7 @@ class ADPTrainer:
             calibration=calibration,
             run_dir=self.run_dir,
             verbose=self._verbose,
-            strategy=model,
+            model=model,
             read_pre_step=lambda: checkpoints.read_model(
                 os.path.join(self.run_dir, checkpoints.PRE_STEP_DIR),
                 user_model,
