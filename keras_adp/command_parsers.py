@@ -288,7 +288,7 @@ def _add_pruning_options(pruning) -> None:
         help="round widths up to a multiple of N (8 suits mobile kernels)",
     )
     pruning.add_argument(
-        "--selection", choices=SELECTIONS, default="density",
+        "--selection", choices=SELECTIONS, default="l1",
         help="which channels survive",
     )
     pruning.add_argument(

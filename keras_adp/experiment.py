@@ -110,7 +110,7 @@ class TrainOptions:
     max_accuracy_drop: float | None = ADPPolicy.max_accuracy_drop
     min_channels: int = 4
     round_to: int = 1
-    selection: str = "density"
+    selection: str = "l1"
     calibration_samples: int = 512
     run_dir: str | None = None
     resume: bool = False

@@ -181,7 +181,9 @@ def test_policy_keeps_equal_counts_of_the_best_ranked_in_every_block():
     density = Density(
         overall=0.4, channels=channels, measured_at="relu", samples=16
     )
-    policy = ADPPolicy(width_rule="density", min_channels=4)
+    policy = ADPPolicy(
+        width_rule="density", min_channels=4, selection="density"
+    )
     keep = policy.plan([group], {"g": density}, {"g": np.ones(group.size)})
     kept = keep["g"]
     # ceil(0.4 * 12) = 5 -> round(5 / 4) = 1 a block, raised to

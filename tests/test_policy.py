@@ -101,7 +101,9 @@ def test_select_by_score_ignores_density(selection):
 
 
 def test_select_returns_sorted_indices():
-    kept = ADPPolicy().select(3, [0.1, 0.9, 0.3, 0.8, 0.7], None)
+    kept = ADPPolicy(selection="density").select(
+        3, [0.1, 0.9, 0.3, 0.8, 0.7], None
+    )
     np.testing.assert_array_equal(kept, [1, 3, 4])
 
 
@@ -184,7 +186,9 @@ def test_converged_trigger_respects_warmup_and_max_prune_steps():
 
 # ------------------------------------------------------------------- plan
 def test_plan_keeps_densest_channels_of_each_shrinking_group():
-    policy = ADPPolicy(width_rule="density", min_channels=1)
+    policy = ADPPolicy(
+        width_rule="density", min_channels=1, selection="density"
+    )
     groups = [_group("a", 4), _group("b", 4), _group("head", 3, False)]
     densities = {
         "a": _density([0.0, 1.0, 0.0, 1.0]),  # AD 0.5 -> 2 channels
@@ -281,13 +285,22 @@ def test_unknown_field_in_config_raises_value_error():
         ADPPolicy.from_config({"warmup": 3})
 
 
+def test_default_selection_keeps_the_largest_l1_norms():
+    # Measured (benchmarks/bench_selection.py): behind BatchNormalization a
+    # channel's own density ranks channels worse than chance; L1 does not.
+    kept = ADPPolicy().select(
+        2, [0.9, 0.1, 0.8, 0.2], [1.0, 5.0, 0.5, 3.0]
+    )
+    np.testing.assert_array_equal(kept, [1, 3])
+
+
 def test_defaults_match_the_documented_method():
     policy = ADPPolicy()
     assert policy.get_config() == {
         "warmup_epochs": 1,
         "min_channels": 4,
         "round_to": 1,
-        "selection": "density",
+        "selection": "l1",
         "trigger": "interval",
         "interval": 1,
         "tolerance": 0.02,

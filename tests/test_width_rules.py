@@ -73,7 +73,7 @@ def test_live_rule_keeps_exactly_the_live_channels_in_each_group():
 
 
 def test_live_ranking_puts_live_channels_first():
-    policy = keras_adp.ADPPolicy(width_rule="live")
+    policy = keras_adp.ADPPolicy(width_rule="live", selection="density")
     order = policy.rank([0.9, 0.0, 0.4, 0.7], None, [0.0, 1.0, 1.0, 1.0])
     # Channel 0 fires most but its gamma is 0: it ranks after live ones.
     np.testing.assert_array_equal(order, [3, 2, 0, 1])
