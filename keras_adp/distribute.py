@@ -6,7 +6,8 @@ The trainer trains with TensorFlow's own strategies
 (`tf.distribute.MirroredStrategy`, `MultiWorkerMirroredStrategy`). What
 distribution adds lives here:
 
-- `is_chief`, `write_on_chief`: only the chief writes to the run directory;
+- `is_chief`: only the chief writes to the run directory (through
+  `keras_adp.distribution.write_on_chief`);
   the other workers of a multi-worker run save into a temporary directory
   that is deleted at once, as TensorFlow advises, because saving may read
   variables synchronised on read, which takes every worker's part in an
@@ -30,8 +31,6 @@ backend-neutral `keras_adp.distribution` (and `keras_adp.rebuild` for
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import warnings
 from typing import Callable
 
@@ -40,7 +39,6 @@ import tensorflow as tf
 __all__ = [
     "is_chief",
     "is_multi_worker",
-    "write_on_chief",
     "warn_if_unseeded",
     "check_workers_agree",
     "distributed_fit_fixes",
@@ -76,26 +74,6 @@ def warn_if_unseeded(strategy, seed, x) -> None:
             "`ADPTrainer(seed=...)`.",
             stacklevel=3,
         )
-
-
-def write_on_chief(
-    strategy, directory: str, write: Callable[[str], None]
-) -> None:
-    """`write(directory)` on the chief, `write(scratch)` on other workers.
-
-    Every worker of a multi-worker run saves, so that variables
-    synchronised on read (whose value is an all-reduce over workers) can be
-    read; the non-chief workers write into a temporary directory that is
-    deleted right after (TensorFlow's multi-worker guidance).
-    """
-    if is_chief(strategy):
-        write(directory)
-        return
-    scratch = tempfile.mkdtemp(prefix="keras_adp_worker_")
-    try:
-        write(scratch)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def check_workers_agree(

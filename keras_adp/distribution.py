@@ -155,11 +155,6 @@ def write_on_chief(
         directory: where the chief writes.
         write: called with the directory to write into.
     """
-    if is_tensorflow():
-        from keras_adp import distribute
-
-        distribute.write_on_chief(_strategy(model), directory, write)
-        return
     if is_chief(model):
         write(directory)
         return
