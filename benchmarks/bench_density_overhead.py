@@ -165,9 +165,9 @@ def memory_child(mode):
             return probe.measure(x, batch_size=CALIBRATION_BATCH)
     else:
         tensors = [
-            group.measured_at.tensor
+            group.density_site.tensor
             for group in graph.channel_groups(model)
-            if group.prunable and group.measured_at is not None
+            if group.prunable and group.density_site is not None
         ]
         maps = keras.Model(model.inputs, tensors)
 

@@ -1,7 +1,7 @@
 """Activation density: the fraction of a layer's activations that fire.
 
 Definition. For a channel group measured at tensor `a` (the output of its
-nonlinearity, see `ChannelGroup.measured_at`), an activation *fires* when it
+nonlinearity, see `ChannelGroup.density_site`), an activation *fires* when it
 is strictly greater than `threshold` (default `0.0`). The group's density is
 
     density = (# fired activations) / (# activations)
@@ -64,7 +64,7 @@ class Density:
         channels: per-channel fraction, float64 of shape `(group size,)`.
         measured_at: qualified name (a `str`, never None) of the layer whose
             output was measured, e.g. `"block/relu"`: the `layer` of the
-            group's `ChannelGroup.measured_at` activation site. Groups
+            group's `ChannelGroup.density_site` activation site. Groups
             without a site get no `Density`.
         samples: number of samples measured.
     """
@@ -217,7 +217,7 @@ class DensityProbe:
         fills `names`, `sites` and `skipped`."""
         measured = []
         for group in groups:
-            site = group.measured_at
+            site = group.density_site
             if site is None:
                 self.skipped[group.name] = (
                     "no nonlinearity after it (e.g. a linear bottleneck or "

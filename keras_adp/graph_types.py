@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any
 
 import keras
@@ -166,6 +167,22 @@ class ChannelGroup:
 
     @property
     def measured_at(self) -> ActivationSite | None:
+        """Deprecated alias of `density_site` (one release).
+
+        `Density.measured_at` is the measured layer's name (a `str`); this
+        attribute of the same name held an `ActivationSite`.
+        """
+        warnings.warn(
+            "`ChannelGroup.measured_at` is deprecated: use "
+            "`ChannelGroup.density_site` (an `ActivationSite`); "
+            "`Density.measured_at` is the measured layer's name.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.density_site
+
+    @property
+    def density_site(self) -> ActivationSite | None:
         """Where activation density is measured: the first activation site
         whose nonlinearity has a silent branch (`GATING_ACTIVATIONS`), else
         the first site (which then gives no density); None without sites.

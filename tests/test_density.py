@@ -87,12 +87,12 @@ def reference_densities(model, x, threshold=0.0):
     groups = [
         group
         for group in keras_adp.channel_groups(model)
-        if group.prunable and group.measured_at is not None
-        and group.measured_at.activation in density.GATING_ACTIVATIONS
+        if group.prunable and group.density_site is not None
+        and group.density_site.activation in density.GATING_ACTIVATIONS
     ]
     # Sites inside nested sub-models are reached by tracing them inline
     # (test_nested.py checks those densities against the sub-model itself).
-    tensors = graph.site_tensors(model, [g.measured_at for g in groups])
+    tensors = graph.site_tensors(model, [g.density_site for g in groups])
     maps = keras.Model(graph.graph_of(model).inputs, tensors).predict(
         x, verbose=0
     )
@@ -100,7 +100,7 @@ def reference_densities(model, x, threshold=0.0):
         maps = [maps]
     result = {}
     for group, activation in zip(groups, maps):
-        offset = group.measured_at.offset
+        offset = group.density_site.offset
         fired = activation[..., offset : offset + group.size] > threshold
         result[group.name] = fired.reshape(-1, group.size).mean(axis=0)
     return result
@@ -268,7 +268,7 @@ def test_residual_identity_group_is_measured_at_its_measured_at_site():
 
     # The identity group (stem, b1c2, the Add and the ReLU after it) is
     # measured at its first site, the stem's ReLU.
-    assert result.measured_at == group.measured_at.layer == "stem_relu"
+    assert result.measured_at == group.density_site.layer == "stem_relu"
     stem_relu = keras.Model(model.inputs, model.get_layer("stem_relu").output)
     expected = (stem_relu.predict(x, verbose=0) > 0).mean(axis=(0, 1, 2))
     np.testing.assert_allclose(result.channels, expected, rtol=0, atol=1e-12)

@@ -25,9 +25,9 @@ def test_channel_groups_of_vgg_are_one_per_conv_and_logits_not_prunable():
     assert first.producers == ("b1c1_conv",)
     assert first.consumers == ("b1c2_conv",)
     assert first.members == ("b1c1_bn",)
-    assert first.measured_at.layer == "b1c1_relu"
+    assert first.density_site.layer == "b1c1_relu"
     assert groups["b2c1_conv"].consumers == ("fc1",)
-    assert groups["fc1"].measured_at.layer == "fc1"  # fused activation
+    assert groups["fc1"].density_site.layer == "fc1"  # fused activation
     assert not groups["logits"].prunable
     assert "model output 'logits'" in groups["logits"].reason
 
@@ -37,7 +37,7 @@ def test_channel_groups_couple_residual_add_inputs():
     stem = groups["stem_conv"]
     assert stem.producers == ("stem_conv", "b1c2_conv")
     assert set(stem.consumers) == {"b1c1_conv", "b2c1_conv", "b2_proj"}
-    assert stem.measured_at.layer == "stem_relu"
+    assert stem.density_site.layer == "stem_relu"
     assert [s.layer for s in stem.activation_sites] == ["stem_relu", "b1_out"]
     proj = groups["b2c2_conv"]
     assert set(proj.producers) == {"b2c2_conv", "b2_proj"}
@@ -112,14 +112,14 @@ def test_channel_groups_of_sequential_cover_every_layer_kind():
     assert list(groups) == ["c1", "sep", "deconv", "logits"]
     assert groups["sep"].members == ("prelu",)
     assert groups["deconv"].consumers == ("logits",)
-    assert groups["deconv"].measured_at.layer == "leaky"
+    assert groups["deconv"].density_site.layer == "leaky"
 
 
 def test_channel_groups_of_conv1d_model_with_layer_normalization():
     groups = _groups(zoo.conv1d_and_3d())
     assert groups["c1d"].members == ("dw1d", "ln")
-    assert groups["c1d"].measured_at.activation == "gelu"
-    assert groups["sep1d"].measured_at.activation == "silu"
+    assert groups["c1d"].density_site.activation == "gelu"
+    assert groups["sep1d"].density_site.activation == "silu"
 
 
 def test_channel_groups_coupled_to_model_input_are_not_prunable():
@@ -261,3 +261,17 @@ def test_layout_kept_indices_interleave_flattened_concatenation():
     kept = analysis.kept_indices(io.input_layouts[0], {root: np.array([0, 5])})
     expected = np.sort(np.concatenate([np.arange(9) * 6, np.arange(9) * 6 + 5]))
     np.testing.assert_array_equal(kept, expected)
+
+
+def test_channel_group_measured_at_is_a_deprecated_alias_of_density_site():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="c")(inputs)
+    x = keras.layers.ReLU(name="r")(x)
+    outputs = keras.layers.Conv2D(2, 1, name="out")(x)
+    group = next(
+        g for g in graph.channel_groups(keras.Model(inputs, outputs))
+        if g.name == "c"
+    )
+    assert group.density_site.layer == "r"
+    with pytest.warns(DeprecationWarning, match="density_site"):
+        assert group.measured_at == group.density_site

@@ -96,9 +96,9 @@ def test_groups_inside_a_nested_model_are_prunable_and_measured_there():
     model = nested_model()
     groups = {g.name: g for g in keras_adp.channel_groups(model)}
     assert groups["backbone/c1"].prunable
-    assert groups["backbone/c1"].measured_at.layer == "backbone/r1"
+    assert groups["backbone/c1"].density_site.layer == "backbone/r1"
     assert groups["backbone/c2"].producers == ("backbone/c2", "backbone/short")
-    assert groups["backbone/c2"].measured_at.layer == "backbone/c2"
+    assert groups["backbone/c2"].density_site.layer == "backbone/c2"
 
 
 def test_density_inside_nested_model_equals_independent_numpy_count():

@@ -52,7 +52,7 @@ def test_elementwise_ops_keep_channels_and_couple_channel_tensors():
     assert groups["a"].producers == ("a", "b")
     assert groups["a"].consumers == ("c",)
     assert groups["c"].prunable
-    assert groups["c"].measured_at.activation == "relu6"
+    assert groups["c"].density_site.activation == "relu6"
 
 
 def test_relu6_of_a_shifted_input_is_not_a_density_site():
@@ -60,8 +60,8 @@ def test_relu6_of_a_shifted_input_is_not_a_density_site():
     group = _groups(ops_model())["a"]
     first = group.activation_sites[0]
     assert first.activation.startswith("relu6 of an input shifted by 3")
-    assert group.measured_at.activation == "relu"  # the later ops.relu(x)
-    assert group.measured_at.tensor is not first.tensor
+    assert group.density_site.activation == "relu"  # the later ops.relu(x)
+    assert group.density_site.tensor is not first.tensor
 
 
 def test_ops_model_prunes_like_zeroing_removed_inputs(float64):
@@ -88,9 +88,9 @@ def hard_swish_model():
 
 def test_hard_swish_and_swish_written_as_ops_are_density_sites():
     groups = _groups(hard_swish_model())
-    assert groups["hs"].measured_at.activation == "hard_swish"
-    assert groups["sw"].measured_at.activation == "silu"
-    assert groups["hs2"].measured_at.activation == "hard_swish"
+    assert groups["hs"].density_site.activation == "hard_swish"
+    assert groups["sw"].density_site.activation == "silu"
+    assert groups["hs2"].density_site.activation == "hard_swish"
 
 
 def test_density_at_an_ops_hard_swish_counts_positive_inputs():

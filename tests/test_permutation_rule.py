@@ -162,7 +162,7 @@ def test_depthwise_style_grouped_conv_is_sliced_with_its_group(float64):
         weight.assign(np.random.default_rng(2).normal(size=weight.shape))
     group = _group(model)
     assert group.prunable and group.members == ("dw",)
-    assert group.measured_at.layer == "dw"
+    assert group.density_site.layer == "dw"
     small = keras_adp.prune_channels(model, {"a": [1, 2, 5]})
     assert small.get_layer("dw").groups == 3
     np.testing.assert_array_equal(
