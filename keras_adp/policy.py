@@ -96,10 +96,11 @@ uniform width multiplier trained from scratch for the same epochs:
 - capping the paper's rule at 25% per step (`max_removal=0.25`) still had
   two of four steps rolled back (0.7 points below uniform, 1 seed);
 - `"relative"` from the first epoch took 4 gentle, per-layer steps (widths
-  such as 28/32, 31/32, 50/64, 34/64, 70/128, 71/128), 0.2 points below
-  uniform width at the same size on average (+0.2, -0.3, -0.6 over the
-  seeds; the two seeds below had one step rolled back), 1.2 points below
-  dense at 2-3x fewer parameters;
+  such as 27/32, 31/32, 50/64, 37/64, 73/128, 79/128); keeping the channels
+  with the largest L1 norms it ended 0.3 points above uniform width at the
+  same size on average (+0.4, -0.3, +0.8 over the seeds) and 0.6 below
+  dense at 2.1x fewer parameters; keeping the densest channels it was 0.2
+  below uniform width (two seeds had a step rolled back);
 - squaring the relative ratio (a harder cut) went to 7x fewer parameters
   but 0.6 points below uniform width at that size.
 
@@ -112,9 +113,12 @@ keeping the densest channels gave 57.1% / 76.1%, random channels
 69.2% / 84.8%, the largest L1 norms 79.7% / 85.3%; at 50%, 25.4% / 54.1%
 (densest), 16.3% / 44.8% (random), 27.1% / 80.6% (L1). Behind
 BatchNormalization, where every channel fires about half the time, a
-channel's own density is no measure of its worth; its weights' magnitude
-is. With `"density"` selection the trainer's gentle steps were rolled back
-in two of three seeds; with `"l1"` see README's trade-off table.
+channel's own density is a poor measure of its worth; its weights'
+magnitude is a better one. On the trade-off benchmark above (3 seeds),
+`"l1"` ended 90.64% against 90.12% with `"density"` at the same size
+(140.8k vs 139.6k parameters), +0.31 points above uniform width at the
+same parameters where `"density"` was -0.21, and one of twelve steps was
+rolled back instead of two.
 
 `"live"` with `gamma_l1` produced nothing to prune: with `benchmarks/
 bn_density_signal.py` (20,000 images, 3 epochs; `benchmarks/results/
@@ -129,11 +133,12 @@ your own).
 The trade-off of the defaults: `"relative"` keeps the densest group whole
 and the early, high-resolution layers are usually the densest, so it saves
 more parameters than operations (2.1x fewer parameters but 1.7x fewer MACs
-on average in the runs above) and training compute was 0.73x dense, not the
+on average in the runs above) and training compute was 0.75x dense, not the
 0.59x of the paper's halvings; and the guard's reference is the best validation
 value seen so far, not what the dense model would reach by the end, so
 over a short run the pruned model can end more than the budget below a
-dense model trained as long (by 1.2 points in the runs above).
+dense model trained as long (0.6 points below in the runs above, 1.2 with
+`"density"` selection).
 
 A property of the method worth knowing: where BatchNormalization directly
 precedes the ReLU, each channel's pre-activation is normalised to roughly
