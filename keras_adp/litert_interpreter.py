@@ -15,6 +15,7 @@ import pathlib
 
 import numpy as np
 
+from keras_adp import parity
 from keras_adp.parity import PathLike
 from keras_adp.parity import as_float32
 from keras_adp.parity import check_suffix
@@ -84,15 +85,10 @@ def open_interpreter(path: pathlib.Path, num_threads: int | None = None):
 def single_io_details(interpreter, path: pathlib.Path) -> tuple[dict, dict]:
     """The input and output details of a single-input, single-output model;
     a `ValueError` naming `path` otherwise."""
-    inputs = interpreter.get_input_details()
-    outputs = interpreter.get_output_details()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(
-            "Expected a LiteRT model with a single input and a single "
-            f"output. Received: {str(path)!r} with {len(inputs)} inputs and "
-            f"{len(outputs)} outputs."
-        )
-    return inputs[0], outputs[0]
+    return parity.single_input_output(
+        interpreter.get_input_details(), interpreter.get_output_details(),
+        path, "a LiteRT model",
+    )
 
 
 def detect_quantization(interpreter) -> str:

@@ -508,15 +508,9 @@ def _open_session(path: pathlib.Path, num_threads: int | None = None):
 
 
 def _single_io(session, path: pathlib.Path):
-    inputs = session.get_inputs()
-    outputs = session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ValueError(
-            "Expected an ONNX model with a single input and a single "
-            f"output. Received: {str(path)!r} with {len(inputs)} inputs and "
-            f"{len(outputs)} outputs."
-        )
-    return inputs[0], outputs[0]
+    return parity.single_input_output(
+        session.get_inputs(), session.get_outputs(), path, "an ONNX model"
+    )
 
 
 def _session_outputs(

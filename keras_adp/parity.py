@@ -45,6 +45,7 @@ __all__ = [
     "check_tolerances",
     "check_benchmark_arguments",
     "single_model_input",
+    "single_input_output",
     "verification_samples",
     "keras_outputs",
     "top1_agreement",
@@ -269,6 +270,25 @@ def check_benchmark_arguments(num_threads: int, runs: int, warmup: int) -> None:
                 f"Expected `{name}` to be an int >= {minimum}. "
                 f"Received: {name}={value!r}."
             )
+
+
+def single_input_output(inputs, outputs, path, runtime: str):
+    """`(inputs[0], outputs[0])` of an exported model's input and output
+    descriptions; a `ValueError` naming `path` unless there is one of each.
+
+    Args:
+        inputs: the runtime's input descriptions (a sequence).
+        outputs: its output descriptions.
+        path: the file they describe.
+        runtime: the model's kind in the message, e.g. `"a LiteRT model"`.
+    """
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            f"Expected {runtime} with a single input and a single "
+            f"output. Received: {str(path)!r} with {len(inputs)} inputs and "
+            f"{len(outputs)} outputs."
+        )
+    return inputs[0], outputs[0]
 
 
 def single_model_input(model: keras.Model):
