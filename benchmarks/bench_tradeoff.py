@@ -38,16 +38,19 @@ import keras
 import numpy as np
 
 import keras_adp
-from keras_adp import data as data_lib
+from keras_adp import idx
 from keras_adp import metrics as metrics_lib
 from keras_adp import models as models_lib
 
 
 def load(train_samples, test_samples, source):
+    # keras_adp.idx needs no TensorFlow, so this runs on any Keras backend.
+    if source == "embedded":
+        from keras_adp import data_loaders
     arrays = (
-        data_lib.load_embedded_arrays()
+        data_loaders.load_embedded_arrays()
         if source == "embedded"
-        else data_lib.read_fashion_mnist_idx()
+        else idx.read_fashion_mnist_idx()
     )
     x = arrays["x_train"][:train_samples, ..., None].astype("float32")
     x_test = arrays["x_test"][:test_samples, ..., None].astype("float32")

@@ -47,6 +47,11 @@ All knobs of the method live here, with their defaults:
   few tens of percent per step, so widths come out different per layer.
   It never shrinks the densest group, so a model with a single measured
   group is never pruned by it: use `"density"` there.
+- `removal_scale` (1.0): multiplies the fraction of a group's channels
+  the width rule removes (a rule width `w'` of `w` becomes
+  `ceil(w - scale x (w - w'))`, never below `min_channels`): 2.0 takes
+  twice the rule's cut per step, in the same proportions between layers.
+  The accuracy guard still judges every step.
 - `max_removal` (None): the largest fraction of a group's channels one
   step may remove, whatever the width rule says.
 - `recalibrate_batch_norm` (True): after each rebuild, the moving means
@@ -219,6 +224,8 @@ class ADPPolicy:
         max_removal: the most of a group's channels (a fraction in
             (0, 1]) one step removes, or None for no cap. Defaults to
             `None`.
+        removal_scale: multiplies the fraction of each group the width
+            rule removes (> 0). Defaults to `1.0`.
     """
 
     warmup_epochs: int = 1
@@ -245,6 +252,7 @@ class ADPPolicy:
     gamma_l1: float = 0.0
     recalibrate_batch_norm: bool = True
     max_removal: float | None = None
+    removal_scale: float = 1.0
 
     def __post_init__(self):
         _validate_policy(self)
@@ -361,6 +369,9 @@ class ADPPolicy:
         else:
             count = int(self.live(density.channels, gamma).sum())
             new = self.new_width(width, count / width)
+        if self.removal_scale != 1.0 and new < width:
+            kept = 1.0 - self.removal_scale * (width - new) / width
+            new = self.new_width(width, min(1.0, max(0.0, kept)))
         if self.max_removal is not None:
             floor = math.ceil((1.0 - self.max_removal) * width - 1e-9)
             new = min(width, max(new, floor))
@@ -466,6 +477,14 @@ def _validate_policy(policy: ADPPolicy) -> None:
     _validate_number("gamma_l1", policy.gamma_l1)
     if policy.max_removal is not None:
         _validate_max_removal(policy.max_removal)
+    if not _is_real(policy.removal_scale) or not (
+        0 < policy.removal_scale < math.inf
+    ):
+        raise ValueError(
+            "Expected `removal_scale` to be a finite number > 0 (the "
+            "multiplier of the width rule's cut; 1.0 keeps it as is). "
+            f"Received: removal_scale={policy.removal_scale!r}"
+        )
     if policy.max_accuracy_drop is not None:
         _validate_number("max_accuracy_drop", policy.max_accuracy_drop)
     _validate_finite("threshold", policy.threshold)

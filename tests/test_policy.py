@@ -321,6 +321,7 @@ def test_defaults_match_the_documented_method():
         "gamma_l1": 0.0,
         "recalibrate_batch_norm": True,
         "max_removal": None,
+        "removal_scale": 1.0,
     }
 
 

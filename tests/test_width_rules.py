@@ -200,3 +200,55 @@ def test_max_removal_caps_each_step(rule, width, channels, cap, expected):
 def test_max_removal_rejects_values_outside_the_unit_interval(bad):
     with pytest.raises(ValueError, match="max_removal"):
         keras_adp.ADPPolicy(max_removal=bad)
+
+
+@pytest.mark.parametrize(
+    "rule, width, channels, scale, expected",
+    [
+        # Paper's rule: AD 0.75 of 16 -> 12 (4 removed); x2 -> 8 removed.
+        ("density", 16, [0.75] * 16, 2.0, 8),
+        # x0.5 -> 2 removed -> 14.
+        ("density", 16, [0.75] * 16, 0.5, 14),
+        # ceil(10 - 1.5 * (10 - 9)) = ceil(8.5) = 9.
+        ("density", 10, [0.9] * 10, 1.5, 9),
+        # A scale that would remove everything stops at min_channels (1).
+        ("density", 8, [0.5] * 8, 3.0, 1),
+        # Live rule: 6 live of 8 -> 6; x2 -> 4.
+        ("live", 8, [0.9] * 6 + [0.0] * 2, 2.0, 4),
+        # No cut stays no cut.
+        ("density", 8, [1.0] * 8, 4.0, 8),
+    ],
+)
+def test_removal_scale_multiplies_each_groups_cut(
+    rule, width, channels, scale, expected
+):
+    policy = keras_adp.ADPPolicy(
+        width_rule=rule, min_channels=1, removal_scale=scale
+    )
+    assert policy.group_width(width, _density(channels)) == expected
+
+
+def test_removal_scale_on_the_relative_rule_keeps_proportions():
+    # AD 0.6 / 0.8 -> ratio 0.75 of 16 -> 12; x2 -> 16 - 8 = 8. The densest
+    # group (AD 0.8) is never cut, whatever the scale.
+    policy = keras_adp.ADPPolicy(
+        width_rule="relative", min_channels=1, removal_scale=2.0
+    )
+    assert policy.group_width(16, _density([0.6] * 16), densest=0.8) == 8
+    assert policy.group_width(16, _density([0.8] * 16), densest=0.8) == 16
+
+
+def test_removal_scale_then_max_removal_caps():
+    policy = keras_adp.ADPPolicy(
+        width_rule="density", min_channels=1, removal_scale=2.0,
+        max_removal=0.25,
+    )
+    # 0.75 of 16 -> x2 cut -> 8; capped at 25% removal -> 12.
+    assert policy.group_width(16, _density([0.75] * 16)) == 12
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -1.0, float("inf"), float("nan"),
+                                 True, "2"])
+def test_removal_scale_rejects_non_positive_or_non_numbers(bad):
+    with pytest.raises(ValueError, match="removal_scale"):
+        keras_adp.ADPPolicy(removal_scale=bad)
