@@ -41,6 +41,7 @@ _SUBMODULES = (
     "callbacks",
     "channel_blocks",
     "channel_partition",
+    "channel_sections",
     "checkpoints",
     "cli",
     "command_export",

@@ -23,6 +23,7 @@ import math
 
 import numpy as np
 
+from keras_adp import channel_sections
 from keras_adp.graph_types import (
     ActivationSite,
     ChannelGroup,
@@ -31,6 +32,7 @@ from keras_adp.graph_types import (
     Layout,
     Part,
     aligned,
+    single_layout,
     tiles,
 )
 
@@ -112,6 +114,8 @@ class ChannelPartition:
         self._parent: list[int] = []
         # Groups split by `_refine`: dead root -> [(start, piece root)].
         self._pieces: dict[int, list[tuple[int, int]]] = {}
+        # Groups cut into equal sections by a channel-axis split.
+        self._ties: list[channel_sections.Tie] = []
 
     def new_root(self, size: int, producer: str | None = None) -> int:
         """A new group of `size` channels (produced by `producer`)."""
@@ -177,6 +181,37 @@ class ChannelPartition:
             f"of {len(parts)} groups (a concatenation); keeping its channel "
             "blocks equal would couple their widths, which is not supported",
         )
+
+    def split_sections(
+        self, layout: Layout, sections: int, where: str
+    ) -> list[Layout] | None:
+        """Cut `layout`'s channels into `sections` equal sections.
+
+        `where` is a channel-axis `ops.split` into `sections` equal parts.
+        The tensor's group is split at the section boundaries, one piece
+        per section, and the pieces are tied: reported as one group pruned
+        in `sections` equal blocks (`keras_adp.channel_sections`).
+
+        Returns:
+            The layout of each section, or None when the tensor carries
+            several groups (a concatenation: equal sections would couple
+            their widths, which groups cannot express) or is flattened.
+        """
+        layout = self.refresh(layout)
+        parts = layout.parts
+        if not (
+            len(parts) == 1 and parts[0].positions == 1
+            and parts[0].size == layout.width
+        ):
+            return None
+        size = layout.width // sections
+        rep = self.find(parts[0].root)
+        self._split(rep, [size * i for i in range(1, sections)])
+        pieces = self._pieces[rep]
+        self._ties.append(channel_sections.Tie(
+            self.refresh(layout), sections, where
+        ))
+        return [single_layout(piece, size) for _, piece in pieces]
 
     def unify(self, layouts: list[Layout], where: str) -> None:
         """Couple the channel axes of same-shaped tensors.
@@ -311,9 +346,9 @@ class ChannelPartition:
                             )
         return outputs, inputs
 
-    def groups(
-        self, layer_io: list[LayerIO]
-    ) -> tuple[list[ChannelGroup], dict[str, int]]:
+    def groups(self, layer_io: list[LayerIO]) -> tuple[
+        list[ChannelGroup], dict[str, int], dict[str, tuple]
+    ]:
         """The groups with a producer, in order of their first root.
 
         Args:
@@ -321,29 +356,81 @@ class ChannelPartition:
                 group among its producers' and members' channels).
 
         Returns:
-            `(groups, roots)`: the `ChannelGroup`s, and each group's
-            representative root by group name.
+            `(groups, roots, pieces)`: the `ChannelGroup`s; each group's
+            representative root by group name (a tied group's first
+            section's); and for each group made of split sections, its
+            `(first channel, size, root)` per section.
         """
         groups = []
         roots: dict[str, int] = {}
+        pieces_by_name: dict[str, tuple] = {}
         seen = set()
         out_offsets, in_offsets = self._channel_offsets(layer_io)
+        ties = self._valid_ties()
         for index in range(len(self._records)):
             rep = self.find(index)
             if rep in seen or not self._records[rep].producers:
                 continue
-            seen.add(rep)
+            tie = ties.get(rep)
+            pieces = [] if tie is None else [
+                channel_sections.Piece(
+                    part, self.find(part.root), self.record(part.root),
+                    out_offsets.get(self.find(part.root), {}),
+                    in_offsets.get(self.find(part.root), {}),
+                )
+                for part in self.refresh(tie.layout).parts
+            ]
+            seen.update([rep] + [piece.root for piece in pieces])
             record = self._records[rep]
-            name = record.producers[0]
+            name = next(
+                (p.record.producers[0] for p in pieces if p.record.producers),
+                record.producers[0],
+            )
             if name in roots:
                 # Pieces of a split group with no producer of their own.
-                pieces = sum(n.startswith(name + "#") for n in roots)
-                name = f"{name}#{pieces + 1}"
-            roots[name] = rep
-            groups.append(_group(
-                name, record, out_offsets.get(rep, {}), in_offsets.get(rep, {})
+                count = sum(n.startswith(name + "#") for n in roots)
+                name = f"{name}#{count + 1}"
+            roots[name] = pieces[0].root if pieces else rep
+            if tie is None:
+                groups.append(_group(
+                    name, record, out_offsets.get(rep, {}),
+                    in_offsets.get(rep, {}),
+                ))
+                continue
+            pieces_by_name[name] = tuple(
+                (p.part.offset, p.part.size, p.root) for p in pieces
+            )
+            groups.append(channel_sections.tied_group(
+                name, tie, pieces,
+                [r for p in pieces for r in _blocks(p.record)[1]],
             ))
-        return groups, roots
+        return groups, roots, pieces_by_name
+
+    def _valid_ties(self) -> dict[int, channel_sections.Tie]:
+        """Root of every section -> its tie, for the ties whose sections
+        are distinct groups. A tie whose sections were all merged into one
+        group needs nothing (that group keeps the same channels of each);
+        any other that cannot hold blocks its sections' groups."""
+        layouts = [self.refresh(tie.layout) for tie in self._ties]
+        counts: dict[int, int] = {}
+        for layout in layouts:
+            for root in {self.find(part.root) for part in layout.parts}:
+                counts[root] = counts.get(root, 0) + 1
+        shared = {root for root, count in counts.items() if count > 1}
+        valid = {}
+        for tie, layout in zip(self._ties, layouts):
+            roots = [self.find(part.root) for part in layout.parts]
+            if len(set(roots)) == 1 and not shared & set(roots):
+                continue
+            why = channel_sections.structure_problem(
+                tie, layout.parts, roots, shared
+            )
+            if why is not None:
+                for root in roots:
+                    self.block_root(root, why)
+                continue
+            valid.update({root: tie for root in roots})
+        return valid
 
 
 def _convolutions(blocks: list[tuple[str, int]]) -> str:

@@ -15,6 +15,8 @@ split over a few modules, all re-exported here:
 
 - `keras_adp.graph_types`: the data types (`ChannelGroup`, `Layout`, ...).
 - `keras_adp.channel_partition`: the groups as a union-find structure.
+- `keras_adp.channel_sections`: a group cut into equal sections by a
+  channel-axis `keras.ops.split`, reported as one group in equal blocks.
 - `keras_adp.keras_graph`: read access to the Keras graph (the only one
   of these that reads Keras' private graph attributes), and the walks
   `layer_calls` and `site_tensors`.
@@ -128,8 +130,8 @@ class GraphAnalysis:
         for io in self.layer_io.values():
             io.input_layouts = [refresh(x) for x in io.input_layouts]
             io.output_layouts = [refresh(x) for x in io.output_layouts]
-        self.groups, self._group_roots = self._partition.groups(
-            list(self.layer_io.values())
+        self.groups, self._group_roots, self._group_pieces = (
+            self._partition.groups(list(self.layer_io.values()))
         )
 
     # ------------------------------------------------------------- queries
@@ -138,8 +140,19 @@ class GraphAnalysis:
         return self._partition.find(root)
 
     def root_of_group(self, name: str) -> int:
-        """Union-find representative of the group called `name`."""
+        """Union-find representative of the group called `name` (of its
+        first section, for a group of split sections)."""
         return self._group_roots[name]
+
+    def roots_of_group(self, name: str) -> tuple[tuple[int, int, int], ...]:
+        """`(first channel, size, root)` of each part of the group called
+        `name` that is a union-find class of its own: one, `(0, size,
+        root)`, except for the sections of a channel-axis split
+        (`keras_adp.channel_sections`), one per section."""
+        if name in self._group_pieces:
+            return self._group_pieces[name]
+        root = self._group_roots[name]
+        return ((0, self._partition.record(root).size, root),)
 
     def kept_indices(
         self, layout: Layout, keep_by_root: dict[int, np.ndarray]
@@ -211,15 +224,25 @@ class GraphAnalysis:
         handler, inferred, why = _resolve_handler(node, layer, self.strict)
         if inferred:
             self.inferred_handlers[id(layer)] = handler
-        if why is None and len(node.outputs) != 1:
+        split = why is None and handler.role == "split"
+        if why is None and len(node.outputs) != 1 and not split:
             why = "layers with several outputs are not supported"
         elif why is None:
             in_shapes = [tuple(x.shape) for x in node.input_tensors]
             out_shapes = [tuple(x.shape) for x in node.outputs]
             why = handler.check(layer, in_shapes, out_shapes)
+        outputs = None
+        if why is None and split:
+            outputs = self._split(node, layer, name, inputs[0])
+            if outputs is None:
+                why = (
+                    "it splits channels of several groups (a concatenation) "
+                    "into equal sections; keeping the sections equal would "
+                    "couple their widths, which is not supported"
+                )
         if why is not None:
             outputs = self._unsliceable(node, layer, name, inputs, handler, why)
-        else:
+        elif outputs is None:
             if inferred:
                 for layout in inputs:
                     for part in layout.parts:
@@ -227,6 +250,16 @@ class GraphAnalysis:
             outputs = [self._output_layout(node, layer, name, inputs, handler)]
         self._record(layer, name, inputs, outputs)
         return outputs
+
+    def _split(self, node, layer, name, layout) -> list[Layout] | None:
+        """The outputs of `ops.split`: the input's channels on every output
+        when another axis is split; else equal sections of the input's
+        group (None when it carries several groups)."""
+        rank = len(node.input_tensors[0].shape)
+        sections = layer_handlers.split_sections(layer, rank)
+        if sections is None or sections == 1:
+            return [layout] * len(node.outputs)
+        return self._partition.split_sections(layout, sections, name)
 
     def _unsliceable(
         self, node, layer, name, inputs, handler, why

@@ -80,16 +80,25 @@ class ConsumerSlice:
             (equal to the flattened tensor's channel count per position).
         positions: number of spatial positions that repeat the channels
             (1 unless the group reaches the consumer through `Flatten`).
+        section: `(start, stop)`: only the group's channels `[start, stop)`
+            enter the consumer (one section of a channel-axis `ops.split`;
+            `offset` is then negative when `start > 0`: channel `c` is at
+            index `offset + c`). None when every channel does.
     """
 
     layer: str
     offset: int
     stride: int
     positions: int
+    section: tuple[int, int] | None = None
 
     def input_indices(self, channels: np.ndarray) -> np.ndarray:
-        """Consumer input indices of the given group channel indices."""
+        """Consumer input indices of the given group channel indices (those
+        outside `section` do not enter the consumer and are left out)."""
         channels = np.asarray(channels, dtype=np.int64)
+        if self.section is not None:
+            start, stop = self.section
+            channels = channels[(channels >= start) & (channels < stop)]
         base = np.arange(self.positions, dtype=np.int64)[:, None] * self.stride
         return np.sort((base + self.offset + channels[None, :]).ravel())
 
@@ -139,15 +148,21 @@ class ChannelGroup:
             permutation rule (`keras_adp.permutation_rule`).
         producer_offsets: `(producer, offset)` pairs: the index of the
             group's channel 0 among the producer's output channels (not 0
-            when a producer's filters are split between groups).
+            when a producer's filters are split between groups): group
+            channel `c` is the producer's channel `offset + c`. A producer
+            of one section of a split group (`keras_adp.channel_sections`)
+            makes only the channels that land in its output range (its
+            offset is then negative).
         member_offsets: `(member, offset)` pairs: the index of the group's
             channel 0 among the member's channels (not 0 after a
-            concatenation, e.g. DenseNet's BatchNormalization).
+            concatenation, e.g. DenseNet's BatchNormalization); negative or
+            short, like `producer_offsets`, for a member of one section.
         blocks: the channels form this many equal contiguous blocks, and a
             pruning keeps the same number of channels in each: the groups
             of the grouped convolutions (`1 < groups < channels`) that
             produce or consume them (the least common multiple when there
-            are several). 1 when unconstrained. See
+            are several), or the sections of a channel-axis `ops.split`
+            (`keras_adp.channel_sections`). 1 when unconstrained. See
             `keras_adp.channel_blocks`.
     """
 

@@ -36,6 +36,9 @@ Roles:
         Multiply, Average, Maximum, Minimum).
     concat: `Concatenate`.
     flatten: `Flatten`.
+    split: `keras.ops.split` / `array_split`: on another axis every output
+        keeps the input's channels; on the channel axis the outputs are
+        equal contiguous sections (`keras_adp.channel_sections`).
 
 `keep_in` and `keep_out` below are sorted `np.ndarray`s of surviving indices
 of the layer's input and output channel axes, or `None` when all survive.
@@ -69,13 +72,14 @@ __all__ = [
     "activation_name",
     "fused_activation",
     "handler_for",
+    "split_sections",
     "supported_layers",
     "supported_ops",
 ]
 
 ROLES = (
     "producer", "channelwise", "passthrough", "reshape", "merge", "concat",
-    "flatten",
+    "flatten", "split",
 )
 
 
@@ -435,6 +439,38 @@ def _elementwise_check(layer, in_shapes, out_shapes) -> str | None:
 
 _ELEMENTWISE_MERGE = Handler("merge", _elementwise_check)
 
+
+def split_sections(layer, rank: int) -> int | None:
+    """The number of sections an `ops.split`/`array_split` node cuts the
+    channel (last) axis into, or None when it splits another axis."""
+    if layer.axis % rank != rank - 1:
+        return None
+    sections = layer.indices_or_sections
+    return sections if isinstance(sections, int) else len(sections) + 1
+
+
+def _split_check(layer, in_shapes, out_shapes) -> str | None:
+    rank = len(in_shapes[0])
+    if split_sections(layer, rank) is None:
+        return None
+    sections = layer.indices_or_sections
+    if not isinstance(sections, int):
+        return (
+            f"it splits the channel axis at the explicit indices "
+            f"{list(sections)}, which stay where they are when channels are "
+            "removed; split into an integer number of equal sections instead"
+        )
+    widths = [shape[-1] for shape in out_shapes]
+    if len(set(widths)) != 1:
+        return (
+            f"it splits the channel axis into unequal sections {widths}; "
+            "only equal sections stay equal when channels are removed"
+        )
+    return None
+
+
+_SPLIT = Handler("split", _split_check)
+
 # Operation classes that older Keras versions accepted by setup.py
 # (keras>=3.3) may lack, by `keras.src.ops` module and class name:
 # registered when present.
@@ -442,6 +478,7 @@ _ELEMENTWISE_MERGE = Handler("merge", _elementwise_check)
 # Keras, so a misspelt name fails there rather than disabling the handler.
 _NEWER_KERAS_OPS: dict[tuple[str, str], Handler] = {
     ("numpy", "DivideNoNan"): _ELEMENTWISE_MERGE,
+    ("numpy", "ArraySplit"): _SPLIT,
     ("nn", "Celu"): Handler(
         "passthrough", _elementwise_check, activation=_named("celu")
     ),
@@ -461,6 +498,7 @@ def _register_op_registry() -> None:
          ops_numpy.Minimum, ops_numpy.Power],
         _ELEMENTWISE_MERGE,
     )
+    _register([ops_numpy.Split], _SPLIT)
     _register(
         [ops_numpy.Abs, ops_numpy.Absolute, ops_numpy.Negative,
          ops_numpy.Square, ops_numpy.Sqrt, ops_numpy.Exp, ops_numpy.Log,

@@ -33,7 +33,8 @@ def resolve_keep(
     block: `len(indices) / blocks` rounded to the nearest integer (at least
     1), the indices listed first within each block, a block with too few
     listed completed with its lowest other indices
-    (`keras_adp.channel_blocks`).
+    (`keras_adp.channel_blocks`); so does a group cut into equal
+    sections by a channel-axis `ops.split` (`keras_adp.channel_sections`).
 
     Args:
         analysis: the analysis of the model being pruned.
@@ -83,7 +84,10 @@ def resolve_keep(
             array, found = _checked_indices(key, indices, group)
             problems.extend(found)
             if not found:
-                result[analysis.root_of_group(group.name)] = array
+                # One class per section of a split group: its own channels.
+                for start, size, root in analysis.roots_of_group(group.name):
+                    inside = (array >= start) & (array < start + size)
+                    result[root] = array[inside] - start
     if problems:
         raise ValueError(
             "Invalid `keep` passed to prune_channels:\n  - "

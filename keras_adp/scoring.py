@@ -95,22 +95,28 @@ def _group_l1(model: keras.Model, group: graph_lib.ChannelGroup) -> np.ndarray:
     offsets = dict(group.producer_offsets)
     for name in group.producers:
         l1 = producer_l1(graph_lib.get_layer(model, name))
-        # A producer split between groups owns a slice of its filters.
+        # A producer split between groups owns a slice of its filters; one
+        # of a split's sections makes only that section's channels.
         start = offsets.get(name, 0)
-        total += l1[start:start + group.size]
+        low, high = max(0, -start), min(group.size, len(l1) - start)
+        total[low:high] += l1[low + start:high + start]
     return total
 
 
 def first_gamma(
     model: keras.Model, group: graph_lib.ChannelGroup
 ) -> np.ndarray | None:
-    """Gamma of the group's first BatchNormalization member (its slice of
-    it, after a concatenation), or None when it has none with `scale`."""
+    """Gamma of the group's first BatchNormalization member that carries
+    all its channels (its slice of it, after a concatenation), or None when
+    it has none with `scale`."""
     offsets = dict(group.member_offsets)
     for name in group.members:
         layer = graph_lib.get_layer(model, name)
         if isinstance(layer, keras.layers.BatchNormalization) and layer.scale:
             # After a concatenation the group is a slice of the BN's channels.
             start = offsets.get(name, 0)
-            return np.asarray(layer.gamma.numpy())[start:start + group.size]
+            gamma = np.asarray(layer.gamma.numpy())
+            if 0 <= start and start + group.size <= len(gamma):
+                return gamma[start:start + group.size]
+            # Else it normalises one section of a split group only.
     return None
