@@ -22,7 +22,8 @@ For one model per `keras.applications` family (built with `weights=None`,
 
 The last rows are MobileNetV2 and keras-hub backbones (built from config, no
 download) used as one layer of a model with a new head; CSPResNeXt50's
-grouped convolutions (`groups=32`) are pruned in equal shares per group.
+grouped convolutions (`groups=32`) are pruned in equal shares per group,
+and its channel-axis `ops.split` halves in equal shares per half.
 
     python benchmarks/coverage.py [--repeats 1] [--check] [--models ...]
 """
