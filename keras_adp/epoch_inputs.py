@@ -7,8 +7,10 @@ only for `tf.data.Dataset` inputs (which can only exist when it is).
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
+from keras_adp import distribution
 from keras_adp import inputs as inputs_lib
 
 __all__ = [
@@ -27,7 +29,12 @@ class ReplicaSafeInputs:
     arrays are reshuffled every epoch, so other samples are left out each
     time), validation arrays get a batch size whose last batch is whole or
     has a sample per replica, and batches of datasets smaller than
-    `replicas` are filtered out. With one replica everything passes as it
+    `replicas` are filtered out. On JAX, whose `keras.distribution` shards
+    a batch in equal parts, "a share for every replica" means a whole
+    multiple of `replicas` samples in every batch: `batch_size` must be
+    one, a last training batch that is not is left out of the epoch, and
+    validation arrays lose their last `len % replicas` samples (the same
+    ones every epoch). With one replica everything passes as it
     is. Samples per epoch come from the arrays' length, or are counted
     while Keras reads a dataset in the first epoch (never by an extra
     pass).
@@ -45,29 +52,43 @@ class ReplicaSafeInputs:
         self._counter = [0, 0]  # samples, batches
         self._dataset = inputs_lib.is_dataset(x)
         self._x = x
+        # JAX's keras.distribution shards a batch in equal parts.
+        self._equal = not distribution.is_tensorflow()
         if replicas > 1:
             self._make_replica_safe()
+
+    def _uneven(self, samples: int) -> bool:
+        """Whether a batch of `samples` cannot be shared by the replicas."""
+        if self._equal:
+            return samples % self.replicas != 0
+        return leaves_a_replica_empty(samples, self.replicas)
 
     def _make_replica_safe(self) -> None:
         replicas = self.replicas
         if self._dataset:
-            self._x = self._x.filter(fills_every_replica(replicas))
+            self._x = self._x.filter(
+                fills_every_replica(replicas, equal=self._equal)
+            )
         else:
-            if leaves_a_replica_empty(self.batch_size, replicas):
+            if self._uneven(self.batch_size):
+                how = (
+                    f"Keras on {keras.backend.backend()} splits a batch in "
+                    f"{replicas} equal shares"
+                    if self._equal
+                    else "TensorFlow splits a batch in shares of "
+                    f"ceil({self.batch_size}/{replicas}) samples, which "
+                    "leaves a replica without any"
+                )
                 raise ValueError(
                     f"Received batch_size={self.batch_size} for {replicas} "
-                    "replicas: TensorFlow splits a batch in shares of "
-                    f"ceil({self.batch_size}/{replicas}) samples, which "
-                    "leaves a replica without any. Expected a batch size "
+                    f"replicas: {how}. Expected a batch size "
                     "that gives every replica samples. Fix: use a multiple "
                     f"of {replicas}, e.g. batch_size="
                     f"{-(-self.batch_size // replicas) * replicas}."
                 )
             samples = inputs_lib.num_samples(self._x)
             remainder = samples % self.batch_size
-            if self.steps_per_epoch is None and leaves_a_replica_empty(
-                remainder, replicas
-            ):
+            if self.steps_per_epoch is None and self._uneven(remainder):
                 if samples < self.batch_size:
                     raise ValueError(
                         f"Received {samples} training samples for "
@@ -79,7 +100,11 @@ class ReplicaSafeInputs:
                 self.steps_per_epoch = samples // self.batch_size
         data = self.validation_data
         if inputs_lib.is_dataset(data):
-            self.validation_data = data.filter(fills_every_replica(replicas))
+            self.validation_data = data.filter(
+                fills_every_replica(replicas, equal=self._equal)
+            )
+        elif data is not None and self._equal:
+            self._equal_validation_shares(data)
         elif data is not None:
             samples = inputs_lib.num_samples(data[0])
             size = self.batch_size
@@ -95,6 +120,22 @@ class ReplicaSafeInputs:
                     "validate on more samples."
                 )
             self.validation_batch_size = min(size, samples)
+
+    def _equal_validation_shares(self, data) -> None:
+        """Validation arrays cut to a whole number of replica batches."""
+        samples = inputs_lib.num_samples(data[0])
+        kept = samples - samples % self.replicas
+        if kept == 0:
+            raise ValueError(
+                f"Received {samples} validation samples for {self.replicas} "
+                "replicas, too few to give each replica a share. Fix: "
+                "validate on more samples."
+            )
+        if kept < samples:
+            rows = np.arange(kept)
+            data = tuple(inputs_lib.take_rows(part, rows) for part in data)
+        self.validation_data = data
+        self.validation_batch_size = min(self.batch_size, kept)
 
     def x(self, *, count: bool):
         """`x` for this epoch's `fit`; counting its samples when asked."""
@@ -152,13 +193,16 @@ def leaves_a_replica_empty(samples: int, replicas: int) -> bool:
     return (replicas - 1) * -(-samples // replicas) >= samples
 
 
-def fills_every_replica(replicas: int):
-    """A `Dataset.filter` predicate: the batch gives every replica samples."""
+def fills_every_replica(replicas: int, *, equal: bool = False):
+    """A `Dataset.filter` predicate: the batch gives every replica samples
+    (with `equal`, the same number of samples: a multiple of `replicas`)."""
     import tensorflow as tf
 
     @tf.autograph.experimental.do_not_convert
     def keep(*element):
         count = tf.shape(tf.nest.flatten(element)[0])[0]
+        if equal:
+            return tf.equal(count % replicas, 0)
         share = (count + replicas - 1) // replicas
         return (replicas - 1) * share < count
 

@@ -182,3 +182,178 @@ def test_same_densities_on_jax_as_on_tensorflow():
     np.testing.assert_allclose(
         tf_side["pruned_output"], jax_side["pruned_output"], atol=1e-5
     )
+
+
+# Two virtual CPU devices; the same process trains once on one device (no
+# distribution) and once under keras.distribution.DataParallel over both.
+# Prints, per run, the widths and densities of every epoch, the samples and
+# per-channel densities of one measurement of 63 samples, where the final
+# model's variables and optimizer slots live, and the resumed run's.
+_DATA_PARALLEL = textwrap.dedent(
+    """
+    import json, os, sys, tempfile
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    import jax
+    import keras
+    import numpy as np
+    import keras_adp
+    from keras_adp import distribution
+
+    L = keras.layers
+
+    def build():
+        keras.utils.set_random_seed(7)
+        inputs = keras.Input((8, 8, 1))
+        x = L.Conv2D(12, 3, padding="same", name="c1")(inputs)
+        x = L.BatchNormalization(name="bn1")(x)
+        x = L.ReLU(name="relu1")(x)
+        x = L.Conv2D(12, 3, padding="same", activation="relu", name="c2")(x)
+        x = L.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, L.Dense(3, name="logits")(x))
+        model.compile(
+            optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
+        return model
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 128)
+    x = (rng.normal(size=(128, 8, 8, 1)) + y[:, None, None, None]).astype(
+        "float32"
+    )
+    policy = keras_adp.ADPPolicy(
+        warmup_epochs=1, min_channels=2, calibration_samples=64,
+        max_accuracy_drop=None, width_rule="density",
+    )
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    def where(variables):
+        return sorted({
+            len(v.value.sharding.device_set) for v in variables
+        })
+
+    def run(devices, root):
+        keras.distribution.set_distribution(
+            keras.distribution.DataParallel(devices=jax.devices())
+            if devices == 2 else None
+        )
+        model = build()
+        odd = keras_adp.measure_density(model, x[:63], batch_size=15)
+        trainer = keras_adp.ADPTrainer(
+            policy, run_dir=os.path.join(root, "full"), seed=0, verbose=0
+        )
+        result = trainer.fit(model, x, y, epochs=4, batch_size=32)
+        half = keras_adp.ADPTrainer(
+            policy, run_dir=os.path.join(root, "half"), seed=0, verbose=0
+        )
+        try:  # Interrupted after the epoch-2 checkpoint.
+            half.fit(build(), x, y, epochs=4, batch_size=32,
+                     callbacks=[Interrupt()])
+        except KeyboardInterrupt:
+            pass
+        resumed = half.fit(build(), x, y, epochs=4, batch_size=32,
+                           resume=True)
+        final = result.model
+        momentum = [
+            v for v in final.optimizer.variables
+            if v.name.startswith("c1_kernel")
+        ][0]
+        return {
+            "replicas": distribution.replicas(model),
+            "widths": [r["widths"] for r in result.history],
+            "density": [r["density"] for r in result.history],
+            "odd_samples": {k: d.samples for k, d in odd.items()},
+            "odd_channels": {k: d.channels.tolist() for k, d in odd.items()},
+            "weight_devices": where(final.weights),
+            "slot_devices": where(final.optimizer.variables),
+            "iterations": int(final.optimizer.iterations.numpy()),
+            "momentum_shape": list(momentum.shape),
+            "kernel_shape": list(final.get_layer("c1").kernel.shape),
+            "resumed_widths": [r["widths"] for r in resumed.history],
+            "resumed_matches": all(
+                np.allclose(a, b, atol=1e-5)
+                for a, b in zip(
+                    resumed.model.get_weights(), final.get_weights(),
+                    strict=True,
+                )
+            ),
+        }
+
+    with tempfile.TemporaryDirectory() as root:
+        one = run(1, os.path.join(root, "one"))
+        two = run(2, os.path.join(root, "two"))
+        # Uneven counts on two devices: of 126 samples the guard holds 13
+        # out (cut to 12 for validation); the last batch of 17 (113 =
+        # 3 * 32 + 17) cannot be split in two and is left out.
+        guarded = keras_adp.ADPTrainer(
+            keras_adp.ADPPolicy(warmup_epochs=1, min_channels=2),
+            seed=0, verbose=0,
+        ).fit(build(), x[:126], y[:126], epochs=2, batch_size=32)
+        two["guarded_iterations"] = int(
+            guarded.model.optimizer.iterations.numpy()
+        )
+        try:
+            keras_adp.ADPTrainer(policy, verbose=0).fit(
+                build(), x, y, epochs=2, batch_size=31
+            )
+        except ValueError as error:
+            two["odd_batch_error"] = str(error)
+    # The reference of the densities: the fraction of positive activations
+    # per channel, from the model's own outputs on one device.
+    keras.distribution.set_distribution(None)
+    model = build()
+    sites = keras.Model(
+        model.inputs,
+        [model.get_layer("relu1").output, model.get_layer("c2").output],
+    )
+    reference = {
+        name: (np.asarray(a) > 0).mean(axis=(0, 1, 2)).tolist()
+        for name, a in zip(("c1", "c2"), sites.predict(x[:63], verbose=0))
+    }
+    print(json.dumps({"one": one, "two": two, "reference": reference}))
+    """
+)
+
+
+@requires_jax
+def test_data_parallel_on_two_jax_devices_prunes_like_one_device():
+    out = _run(_DATA_PARALLEL, "jax", block_tf=True)
+    runs = json.loads(out.strip().splitlines()[-1])
+    one, two = runs["one"], runs["two"]
+    assert (one["replicas"], two["replicas"]) == (1, 2)
+    # The same pruning decisions on both devices as on one.
+    assert two["widths"] == one["widths"]
+    assert two["widths"][-1] != two["widths"][0], "nothing was pruned"
+    for a, b in zip(one["density"], two["density"], strict=True):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert abs(a[name] - b[name]) < 1e-3, (name, a, b)
+    # 63 calibration samples in batches of 15 (padded per replica on two
+    # devices): every real sample counted once, padding for nothing.
+    for side in (one, two):
+        assert side["odd_samples"] == {"c1": 63, "c2": 63}
+        for name, channels in side["odd_channels"].items():
+            np.testing.assert_allclose(
+                channels, runs["reference"][name], atol=1e-6
+            )
+    # The rebuilt model and its optimizer live on both devices; the
+    # optimizer state went across (iterations go on, slots sliced like
+    # the weights).
+    assert (one["weight_devices"], one["slot_devices"]) == ([1], [1])
+    assert (two["weight_devices"], two["slot_devices"]) == ([2], [2])
+    assert two["iterations"] == one["iterations"] == 16
+    assert two["momentum_shape"] == two["kernel_shape"]
+    assert two["kernel_shape"][-1] == two["widths"][-1]["c1"]
+    assert two["guarded_iterations"] == 6  # 3 batches per epoch
+    assert "Received batch_size=31 for 2 replicas" in two["odd_batch_error"]
+    assert "batch_size=32" in two["odd_batch_error"]
+    # Resumed from the epoch-2 checkpoint: same widths and weights as the
+    # uninterrupted run.
+    for side in (one, two):
+        assert side["resumed_widths"] == side["widths"]
+        assert side["resumed_matches"]
