@@ -338,7 +338,8 @@ def main(argv=None):
     print(f"{len(data['x'])} train / {len(data['x_val'])} validation / "
           f"{len(data['x_test'])} test samples; {args.epochs} epochs, batch "
           f"{args.batch_size}, Adam {args.lr:g} cosine; seeds {args.seeds}; "
-          f"{platform.processor() or platform.machine()}", flush=True)
+          f"{platform.processor() or platform.machine()}; Keras backend "
+          f"{keras.backend.backend()}", flush=True)
     adp_policy = keras_adp.ADPPolicy(**json.loads(args.adp_policy))
     paper_policy = keras_adp.ADPPolicy(width_rule="density")
     jobs = []
@@ -367,6 +368,7 @@ def main(argv=None):
         if args.out:
             with open(args.out, "w") as handle:
                 json.dump({"args": {k: v for k, v in vars(args).items()},
+                           "backend": keras.backend.backend(),
                            "adp_policy": adp_policy.get_config(),
                            "rows": rows}, handle, indent=1)
     print_table(rows, title)
