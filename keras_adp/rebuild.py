@@ -337,9 +337,19 @@ class _WeightCopy:
         self.new.set_weights([self.values[w.name] for w in self.old.weights])
 
 
+def _weight_array(variable) -> np.ndarray:
+    """A variable's value as a NumPy array, read-only and without a copy on
+    TensorFlow (`Variable.numpy()` copies it, a large share of reading a
+    big model's weights). Safe to hand on: slices are new arrays, and
+    TensorFlow copies a NumPy initial value into the new variable."""
+    if keras.backend.backend() == "tensorflow":
+        return np.asarray(variable.value.read_value())
+    return np.asarray(variable.numpy())
+
+
 def _retained_weights(old, plan: dict) -> dict | None:
     """`old`'s weights by name, sliced as planned; None when names repeat."""
-    weights = {w.name: np.asarray(w.numpy()) for w in old.weights}
+    weights = {w.name: _weight_array(w) for w in old.weights}
     if len(weights) != len(old.weights):
         return None
     if weights and id(old) in plan:
