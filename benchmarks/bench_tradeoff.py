@@ -87,10 +87,15 @@ def run_plain(args, data, width, seed):
     model = build(args, width, seed)
     cost = metrics_lib.inference_cost(model)
     start, cpu_start = time.perf_counter(), time.process_time()
+    val_accuracy = []
     for epoch in range(args.epochs):
         keras.utils.set_random_seed(seed + epoch)
-        model.fit(data["x"], data["y"], batch_size=args.batch_size,
-                  epochs=epoch + 1, initial_epoch=epoch, verbose=0)
+        history = model.fit(
+            data["x"], data["y"], batch_size=args.batch_size,
+            epochs=epoch + 1, initial_epoch=epoch, verbose=0,
+            validation_data=(data["x_val"], data["y_val"]),
+        )
+        val_accuracy.append(float(history.history["val_accuracy"][-1]))
     return {
         "accuracy": _accuracy(model, data),
         "params": cost.params,
@@ -100,6 +105,10 @@ def run_plain(args, data, width, seed):
         ),
         "wall_s": time.perf_counter() - start,
         "cpu_s": time.process_time() - cpu_start,
+        # The same held-out samples the guard judges ADP on: what a dense
+        # (or uniform) model reaches epoch by epoch, to set the guard's
+        # references against.
+        "val_accuracy": val_accuracy,
     }
 
 
@@ -218,8 +227,18 @@ def print_table(rows, title="vgg_small on Fashion-MNIST"):
                       f"per seed: "
                       f"{' '.join(f'{100 * gap:+.2f}' for gap in gaps)}; "
                       f"mean {100 * np.mean(gaps):+.2f} pt")
+    dense_val = [
+        value["val_accuracy"] for value in rows.get("dense", {}).values()
+        if value.get("val_accuracy")
+    ]
+    if dense_val:
+        print("  dense validation accuracy by epoch (mean over seeds): "
+              + " ".join(f"{100 * v:.2f}" for v in np.mean(dense_val, 0)))
     for run, per_seed in rows.items():
         for seed, value in sorted(per_seed.items()):
+            if "widths" in value and dense_val and value.get("val_accuracy"):
+                print(f"  {run} seed {seed} validation accuracy by epoch: "
+                      + " ".join(f"{100 * v:.2f}" for v in value["val_accuracy"]))
             if "widths" in value:
                 outcomes = ", ".join(
                     f"e{step['epoch']}:{step['outcome']}"
