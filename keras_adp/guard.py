@@ -16,6 +16,7 @@ __all__ = [
     "resolve_monitor",
     "is_worse_than_budget",
     "better",
+    "reference_at",
     "gentler_keep",
     "holdout_indices",
 ]
@@ -70,6 +71,31 @@ def better(monitor: str, first: float | None, second: float) -> float:
     if _lower_is_better(monitor):
         return min(first, second)
     return max(first, second)
+
+
+def reference_at(
+    monitor: str,
+    best: float | None,
+    dense_reference: tuple[float, ...] | None,
+    epoch: int,
+) -> float | None:
+    """What a step judged at the end of (0-based) `epoch` is held to.
+
+    Args:
+        monitor: the monitored log key (losses are minimised).
+        best: the best value the run reached so far with accepted models,
+            or None.
+        dense_reference: a dense run's value per epoch, or None.
+        epoch: the epoch just trained.
+
+    Returns:
+        The stricter of `best` and the dense run's value at `epoch` (its
+        last value for later epochs); `best` without a dense reference.
+    """
+    if not dense_reference:
+        return best
+    dense = float(dense_reference[min(epoch, len(dense_reference) - 1)])
+    return better(monitor, best, dense)
 
 
 def is_worse_than_budget(

@@ -88,6 +88,17 @@ measured on `validation_data`; without it, the trainer holds out
 never trained on) and validates on it. `max_accuracy_drop=None` turns the
 guard off (and nothing is held out).
 
+The best value so far trails what the dense model would reach by the same
+epoch: while the network is still learning, a step that costs more than the
+budget can pass because the recovery epoch's own progress hides the loss,
+and the steps add up (on 60,000 Fashion-MNIST images, `removal_scale=2`
+passed every step and ended 2.0 points below dense). When the monitored
+metric of a dense run with the same data and schedule is known, give it
+as `dense_reference` (one value per epoch, 0-based; its last value stands
+for later epochs): the guard then judges each step against the stricter
+of it at the judged epoch and the best value so far, which bounds how far
+below that dense run each judged epoch may fall.
+
 Why the defaults are `"relative"` after one dense epoch, with the guard.
 Measured with `benchmarks/bench_tradeoff.py` (vgg_small x1.0, BN->ReLU,
 20,000 Fashion-MNIST images, 6 epochs, Adam 2e-3 cosine, 3 seeds;
@@ -226,6 +237,10 @@ class ADPPolicy:
             `None`.
         removal_scale: multiplies the fraction of each group the width
             rule removes (> 0). Defaults to `1.0`.
+        dense_reference: the monitored metric a dense run reached at the
+            end of each epoch (a sequence of finite numbers, 0-based; the
+            last stands for later epochs), or None to judge against the
+            best value so far only. Defaults to `None`.
     """
 
     warmup_epochs: int = 1
@@ -253,14 +268,24 @@ class ADPPolicy:
     recalibrate_batch_norm: bool = True
     max_removal: float | None = None
     removal_scale: float = 1.0
+    dense_reference: tuple[float, ...] | None = None
 
     def __post_init__(self):
+        if self.dense_reference is not None and not isinstance(
+            self.dense_reference, (str, bytes)
+        ):
+            try:
+                values = tuple(self.dense_reference)
+            except TypeError:
+                values = self.dense_reference
+            # Frozen: a list from JSON (`from_config`) is kept as a tuple.
+            object.__setattr__(self, "dense_reference", values)
         _validate_policy(self)
 
     def get_config(self) -> dict:
         """The fields as plain Python values (JSON-serialisable)."""
         return {
-            name: value.item() if isinstance(value, np.generic) else value
+            name: _plain(value)
             for name, value in dataclasses.asdict(self).items()
         }
 
@@ -458,6 +483,32 @@ class ADPPolicy:
         return np.lexsort(tuple(keys))
 
 
+def _plain(value: Any) -> Any:
+    """A policy field as a JSON value (NumPy scalars unwrapped, tuples as
+    lists)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _validate_dense_reference(value: Any) -> None:
+    if value is None:
+        return
+    if (
+        not isinstance(value, tuple)
+        or not value
+        or not all(_is_real(v) and math.isfinite(v) for v in value)
+    ):
+        raise ValueError(
+            "Expected `dense_reference` to be None or a non-empty sequence "
+            "of finite numbers (the monitored metric of a dense run at the "
+            "end of each epoch, e.g. its history.history['val_accuracy']). "
+            f"Received: dense_reference={value!r}"
+        )
+
+
 def _validate_policy(policy: ADPPolicy) -> None:
     """Raise `ValueError` for the first field of `policy` out of range."""
     _validate_int("warmup_epochs", policy.warmup_epochs, 0)
@@ -487,6 +538,7 @@ def _validate_policy(policy: ADPPolicy) -> None:
         )
     if policy.max_accuracy_drop is not None:
         _validate_number("max_accuracy_drop", policy.max_accuracy_drop)
+    _validate_dense_reference(policy.dense_reference)
     _validate_finite("threshold", policy.threshold)
     _validate_int("recovery_epochs", policy.recovery_epochs, 1)
     _validate_int("max_retries", policy.max_retries, 0)

@@ -223,20 +223,23 @@ class PruningSteps:
         if pending["epochs_trained"] < self.policy.recovery_epochs and not final:
             return model, probe, None
         budget = float(self.policy.max_accuracy_drop)
+        reference = guard_lib.reference_at(
+            monitor, state.reference, self.policy.dense_reference, epoch
+        )
         decision = {
             "epoch": epoch,
             "step_epoch": pending["epoch"],
             "attempt": pending["attempt"],
             "monitor": monitor,
             "value": value,
-            "reference": state.reference,
+            "reference": reference,
             "budget": budget,
         }
         record["guard"] = decision
         state.guard.append(decision)
         step = state.steps[-1]
-        worse = state.reference is not None and guard_lib.is_worse_than_budget(
-            monitor, value, state.reference, budget
+        worse = reference is not None and guard_lib.is_worse_than_budget(
+            monitor, value, reference, budget
         )
         if not worse:
             decision["action"] = "accepted"

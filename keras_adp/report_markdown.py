@@ -202,7 +202,9 @@ def _guard_note(report: dict) -> str | None:
     return (
         "Each step is a trial: after its recovery epochs, the accuracy guard "
         "compares the monitored value with its reference (the best value "
-        "reached so far with a model it accepted) and rolls the step back, "
+        "reached so far with a model it accepted, or a dense run's value at "
+        "that epoch when `ADPPolicy.dense_reference` gives one and it is "
+        "stricter) and rolls the step back, "
         "restoring the model from before it, when the value is worse by "
         "more than the budget. A rolled-back step is retried once with half "
         "the removal (attempt 2); if that is rolled back too, pruning stops."

@@ -226,6 +226,70 @@ def test_steps_within_budget_are_accepted():
     assert all(step["epoch"] < 2 for step in result.steps)
 
 
+@pytest.mark.parametrize(
+    "monitor, best, dense, epoch, expected",
+    [
+        # Without a dense run: the best value so far.
+        ("val_accuracy", 0.8, None, 3, 0.8),
+        ("val_accuracy", None, None, 3, None),
+        # The dense run's value at the judged epoch when it is stricter.
+        ("val_accuracy", 0.8, (0.7, 0.85, 0.9), 1, 0.85),
+        # ...the best so far when that is stricter.
+        ("val_accuracy", 0.88, (0.7, 0.85, 0.9), 1, 0.88),
+        # Past its end, its last value stands.
+        ("val_accuracy", 0.8, (0.7, 0.85, 0.9), 7, 0.9),
+        ("val_accuracy", None, (0.7, 0.85), 0, 0.7),
+        # Losses: lower is stricter.
+        ("val_loss", 0.5, (0.9, 0.4), 1, 0.4),
+        ("val_loss", 0.3, (0.9, 0.4), 1, 0.3),
+    ],
+)
+def test_reference_at_is_the_stricter_of_best_and_dense(
+    monitor, best, dense, epoch, expected
+):
+    assert guard.reference_at(monitor, best, dense, epoch) == expected
+
+
+def _accept_all_run(dense_reference):
+    x, y = _data()
+    policy = keras_adp.ADPPolicy(
+        warmup_epochs=1, min_channels=2, calibration_samples=32,
+        max_accuracy_drop=1.0,  # Any accuracy in [0, 1] passes the best so far.
+        width_rule="density", dense_reference=dense_reference,
+    )
+    return keras_adp.ADPTrainer(policy, verbose=0).fit(
+        _classifier(), x, y, epochs=4, batch_size=16,
+        validation_data=(x[:24], y[:24]),
+    )
+
+
+def test_dense_reference_holds_steps_to_the_dense_run():
+    # A dense run that reached 2.5 (out of reach): with a budget of 1.0
+    # every step, which the best value so far would accept, is rolled back.
+    result = _accept_all_run((2.5,))
+    decisions = [r["guard"] for r in result.history if r["guard"]]
+    assert [d["action"] for d in decisions] == [
+        "rolled back; retrying half the removal",
+        "rolled back; pruning stops",
+    ]
+    assert all(d["reference"] == 2.5 for d in decisions)
+    assert result.history[-1]["widths"] == {"c1": 8, "c2": 8}
+
+
+def test_dense_reference_below_the_best_changes_nothing():
+    without = _accept_all_run(None)
+    below = _accept_all_run([-5.0, -5.0])
+    assert [s["after"] for s in below.steps] == [
+        s["after"] for s in without.steps
+    ]
+    decisions = [r["guard"] for r in below.history if r["guard"]]
+    reference = [r["guard"] for r in without.history if r["guard"]]
+    assert [d["reference"] for d in decisions] == [
+        d["reference"] for d in reference
+    ]
+    assert all(d["action"] == "accepted" for d in decisions)
+
+
 def test_guard_holds_out_training_samples_it_never_trains_on():
     samples = 60
     x = np.arange(samples, dtype="float32")[:, None, None, None] * np.ones(

@@ -322,6 +322,7 @@ def test_defaults_match_the_documented_method():
         "recalibrate_batch_norm": True,
         "max_removal": None,
         "removal_scale": 1.0,
+        "dense_reference": None,
     }
 
 

@@ -252,3 +252,21 @@ def test_removal_scale_then_max_removal_caps():
 def test_removal_scale_rejects_non_positive_or_non_numbers(bad):
     with pytest.raises(ValueError, match="removal_scale"):
         keras_adp.ADPPolicy(removal_scale=bad)
+
+
+def test_dense_reference_is_kept_as_a_tuple_and_round_trips_through_json():
+    import json
+
+    policy = keras_adp.ADPPolicy(dense_reference=[0.8, np.float32(0.9)])
+    assert policy.dense_reference == (0.8, pytest.approx(0.9))
+    config = json.loads(json.dumps(policy.get_config()))
+    assert config["dense_reference"] == [0.8, pytest.approx(0.9)]
+    assert keras_adp.ADPPolicy.from_config(config) == policy
+
+
+@pytest.mark.parametrize(
+    "bad", [[], [0.5, float("nan")], ["0.9"], 0.9, "0.9", [True]]
+)
+def test_dense_reference_rejects_what_is_not_a_sequence_of_numbers(bad):
+    with pytest.raises(ValueError, match="dense_reference"):
+        keras_adp.ADPPolicy(dense_reference=bad)
