@@ -50,8 +50,12 @@ def _trained(optimizer, steps=3):
     variables = model.trainable_variables
     model.optimizer.build(variables)
     for _ in range(steps):
+        # Backend tensors: torch's optimizers take no NumPy arrays.
         gradients = [
-            rng.normal(size=v.shape).astype("float32") for v in variables
+            keras.ops.convert_to_tensor(
+                rng.normal(size=v.shape).astype("float32")
+            )
+            for v in variables
         ]
         model.optimizer.apply(gradients, variables)
     return model
