@@ -20,6 +20,7 @@ from keras_adp import checkpoints
 from keras_adp import distribution
 from keras_adp import graph as graph_lib
 from keras_adp import inputs as inputs_lib
+from keras_adp import keras_graph
 from keras_adp import metrics as metrics_lib
 from keras_adp import pruning_steps as steps_lib
 from keras_adp.training_callbacks import EpochDensity
@@ -144,6 +145,15 @@ class EpochLoop:
     def _train(self, model, epoch: int, fit_callbacks: list) -> EpochDensity:
         """One `model.fit` epoch, seeded, with the L1 penalty while pruning
         may go on; returns the callback holding its logs and densities."""
+        x = self.inputs.x(count=False)
+        if not distribution.is_tensorflow() and not inputs_lib.is_dataset(x):
+            # Before seeding: a first `fit` would shuffle otherwise.
+            first = np.arange(1)
+            keras_graph.build_training_state(
+                model,
+                inputs_lib.take_rows(x, first),
+                inputs_lib.take_rows(self.inputs.y, first),
+            )
         if self.seed is not None:
             seed_epoch(model, self.seed + epoch)
         measure = EpochDensity(self.probe, self.calibration)

@@ -9,7 +9,8 @@ patch of Keras' TensorFlow trainer, and TensorFlow's internals), any other
 private Keras name: a model's compile arguments (`compile_arguments`), the
 operation and keras.applications classes Keras does not export
 (`keras_ops_module`, `keras_op_class`, `keras_applications_module`) and
-the LiteRT exporter probe (`has_litert_exporter`). Everything else goes
+the LiteRT exporter probe (`has_litert_exporter`) and the build `fit` does
+on its first call (`build_training_state`). Everything else goes
 through the functions here (`tests/test_import_graph.py` checks it). It
 does not import TensorFlow.
 
@@ -35,6 +36,7 @@ from keras_adp.graph_types import ActivationSite
 __all__ = [
     "LayerCall",
     "all_layers",
+    "build_training_state",
     "check_model",
     "compile_arguments",
     "computed_nodes",
@@ -351,6 +353,27 @@ def keras_applications_module(name: str) -> Any:
     """The module `keras.src.applications.<name>` (e.g. `"convnext"`),
     whose helper layers (`convnext.LayerScale`) are not exported publicly."""
     return importlib.import_module(f"keras.src.applications.{name}")
+
+
+def build_training_state(model: keras.Model, x: Any, y: Any) -> None:
+    """Builds what `model.fit` builds on its first call: the model, its
+    compiled metrics and its loss state, from the shapes of `x` and `y`.
+
+    On JAX and PyTorch, a first `fit` builds them from the first batch of
+    an extra pass over the data, which for shuffled NumPy inputs draws one
+    more NumPy permutation: a model that never trained (a resumed one)
+    would shuffle its first epoch unlike one that had trained, seed or no
+    seed. Built here first, `fit` reads no extra batch. Uses Keras'
+    private `Trainer._symbolic_build` (nothing is done without it).
+
+    Args:
+        model: a compiled model.
+        x: a batch of model inputs (only shapes and dtypes are read).
+        y: the batch's targets, or None.
+    """
+    build = getattr(model, "_symbolic_build", None)
+    if build is not None:
+        build(data_batch=(x, y, None))
 
 
 def has_litert_exporter() -> bool:
