@@ -193,7 +193,9 @@ def _export_inputs(args, model) -> tuple[np.ndarray | None, np.ndarray, str]:
             args.calibration, **experiment.dataset_location(args.calibration, args.data_dir)
         )
         calibration = data.calibration_batch(splits, num_samples=args.samples)
-        parity_inputs = inputs_lib.calibration_inputs(splits.test, args.samples)
+        parity_inputs = inputs_lib.calibration_inputs(
+            data.split_inputs(splits.test), args.samples
+        )
         return calibration, parity_inputs, "test samples"
     inputs = _load_array(pathlib.Path(args.calibration))[: args.samples]
     return inputs, inputs, "calibration samples"

@@ -7,6 +7,15 @@ un-augmented training pipeline in a fixed order (for calibration and for
 measuring activation density on the same samples every time), and the facts a
 model builder needs (`input_shape`, `num_classes`).
 
+On another Keras backend than TensorFlow (JAX, PyTorch), the sources read
+into memory (the embedded subset, IDX files, `tensorflow_datasets`) give
+`ArraySplit`s instead of pipelines when not augmented: the same samples,
+normalized the same way, as NumPy arrays that `fit` batches and (for the
+training split) reshuffles each epoch, so neither TensorFlow nor tf.data is
+needed. `split_inputs(split)` gives a split's model inputs either way.
+Augmentation, Tiny ImageNet and `tensorflow_datasets` need TensorFlow, which
+is imported only then (an `ImportError` says what to install).
+
 Sources:
 
 - `load_embedded()`: the package's default dataset, a class-balanced subset of
@@ -80,8 +89,8 @@ re-exports their public names and holds `load_dataset` and
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
+from keras_adp import validation
 from keras_adp.data_loaders import EMBEDDED_FILENAME
 from keras_adp.data_loaders import EMBEDDED_TEST_PER_CLASS
 from keras_adp.data_loaders import EMBEDDED_TRAIN_PER_CLASS
@@ -93,6 +102,7 @@ from keras_adp.data_loaders import load_fashion_mnist_idx
 from keras_adp.data_loaders import load_tfds
 from keras_adp.data_loaders import load_tiny_imagenet
 from keras_adp.data_pipeline import NORMALIZATIONS
+from keras_adp.data_pipeline import ArraySplit
 from keras_adp.data_pipeline import DatasetSplits
 from keras_adp.data_pipeline import PipelineOptions
 from keras_adp.data_pipeline import validation_indices
@@ -103,6 +113,8 @@ from keras_adp.idx import read_idx
 
 __all__ = [
     "DatasetSplits",
+    "ArraySplit",
+    "split_inputs",
     "PipelineOptions",
     "load_dataset",
     "load_embedded",
@@ -206,10 +218,16 @@ def calibration_batch(
         indices = _choose_indices(len(inputs), num_samples, seed)
         return np.asarray(inputs[indices], dtype=np.float32)
 
+    if isinstance(splits_or_dataset, DatasetSplits) and isinstance(
+        splits_or_dataset.train_unaugmented, ArraySplit
+    ):
+        return calibration_batch(
+            splits_or_dataset.train_unaugmented.x, num_samples, seed
+        )
     if isinstance(splits_or_dataset, DatasetSplits):
         dataset = splits_or_dataset.train_unaugmented
         num_elements = splits_or_dataset.num_train
-    elif isinstance(splits_or_dataset, tf.data.Dataset):
+    elif validation.is_dataset(splits_or_dataset):
         dataset = splits_or_dataset
         num_elements = None
     else:
@@ -219,6 +237,8 @@ def calibration_batch(
             f"{type(splits_or_dataset).__name__}. Pass the result of "
             "`load_dataset()`."
         )
+    import tensorflow as tf  # `dataset` is a tf.data pipeline.
+
     dataset = _inputs_only(dataset)
     if num_elements is None:
         num_elements = _count_elements(dataset)
@@ -235,6 +255,13 @@ def calibration_batch(
 
 
 
+def split_inputs(split: tf.data.Dataset | ArraySplit):
+    """The model inputs of one split of `DatasetSplits`: an `ArraySplit`'s
+    images, or the pipeline itself (its elements are `(images, labels)`).
+    """
+    return split.x if isinstance(split, ArraySplit) else split
+
+
 def _inputs_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Drops labels and unbatches a dataset whose leading dimension is None."""
     spec = dataset.element_spec
@@ -247,6 +274,8 @@ def _inputs_only(dataset: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def _count_elements(dataset: tf.data.Dataset) -> int:
+    import tensorflow as tf  # `dataset` is a tf.data pipeline.
+
     cardinality = int(dataset.cardinality())
     if cardinality == tf.data.INFINITE_CARDINALITY:
         raise ValueError(

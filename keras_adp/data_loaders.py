@@ -8,7 +8,10 @@
   `tensorflow_datasets`.
 
 Each reads its source and hands it to `keras_adp.data_pipeline`, which
-builds the pipelines. `keras_adp.data` describes the sources and the
+builds the pipelines. The embedded subset and the IDX files are read with
+NumPy alone; TensorFlow is imported only by the loaders that need it
+(Tiny ImageNet's JPEG decoding, `tensorflow_datasets`) and by tf.data
+pipelines. `keras_adp.data` describes the sources and the
 preprocessing and re-exports these names.
 """
 
@@ -18,8 +21,8 @@ import importlib.resources
 import os
 
 import numpy as np
-import tensorflow as tf
 
+from keras_adp import distribution
 from keras_adp.data_pipeline import DatasetSplits
 from keras_adp.data_pipeline import PipelineOptions
 from keras_adp.data_pipeline import Source
@@ -210,6 +213,9 @@ def load_tiny_imagenet(
             f"{os.path.join(directory, 'train')}/<wnid>/images/. Received: "
             "none. Check the folder layout."
         )
+    tf = distribution.import_tensorflow(
+        "Tiny ImageNet (its JPEG files are decoded with tf.io)"
+    )
     first_image = tf.io.decode_jpeg(tf.io.read_file(train_paths[0]), channels=3)
     input_shape = tuple(int(dim) for dim in first_image.shape)
 
@@ -330,6 +336,10 @@ def load_tfds(
             "`load_dataset()`."
         )
     options = pipeline_options(options, kwargs)
+    distribution.import_tensorflow(
+        f"Loading {name!r} through tensorflow_datasets (pip install "
+        "tensorflow-datasets)"
+    )
     import tensorflow_datasets as tfds
 
     (train_ds, test_ds), info = tfds.load(

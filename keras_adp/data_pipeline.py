@@ -1,11 +1,14 @@
-"""How every dataset becomes ready-to-train `tf.data` pipelines.
+"""How every dataset becomes ready-to-train `tf.data` pipelines, or arrays.
 
 `PipelineOptions` says how the pipelines are built, `build_splits` builds
 a `DatasetSplits` from a training and a test `Source` (uint8 images, or
 file paths with a decoder) and `validation_indices` chooses the held-out
-validation samples. The loaders of `keras_adp.data_loaders` read their
-sources and call `build_splits`; `keras_adp.data` describes the
-preprocessing and re-exports these names.
+validation samples. On a Keras backend other than TensorFlow, images held
+in memory and not augmented become `ArraySplit`s (NumPy arrays, no
+TensorFlow needed); everything else is a `tf.data` pipeline, and
+TensorFlow is imported only to build one. The loaders of
+`keras_adp.data_loaders` read their sources and call `build_splits`;
+`keras_adp.data` describes the preprocessing and re-exports these names.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import dataclasses
 from collections.abc import Callable, Iterable
 
 import numpy as np
-import tensorflow as tf
+
+from keras_adp import distribution
 
 __all__ = [
     "PipelineOptions",
     "DatasetSplits",
+    "ArraySplit",
     "Source",
     "NORMALIZATIONS",
     "pipeline_options",
@@ -113,6 +118,28 @@ def pipeline_options(
     return dataclasses.replace(options, **overrides) if overrides else options
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ArraySplit:
+    """One split as NumPy arrays: what `DatasetSplits` holds instead of a
+    `tf.data` pipeline on another Keras backend than TensorFlow (for images
+    in memory, without augmentation).
+
+    Pass `x`, `y`, `batch_size` (and `shuffle`) to `fit` or `evaluate`.
+
+    Args:
+        x: float32 images `(count, height, width, channels)`, normalized.
+        y: int64 class indices `(count,)`.
+        batch_size: the batch size of the split.
+        shuffle: whether training reshuffles it every epoch (the training
+            split). Defaults to `False`.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    batch_size: int
+    shuffle: bool = False
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSplits:
     """A dataset split into ready-to-use training, validation and test pipelines.
@@ -120,7 +147,10 @@ class DatasetSplits:
     Every pipeline yields batches `(images, labels)`: `images` is float32 of
     shape `(batch, height, width, channels)` already normalized as
     `(raw_pixel - mean) / std`, and `labels` is int64 of shape `(batch,)`
-    holding class indices in `[0, num_classes)`.
+    holding class indices in `[0, num_classes)`. On another Keras backend
+    than TensorFlow, a source of images in memory without augmentation
+    gives `ArraySplit`s of the same samples instead (the training one
+    shuffled by `fit`).
 
     Args:
         name: The dataset name as accepted by `load_dataset`.
@@ -147,10 +177,10 @@ class DatasetSplits:
     """
 
     name: str
-    train: tf.data.Dataset
-    validation: tf.data.Dataset | None
-    test: tf.data.Dataset
-    train_unaugmented: tf.data.Dataset
+    train: tf.data.Dataset | ArraySplit
+    validation: tf.data.Dataset | ArraySplit | None
+    test: tf.data.Dataset | ArraySplit
+    train_unaugmented: tf.data.Dataset | ArraySplit
     num_classes: int
     input_shape: tuple[int, int, int]
     num_train: int
@@ -225,11 +255,14 @@ class Source:
         return Source(self.items[indices], self.labels[indices], self.decode)
 
     def dataset(self) -> tf.data.Dataset:
+        tf = distribution.import_tensorflow("A tf.data pipeline")
         return tf.data.Dataset.from_tensor_slices((self.items, self.labels))
 
     def decoded(self, dataset: tf.data.Dataset) -> tf.data.Dataset:
         if self.decode is None:
             return dataset
+        import tensorflow as tf  # `dataset` is one.
+
         decode = self.decode
         return dataset.map(
             lambda item, label: (decode(item), label),
@@ -314,6 +347,69 @@ def build_splits(
     train_source = train_source.take(train_indices)
     num_train, num_test = len(train_source.items), len(test_source.items)
     mean, std = _mean_std(train_source, input_shape[-1], options.normalization)
+    make = _arrays if _as_arrays(train_source, options) else _pipelines
+    train, unaugmented, validation, test = make(
+        name, input_shape, options, mean, std,
+        train_source, validation_source, test_source,
+    )
+    return DatasetSplits(
+        name=name,
+        train=train,
+        validation=validation if len(held_indices) else None,
+        test=test,
+        train_unaugmented=unaugmented,
+        num_classes=int(num_classes),
+        input_shape=tuple(int(dim) for dim in input_shape),
+        num_train=num_train,
+        num_validation=len(held_indices),
+        num_test=num_test,
+        mean=tuple(float(value) for value in mean),
+        std=tuple(float(value) for value in std),
+        class_names=tuple(class_names),
+    )
+
+
+def _as_arrays(train_source: Source, options: PipelineOptions) -> bool:
+    """Whether the splits are `ArraySplit`s: images in memory, no
+    augmentation, on another Keras backend than TensorFlow."""
+    return (
+        not distribution.is_tensorflow()
+        and train_source.decode is None
+        and not options.augment
+    )
+
+
+def _arrays(name, input_shape, options, mean, std, *sources):
+    """`ArraySplit`s of the training (shuffled), unaugmented training,
+    validation and test sources."""
+    del name, input_shape  # Only the pipelines' augmentation uses them.
+    train, validation, test = sources
+    mean = np.asarray(mean, np.float32)
+    std = np.asarray(std, np.float32)
+
+    def split(source, shuffle=False):
+        x = (source.items.astype(np.float32) - mean) / std
+        return ArraySplit(x, source.labels, options.batch_size, shuffle)
+
+    unaugmented = split(train)
+    shuffled = dataclasses.replace(unaugmented, shuffle=True)
+    return shuffled, unaugmented, split(validation), split(test)
+
+
+def _pipelines(name, input_shape, options, mean, std, *sources):
+    """The `tf.data` pipelines of the training (shuffled, maybe augmented),
+    unaugmented training, validation and test sources."""
+    if options.augment:
+        feature = (
+            "Augmentation (`augment=True`, keras-adp train's --augment: "
+            "random crops and flips in tf.data)"
+        )
+    elif sources[0].decode is not None:
+        feature = "Decoding image files (tf.io)"
+    else:
+        feature = "A tf.data pipeline"
+    tf = distribution.import_tensorflow(feature)
+    train_source, validation_source, test_source = sources
     mean_tensor = tf.constant(mean, tf.float32)
     std_tensor = tf.constant(std, tf.float32)
 
@@ -328,20 +424,9 @@ def build_splits(
         return finish(source.decoded(source.dataset()))
 
     train = _shuffled_training_images(train_source, name, input_shape, options)
-    return DatasetSplits(
-        name=name,
-        train=finish(train),
-        validation=in_order(validation_source) if len(held_indices) else None,
-        test=in_order(test_source),
-        train_unaugmented=in_order(train_source),
-        num_classes=int(num_classes),
-        input_shape=tuple(int(dim) for dim in input_shape),
-        num_train=num_train,
-        num_validation=len(held_indices),
-        num_test=num_test,
-        mean=tuple(float(value) for value in mean),
-        std=tuple(float(value) for value in std),
-        class_names=tuple(class_names),
+    return (
+        finish(train), in_order(train_source), in_order(validation_source),
+        in_order(test_source),
     )
 
 
@@ -377,6 +462,8 @@ def _shuffled_training_images(
 
 def _augment(dataset, input_shape, crop_padding, horizontal_flip, seed):
     """Random padded crop and optional horizontal flip with per-sample seeds."""
+    import tensorflow as tf  # `dataset` is a tf.data pipeline.
+
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     seeds = seeds.batch(2, drop_remainder=True)
 
@@ -409,7 +496,7 @@ def _channel_mean_std(source: Source, channels: int):
             source.items[start : start + _STATS_CHUNK]
             for start in range(0, len(source.items), _STATS_CHUNK)
         )
-    else:
+    else:  # Image files: decoded by the source's tf.data pipeline.
         images = source.decoded(source.dataset()).map(lambda image, _: image)
         chunks = images.batch(256).as_numpy_iterator()
     return _mean_std_from_chunks(chunks, channels)

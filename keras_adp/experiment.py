@@ -175,6 +175,13 @@ def run_training(
     """
     say = say or _quiet
     warn = warn or say
+    if options.export and not export.tensorflow_installed():
+        raise ImportError(
+            "keras-adp train exports the models to TFLite at the end, which "
+            "needs TensorFlow (the LiteRT converter); it is not installed. "
+            "Fix: `pip install tensorflow`, or pass --no-export "
+            "(`TrainOptions(export=False)`)."
+        )
     run_dir = pathlib.Path(
         options.run_dir or default_run_dir(options.model, options.dataset)
     )
@@ -286,7 +293,15 @@ def compiled_model(
 
 
 def evaluate(model: keras.Model, dataset) -> dict:
-    evaluation = model.evaluate(dataset, return_dict=True, verbose=0)
+    """`model.evaluate` on a split of `DatasetSplits` (a pipeline or an
+    `ArraySplit`), as a dict of floats."""
+    if isinstance(dataset, data.ArraySplit):
+        evaluation = model.evaluate(
+            dataset.x, dataset.y, batch_size=dataset.batch_size,
+            return_dict=True, verbose=0,
+        )
+    else:
+        evaluation = model.evaluate(dataset, return_dict=True, verbose=0)
     return {key: float(value) for key, value in evaluation.items()}
 
 
@@ -359,14 +374,24 @@ def _fit(
 ) -> training.ADPResult:
     """`trainer.fit` on the training split for `options.epochs`, validated
     on the validation split, density measured on `calibration`."""
+    train, validation = splits.train, splits.validation
+    arrays = {}
+    if isinstance(train, data.ArraySplit):  # Batched and shuffled by fit.
+        arrays = {
+            "y": train.y, "batch_size": train.batch_size,
+            "shuffle": train.shuffle,
+        }
+    if isinstance(validation, data.ArraySplit):
+        validation = (validation.x, validation.y)
     with _no_shuffle_warning():
         return trainer.fit(
             model,
-            splits.train,
+            data.split_inputs(train),
             epochs=options.epochs,
-            validation_data=splits.validation,
+            validation_data=validation,
             calibration_data=calibration,
             resume=resume,
+            **arrays,
         )
 
 
@@ -426,7 +451,9 @@ def _export_both(
 ) -> tuple[dict, dict]:
     """The TFLite files of the pruned model (parity checked on test
     samples) and of the dense one: `(model_entries, dense_entries)`."""
-    parity_inputs = inputs_lib.calibration_inputs(splits.test, PARITY_SAMPLES)
+    parity_inputs = inputs_lib.calibration_inputs(
+        data.split_inputs(splits.test), PARITY_SAMPLES
+    )
     return (
         _export_all(
             model, run_dir, "model", calibration, parity_inputs, say, warn

@@ -22,6 +22,13 @@ LiteRT interpreter cannot run), and `"int8"` to the integer-only builtins, so
 a model that cannot be fully quantized fails at conversion rather than on
 device.
 
+Other backends. TFLite conversion needs TensorFlow: on JAX (or PyTorch),
+`export_tflite` saves the model as a `.keras` file and converts it in a
+subprocess of the same Python on the TensorFlow backend
+(`KERAS_BACKEND=tensorflow`), with the same converter options; the file is
+checked, verified and benchmarked here as on TensorFlow. TensorFlow is
+imported only to convert, never by `import keras_adp.export`.
+
 Note that dynamic-range quantization (`"dynamic"`) only quantizes weight
 tensors with at least 1024 elements (a fixed threshold of the converter);
 in a very small model it may quantize nothing, and `verify_tflite` then
@@ -30,18 +37,23 @@ reports the file as `"float32"`.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any, Union
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from keras_adp import distribution
 from keras_adp import keras_graph
 from keras_adp import litert
 from keras_adp import parity
+from keras_adp import validation
 from keras_adp.litert import LatencyResult
 from keras_adp.litert import ParityCheck
 from keras_adp.litert import TFLiteMismatchError
@@ -55,6 +67,7 @@ PathLike = Union[str, os.PathLike]
 
 __all__ = [
     "export_tflite",
+    "tensorflow_installed",
     "verify_tflite",
     "measure_tflite",
     "benchmark_tflite",
@@ -122,15 +135,20 @@ def export_tflite(
             hold NaN or inf, or the converted model does not load in LiteRT
             with the requested quantization (no file is written then).
         FileNotFoundError: if the directory of `path` does not exist.
+        ImportError: on another backend than TensorFlow, if TensorFlow (the
+            converter) is not installed; it says what to install.
     """
     path, mode, samples = _check_export_arguments(
         model, path, quantization, representative_data, int8_io,
         num_calibration_samples,
     )
-    options = _converter_options(mode, samples, int8_io)
 
     def write(temp_name: str) -> None:
-        _convert(model, temp_name, options)
+        if distribution.is_tensorflow():
+            options = _converter_options(mode, samples, int8_io)
+            _convert(model, temp_name, options)
+        else:
+            _convert_on_tensorflow(model, temp_name, mode, samples, int8_io)
         _check_converted(pathlib.Path(temp_name), path, mode, model)
 
     return parity.write_into_place(path, write)
@@ -204,10 +222,85 @@ def _check_export_arguments(
 # Conversion.
 
 
+def tensorflow_installed() -> bool:
+    """Whether TensorFlow, which TFLite conversion needs, can be imported
+    (checked without importing it)."""
+    try:
+        return importlib.util.find_spec("tensorflow") is not None
+    except (ImportError, ValueError):  # e.g. sys.modules["tensorflow"] = None
+        return False
+
+
+# Run by `_convert_on_tensorflow` in a TensorFlow-backend subprocess:
+# argv = .keras file, .tflite file, mode, samples .npy file or "", int8_io.
+_CONVERT_SAVED_MODEL = """
+import sys
+import keras
+import numpy as np
+from keras_adp import export
+keras_file, tflite_file, mode, samples_file, int8_io = sys.argv[1:]
+model = keras.saving.load_model(keras_file, compile=False, safe_mode=False)
+samples = list(np.load(samples_file)[:, None]) if samples_file else None
+export._convert(
+    model, tflite_file,
+    export._converter_options(mode, samples, int8_io == "1"),
+)
+"""
+
+
+def _convert_on_tensorflow(
+    model: keras.Model, filename: str, mode: str,
+    samples: list[np.ndarray] | None, int8_io: bool,
+) -> None:
+    """Write `model` converted to `filename`, from another Keras backend:
+    saved as `.keras` and converted in a TensorFlow-backend subprocess."""
+    if not tensorflow_installed():
+        distribution.import_tensorflow(
+            "TFLite conversion (the LiteRT converter is TensorFlow's)"
+        )
+    with tempfile.TemporaryDirectory(prefix="keras_adp_export_") as folder:
+        keras_file = os.path.join(folder, "model.keras")
+        model.save(keras_file)
+        samples_file = ""
+        if samples is not None:
+            samples_file = os.path.join(folder, "samples.npy")
+            np.save(samples_file, np.concatenate(samples))
+        completed = subprocess.run(
+            [sys.executable, "-c", _CONVERT_SAVED_MODEL, keras_file,
+             filename, mode, samples_file, "1" if int8_io else "0"],
+            env=_tensorflow_environment(),
+            capture_output=True, text=True,
+        )
+    if completed.returncode != 0:
+        lines = completed.stderr.strip().splitlines() or ["no output"]
+        raise ValueError(
+            f"Converting the {keras.backend.backend()} model to TFLite in a "
+            "TensorFlow-backend subprocess (KERAS_BACKEND=tensorflow, "
+            f"{sys.executable}) failed: {lines[-1]} Expected the saved "
+            "`.keras` model to load there: register custom layers with "
+            "`keras.saving.register_keras_serializable` in an imported "
+            "module, or export on the TensorFlow backend."
+        )
+
+
+def _tensorflow_environment() -> dict[str, str]:
+    """This process's environment on the TensorFlow backend, with this
+    keras_adp importable first."""
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    paths = [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
+    return dict(
+        os.environ, KERAS_BACKEND="tensorflow",
+        PYTHONPATH=os.pathsep.join(paths),
+        TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+    )
+
+
 def _converter_options(
     mode: str, samples: list[np.ndarray] | None, int8_io: bool
 ) -> dict[str, Any]:
     """Converter attributes for `mode`, in Keras' `export(**kwargs)` form."""
+    import tensorflow as tf  # Called on the TensorFlow backend only.
+
     builtins = tf.lite.OpsSet.TFLITE_BUILTINS
     if mode == "float32":
         return {"target_spec": {"supported_ops": [builtins]}}
@@ -244,6 +337,8 @@ def _converter_options(
 
 def _convert(model: keras.Model, filename: str, options: dict) -> None:
     """Write `model` converted with `options` to `filename`."""
+    import tensorflow as tf  # Called on the TensorFlow backend only.
+
     if keras_graph.has_litert_exporter():
         model.export(filename, format="litert", verbose=False, **options)
         return
@@ -334,7 +429,7 @@ def _calibration_samples(
     data: Any, input_shape: tuple[int | None, ...], limit: int
 ) -> list[np.ndarray]:
     """Up to `limit` float32 samples of shape `(1, *input_shape[1:])`."""
-    if isinstance(data, tf.data.Dataset):
+    if validation.is_dataset(data):  # A tf.data.Dataset.
         elements: Iterable = data.as_numpy_iterator()
     elif isinstance(data, np.ndarray):
         elements = [data]
