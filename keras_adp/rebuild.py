@@ -519,6 +519,10 @@ def recalibrate_batch_norm(model: keras.Model, inputs, *, batch_size=256) -> int
         return 0
     arrays = inputs if isinstance(inputs, list) else [inputs]
     samples = len(arrays[0])
+    if keras.backend.backend() == "jax":
+        _recalibrate_compiled(model, layers, arrays, isinstance(inputs, list),
+                              batch_size)
+        return len(layers)
     momenta = [layer.momentum for layer in layers]
     try:
         for batch, start in enumerate(range(0, samples, batch_size), 1):
@@ -531,3 +535,52 @@ def recalibrate_batch_norm(model: keras.Model, inputs, *, batch_size=256) -> int
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
     return len(layers)
+
+
+def _recalibrate_compiled(model, layers, arrays, as_list, batch_size) -> None:
+    """`recalibrate_batch_norm` on JAX, where calling a model eagerly
+    compiles every operation on its own (tens of seconds for a small CNN):
+    one compiled `stateless_call` per batch shape, with momentum 0 so each
+    call returns its batch's statistics, averaged here (what momentum
+    `(k - 1) / k` at batch `k` gives)."""
+    import jax
+
+    variables = model.non_trainable_variables
+    position = {id(variable): i for i, variable in enumerate(variables)}
+    slots = [
+        (position[id(layer.moving_mean)], position[id(layer.moving_variance)])
+        for layer in layers
+    ]
+    momenta = [layer.momentum for layer in layers]
+    trainable = [variable.value for variable in model.trainable_variables]
+    state = [variable.value for variable in variables]
+    try:
+        for layer in layers:
+            layer.momentum = 0.0
+        call = jax.jit(
+            lambda t, n, x: model.stateless_call(t, n, x, training=True)[1]
+        )
+        sums, batches = None, 0
+        for start in range(0, len(arrays[0]), batch_size):
+            chunk = [array[start:start + batch_size] for array in arrays]
+            # The new state carries the seed generators on (dropout).
+            state = call(trainable, state, chunk if as_list else chunk[0])
+            stats = [
+                (np.asarray(state[m], np.float64),
+                 np.asarray(state[v], np.float64))
+                for m, v in slots
+            ]
+            sums = stats if sums is None else [
+                (sm + m, sv + v) for (sm, sv), (m, v) in zip(sums, stats)
+            ]
+            batches += 1
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    for layer, (mean, variance) in zip(layers, sums):
+        layer.moving_mean.assign(
+            (mean / batches).astype(layer.moving_mean.dtype)
+        )
+        layer.moving_variance.assign(
+            (variance / batches).astype(layer.moving_variance.dtype)
+        )

@@ -247,7 +247,7 @@ def _conv_bn_model():
     return keras.Model(inputs, keras.layers.Dense(2)(x))
 
 
-@pytest.mark.parametrize("batch_size", [64, 16])
+@pytest.mark.parametrize("batch_size", [64, 16, 24])
 def test_recalibrate_batch_norm_sets_moving_statistics_to_batch_averages(
     batch_size,
 ):
