@@ -42,6 +42,9 @@ setup(
         # The JAX backend (KERAS_BACKEND=jax). Tested: jax/jaxlib 0.10.2 (CPU
         # wheels from PyPI, ~90 MB download).
         "jax": ["jax>=0.4.30"],
+        # The PyTorch backend (KERAS_BACKEND=torch). Tested: torch 2.13.0
+        # (CPU) and 2.14.1; PyPI's Linux wheel is the CUDA build (~3 GB).
+        "torch": ["torch>=2.1"],
     },
     entry_points={"console_scripts": ["keras-adp=keras_adp.cli:main"]},
 )
