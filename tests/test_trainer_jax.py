@@ -12,15 +12,14 @@ tested in test_training.py, test_guard.py and test_callbacks.py.
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 
 import numpy as np
 import pytest
+from tests import processes
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _KILL_SCRIPT = os.path.join(_REPO, "tests", "scripts", "train_for_kill.py")
@@ -374,17 +373,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, mode):
         _kill_command(killed_dir, killed_out, mode), env=env,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    latest = killed_dir / "LATEST"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if latest.exists() and latest.read_text() >= "checkpoint-0002":
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_at = processes.kill_after_checkpoint(process, killed_dir)
     assert not killed_out.exists()
-    killed_at = latest.read_text()
     assert "checkpoint-0006" not in os.listdir(killed_dir)
     for run_dir, output in (
         (killed_dir, killed_out),

@@ -6,10 +6,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import shutil
-import signal
 import subprocess
 import sys
-import time
 import types
 import warnings
 
@@ -20,6 +18,7 @@ import tensorflow as tf
 
 import keras_adp
 from keras_adp.training import TrainingDivergedError
+from tests import processes
 
 L = keras.layers
 
@@ -502,17 +501,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, mode):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    latest = killed_dir / "LATEST"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and process.poll() is None:
-        if latest.exists() and latest.read_text() >= "checkpoint-0002":
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_at = processes.kill_after_checkpoint(process, killed_dir)
     assert not (tmp_path / "killed.npz").exists()
-    killed_at = latest.read_text()
     assert "checkpoint-0006" not in os.listdir(killed_dir)
 
     subprocess.run(
