@@ -241,6 +241,13 @@ def _add_training_options(fitting) -> None:
         "about doubles the training time and is not checkpointed)",
     )
     fitting.add_argument(
+        "--dense-reference", action="store_true",
+        help="train the dense baseline first and hold each pruning step to "
+        "its validation accuracy at the same epoch (ADPPolicy."
+        "dense_reference) instead of only the best value so far, which "
+        "trails it while the network still learns",
+    )
+    fitting.add_argument(
         "--verbose", type=types.integer, choices=(0, 1, 2), default=1,
         help="0 silent, 1 progress bars, 2 one line per epoch",
     )
@@ -278,6 +285,12 @@ def _add_pruning_options(pruning) -> None:
         help="accuracy guard: roll a pruning step back when the validation "
         "accuracy after its recovery epoch is more than D below the best so "
         "far (0.01: one point); 'none' turns the guard off",
+    )
+    pruning.add_argument(
+        "--removal-scale", type=types.positive_float,
+        default=ADPPolicy.removal_scale, metavar="S",
+        help="multiply each pruning step's cut by S (2: twice the width "
+        "rule's removal, same proportions between layers)",
     )
     pruning.add_argument(
         "--min-channels", type=types.positive_int, default=4, metavar="N",

@@ -39,6 +39,7 @@ import numpy as np
 from keras_adp import checkpoints
 from keras_adp import data
 from keras_adp import export
+from keras_adp import guard
 from keras_adp import inputs as inputs_lib
 from keras_adp import metrics
 from keras_adp import models
@@ -79,10 +80,13 @@ class TrainOptions:
             its files, or tensorflow_datasets' `data_dir`).
         epochs, batch_size, lr, seed: training (Adam at `lr`).
         dense_baseline: also train the model without pruning.
+        dense_reference: train the dense baseline first and hold each
+            pruning step to its validation curve
+            (`ADPPolicy.dense_reference`); needs `dense_baseline`.
         verbose: the trainer's `verbose`.
         warmup_epochs, width_rule, trigger, interval, max_prune_steps,
             max_accuracy_drop, min_channels, round_to, selection,
-            calibration_samples: the `ADPPolicy`.
+            calibration_samples, removal_scale: the `ADPPolicy`.
         run_dir: where checkpoints, model, TFLite files and report go.
             Defaults to `default_run_dir(model, dataset)`.
         resume: continue the run in `run_dir` from its last checkpoint.
@@ -101,6 +105,7 @@ class TrainOptions:
     lr: float = 1e-3
     seed: int = 0
     dense_baseline: bool = True
+    dense_reference: bool = False
     verbose: int = 1
     warmup_epochs: int = ADPPolicy.warmup_epochs
     width_rule: str = ADPPolicy.width_rule
@@ -108,6 +113,7 @@ class TrainOptions:
     interval: int = ADPPolicy.interval
     max_prune_steps: int | None = ADPPolicy.max_prune_steps
     max_accuracy_drop: float | None = ADPPolicy.max_accuracy_drop
+    removal_scale: float = ADPPolicy.removal_scale
     min_channels: int = 4
     round_to: int = 1
     selection: str = "l1"
@@ -175,6 +181,13 @@ def run_training(
     """
     say = say or _quiet
     warn = warn or say
+    if options.dense_reference and not options.dense_baseline:
+        raise ValueError(
+            "dense_reference=True holds the pruning steps to the dense "
+            "baseline's validation curve, so it trains the baseline first; "
+            "it cannot be combined with dense_baseline=False. Fix: drop "
+            "--no-dense-baseline or --dense-reference."
+        )
     if options.export and not export.tensorflow_installed():
         raise ImportError(
             "keras-adp train exports the models to TFLite at the end, which "
@@ -193,10 +206,24 @@ def run_training(
     calibration = data.calibration_batch(
         splits, num_samples=options.calibration_samples, seed=options.seed
     )
+    timing = {}
+    dense_model, dense_baseline = model, {"accuracy": None}
+    if options.dense_reference:
+        started = time.perf_counter()
+        dense_model, dense_baseline = _train_dense_baseline(
+            options, policy, calibration, say
+        )
+        timing["dense_baseline_seconds"] = time.perf_counter() - started
+        policy = dataclasses.replace(
+            policy,
+            dense_reference=dense_curve(dense_baseline["history"], policy),
+        )
+        say("guard reference: the dense baseline's validation curve "
+            + " ".join(f"{v:.4f}" for v in policy.dense_reference))
     result, seconds = _train_with_adp(
         options, policy, model, splits, calibration, run_dir
     )
-    timing = {"train_seconds": seconds}
+    timing["train_seconds"] = seconds
 
     result.model.save(run_dir / checkpoints.FINAL_MODEL_FILE)
     evaluation = evaluate(result.model, splits.test)
@@ -205,8 +232,7 @@ def run_training(
     # Without a baseline, the model passed to `fit` (trained until the first
     # pruning step) stands for the dense architecture: TFLite size and
     # latency do not depend on the weights.
-    dense_model, dense_baseline = model, {"accuracy": None}
-    if options.dense_baseline:
+    if options.dense_baseline and not options.dense_reference:
         started = time.perf_counter()
         dense_model, dense_baseline = _train_dense_baseline(
             options, policy, calibration, say
@@ -363,6 +389,13 @@ def _train_dense_baseline(
     }
 
 
+def dense_curve(history: list[dict], policy: ADPPolicy) -> tuple[float, ...]:
+    """The guard's monitored metric per epoch of a dense run's history
+    (records with `logs`), for `ADPPolicy.dense_reference`."""
+    key = guard.resolve_monitor(policy.monitor, history[0]["logs"])
+    return tuple(float(record["logs"][key]) for record in history)
+
+
 def _fit(
     trainer: training.ADPTrainer,
     model: keras.Model,
@@ -418,6 +451,7 @@ def policy_of(options: TrainOptions) -> ADPPolicy:
         max_prune_steps=options.max_prune_steps,
         calibration_samples=options.calibration_samples,
         max_accuracy_drop=options.max_accuracy_drop,
+        removal_scale=options.removal_scale,
     )
 
 

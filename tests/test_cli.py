@@ -844,3 +844,23 @@ def test_package_exports_resolve_on_first_use():
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         keras_adp.nothing  # noqa: B018
 
+
+
+def test_train_parses_dense_reference_and_removal_scale():
+    from keras_adp import command_parsers, command_train
+
+    args = command_parsers.build_parser().parse_args(
+        ["train", "--dense-reference", "--removal-scale", "2"]
+    )
+    options = command_train._train_options(args)
+    assert options.dense_reference is True
+    assert options.removal_scale == 2.0
+    defaults = command_train._train_options(
+        command_parsers.build_parser().parse_args(["train"])
+    )
+    assert defaults.dense_reference is False
+    assert defaults.removal_scale == 1.0
+    with pytest.raises(SystemExit):
+        command_parsers.build_parser().parse_args(
+            ["train", "--removal-scale", "0"]
+        )

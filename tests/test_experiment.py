@@ -62,3 +62,40 @@ def test_default_run_dir_names_model_and_dataset():
     assert str(experiment.default_run_dir("vgg_small", "embedded")) == (
         os.path.join("runs", "adp-vgg_small-embedded")
     )
+
+
+def test_dense_reference_needs_the_dense_baseline(tmp_path):
+    options = experiment.TrainOptions(
+        **TINY, dense_reference=True, run_dir=str(tmp_path / "run")
+    )
+    with pytest.raises(ValueError, match="--no-dense-baseline"):
+        experiment.run_training(options)
+    assert not (tmp_path / "run").exists()
+
+
+def test_dense_reference_trains_dense_first_and_holds_steps_to_its_curve(
+    tmp_path,
+):
+    lines = []
+    options = experiment.TrainOptions(
+        **dict(TINY, dense_baseline=True), dense_reference=True,
+        run_dir=str(tmp_path / "run"),
+    )
+    run = experiment.run_training(options, say=lines.append)
+    starts = [line.split(":")[0] for line in lines]
+    # The baseline trains (and is evaluated) before the ADP run.
+    assert starts.index("dense baseline") < starts.index("test split")
+    dense_history = run.report["dense_baseline"]["history"]
+    curve = [record["logs"]["val_accuracy"] for record in dense_history]
+    policy = run.report["extra"]["config"]["policy"]
+    assert policy["dense_reference"] == pytest.approx(curve)
+    decisions = [r["guard"] for r in run.result.history if r["guard"]]
+    assert decisions  # TINY takes a step after epoch 1, judged after 2.
+    for decision in decisions:
+        dense = curve[min(decision["epoch"], len(curve) - 1)]
+        assert decision["reference"] >= dense - 1e-12
+
+
+def test_removal_scale_reaches_the_policy():
+    options = experiment.TrainOptions(removal_scale=2.0)
+    assert experiment.policy_of(options).removal_scale == 2.0
