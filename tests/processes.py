@@ -1,7 +1,23 @@
-"""Killing a training process the way a crash would, for resume tests."""
+"""Subprocess helpers of the tests: JAX's shared compilation cache, and
+killing a training process the way a crash would, for resume tests."""
 
+import os
 import signal
+import tempfile
 import time
+
+# XLA compiles every new shape (each rebuilt model's functions, each eager
+# op) once per process; the tests' JAX subprocesses share JAX's persistent
+# compilation cache, which changes no result and makes a run several times
+# faster.
+JAX_CACHE = {
+    "JAX_COMPILATION_CACHE_DIR": os.environ.get(
+        "JAX_COMPILATION_CACHE_DIR",
+        os.path.join(tempfile.gettempdir(), "keras_adp_tests_jax_cache"),
+    ),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
 
 
 def kill_after_checkpoint(process, run_dir, checkpoint="checkpoint-0002",

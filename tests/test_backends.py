@@ -16,6 +16,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests import processes
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 requires_jax = pytest.mark.skipif(
@@ -82,18 +84,6 @@ _DECISIONS = textwrap.dedent(
 )
 
 
-# JAX's persistent compilation cache, shared by the subprocesses (see
-# test_trainer_jax.JAX_CACHE): no result changes, compiles are reused.
-_JAX_CACHE = {
-    "JAX_COMPILATION_CACHE_DIR": os.environ.get(
-        "JAX_COMPILATION_CACHE_DIR",
-        os.path.join(tempfile.gettempdir(), "keras_adp_tests_jax_cache"),
-    ),
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-}
-
-
 def _run(code: str, backend: str, *, block_tf: bool = False, env=None):
     prefix = 'import sys; sys.modules["tensorflow"] = None\n' if block_tf else ""
     environment = dict(
@@ -101,7 +91,7 @@ def _run(code: str, backend: str, *, block_tf: bool = False, env=None):
         KERAS_BACKEND=backend,
         TF_CPP_MIN_LOG_LEVEL="3",
         PYTHONPATH=_REPO,
-        **_JAX_CACHE,
+        **processes.JAX_CACHE,
         **(env or {}),
     )
     result = subprocess.run(

@@ -14,11 +14,11 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 
 import numpy as np
 import pytest
+
 from tests import processes
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,23 +76,10 @@ _COMMON = textwrap.dedent(
 )
 
 
-# XLA compiles every new shape (each rebuilt model's functions, each eager
-# op) once per process; the subprocesses share JAX's persistent compilation
-# cache, which changes no result and makes a run several times faster.
-JAX_CACHE = {
-    "JAX_COMPILATION_CACHE_DIR": os.environ.get(
-        "JAX_COMPILATION_CACHE_DIR",
-        os.path.join(tempfile.gettempdir(), "keras_adp_tests_jax_cache"),
-    ),
-    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-}
-
-
 def _environment():
     return dict(
         os.environ, KERAS_BACKEND="jax", TF_CPP_MIN_LOG_LEVEL="3",
-        PYTHONPATH=_REPO, CUDA_VISIBLE_DEVICES="", **JAX_CACHE,
+        PYTHONPATH=_REPO, CUDA_VISIBLE_DEVICES="", **processes.JAX_CACHE,
     )
 
 
