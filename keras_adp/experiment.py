@@ -207,13 +207,14 @@ def run_training(
         splits, num_samples=options.calibration_samples, seed=options.seed
     )
     timing = {}
+    # Without a baseline, the model passed to `fit` (trained until the first
+    # pruning step) stands for the dense architecture: TFLite size and
+    # latency do not depend on the weights.
     dense_model, dense_baseline = model, {"accuracy": None}
     if options.dense_reference:
-        started = time.perf_counter()
-        dense_model, dense_baseline = _train_dense_baseline(
-            options, policy, calibration, say
+        dense_model, dense_baseline = _timed_dense_baseline(
+            options, policy, calibration, say, timing
         )
-        timing["dense_baseline_seconds"] = time.perf_counter() - started
         policy = dataclasses.replace(
             policy,
             dense_reference=dense_curve(dense_baseline["history"], policy),
@@ -229,15 +230,10 @@ def run_training(
     evaluation = evaluate(result.model, splits.test)
     say(f"test split: {_scores(evaluation)}")
 
-    # Without a baseline, the model passed to `fit` (trained until the first
-    # pruning step) stands for the dense architecture: TFLite size and
-    # latency do not depend on the weights.
     if options.dense_baseline and not options.dense_reference:
-        started = time.perf_counter()
-        dense_model, dense_baseline = _train_dense_baseline(
-            options, policy, calibration, say
+        dense_model, dense_baseline = _timed_dense_baseline(
+            options, policy, calibration, say, timing
         )
-        timing["dense_baseline_seconds"] = time.perf_counter() - started
 
     tflite = {}
     if options.export:
@@ -355,6 +351,14 @@ def _train_with_adp(
     except KeyboardInterrupt as interrupt:
         raise RunInterrupted(run_dir) from interrupt
     return result, time.perf_counter() - started
+
+
+def _timed_dense_baseline(options, policy, calibration, say, timing):
+    """`_train_dense_baseline`, its seconds written to `timing`."""
+    started = time.perf_counter()
+    trained = _train_dense_baseline(options, policy, calibration, say)
+    timing["dense_baseline_seconds"] = time.perf_counter() - started
+    return trained
 
 
 def _train_dense_baseline(
