@@ -1,6 +1,7 @@
 """Subprocess helpers of the tests: JAX's shared compilation cache, and
 killing a training process the way a crash would, for resume tests."""
 
+import json
 import os
 import signal
 import tempfile
@@ -41,3 +42,13 @@ def kill_after_checkpoint(process, run_dir, checkpoint="checkpoint-0002",
     process.send_signal(signal.SIGKILL)
     process.wait()
     return latest.read_text()
+
+
+def resumed_and_reference(tmp_path) -> tuple[dict, dict]:
+    """The JSON summaries the kill-and-resume scripts write beside
+    `killed.npz` (the resumed run) and `reference.npz` (the unkilled one)."""
+    runs = []
+    for name in ("killed.npz.json", "reference.npz.json"):
+        with open(tmp_path / name) as handle:
+            runs.append(json.load(handle))
+    return runs[0], runs[1]

@@ -372,10 +372,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, mode):
             capture_output=True, text=True, timeout=600,
         )
         assert completed.returncode == 0, completed.stderr[-3000:]
-    with open(tmp_path / "killed.npz.json") as handle:
-        resumed = json.load(handle)
-    with open(tmp_path / "reference.npz.json") as handle:
-        reference = json.load(handle)
+    resumed, reference = processes.resumed_and_reference(tmp_path)
     assert resumed["epochs"] == list(range(6)), killed_at
     assert resumed == reference
     if mode == "rollback":

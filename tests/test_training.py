@@ -513,10 +513,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, mode):
         command(reference_dir, tmp_path / "reference.npz"), env=env,
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    with open(tmp_path / "killed.npz.json") as handle:
-        resumed = json.load(handle)
-    with open(tmp_path / "reference.npz.json") as handle:
-        reference = json.load(handle)
+    resumed, reference = processes.resumed_and_reference(tmp_path)
     assert resumed["epochs"] == list(range(6)), killed_at
     assert resumed == reference
     if mode == "rollback":
