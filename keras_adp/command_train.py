@@ -50,10 +50,16 @@ def train(args: argparse.Namespace) -> int:
     _record_or_check_options(run_dir, args)
     try:
         run = experiment.run_training(options, say=say, warn=warn)
-    except experiment.RunInterrupted:
+    except experiment.RunInterrupted as interrupted:
+        where = (
+            "while the dense baseline trained (it is not checkpointed and "
+            "trains again)"
+            if interrupted.in_baseline
+            else f"; the finished epochs are checkpointed in '{run_dir}'"
+        )
         print(
-            f"\n[keras-adp] stopped; the finished epochs are checkpointed in "
-            f"'{run_dir}'. Continue with: {_resume_command(args)}",
+            f"\n[keras-adp] stopped {where}. Continue with: "
+            f"{_resume_command(args)}",
             file=sys.stderr,
         )
         raise

@@ -82,7 +82,10 @@ class TrainOptions:
         dense_baseline: also train the model without pruning.
         dense_reference: train the dense baseline first and hold each
             pruning step to its validation curve
-            (`ADPPolicy.dense_reference`); needs `dense_baseline`.
+            (`ADPPolicy.dense_reference`); needs `dense_baseline`. None
+            (the default) follows `dense_baseline`: whenever the baseline
+            is trained, it is trained first and the guard judges against
+            it.
         verbose: the trainer's `verbose`.
         warmup_epochs, width_rule, trigger, interval, max_prune_steps,
             max_accuracy_drop, min_channels, round_to, selection,
@@ -105,7 +108,7 @@ class TrainOptions:
     lr: float = 1e-3
     seed: int = 0
     dense_baseline: bool = True
-    dense_reference: bool = False
+    dense_reference: bool | None = None
     verbose: int = 1
     warmup_epochs: int = ADPPolicy.warmup_epochs
     width_rule: str = ADPPolicy.width_rule
@@ -140,11 +143,13 @@ class TrainingRun:
 
 class RunInterrupted(KeyboardInterrupt):
     """Training was interrupted; the finished epochs are checkpointed in
-    `run_dir`."""
+    `run_dir` (`in_baseline`: it stopped while the dense baseline, which is
+    not checkpointed, trained before the ADP run)."""
 
-    def __init__(self, run_dir):
+    def __init__(self, run_dir, in_baseline: bool = False):
         super().__init__(str(run_dir))
         self.run_dir = run_dir
+        self.in_baseline = in_baseline
 
 
 def default_run_dir(model: str, dataset: str) -> pathlib.Path:
@@ -181,6 +186,10 @@ def run_training(
     """
     say = say or _quiet
     warn = warn or say
+    if options.dense_reference is None:
+        options = dataclasses.replace(
+            options, dense_reference=options.dense_baseline
+        )
     if options.dense_reference and not options.dense_baseline:
         raise ValueError(
             "dense_reference=True holds the pruning steps to the dense "
@@ -212,9 +221,12 @@ def run_training(
     # latency do not depend on the weights.
     dense_model, dense_baseline = model, {"accuracy": None}
     if options.dense_reference:
-        dense_model, dense_baseline = _timed_dense_baseline(
-            options, policy, calibration, say, timing
-        )
+        try:
+            dense_model, dense_baseline = _timed_dense_baseline(
+                options, policy, calibration, say, timing
+            )
+        except KeyboardInterrupt as interrupt:
+            raise RunInterrupted(run_dir, in_baseline=True) from interrupt
         policy = dataclasses.replace(
             policy,
             dense_reference=dense_curve(dense_baseline["history"], policy),

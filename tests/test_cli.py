@@ -318,17 +318,27 @@ def _interrupt(*args, **kwargs):
     raise KeyboardInterrupt
 
 
+@pytest.mark.parametrize(
+    "baseline, stopped",
+    [
+        # The default: the dense baseline trains first; stopped in it.
+        ([], "while the dense baseline trained"),
+        (["--no-dense-baseline"], "the finished epochs are checkpointed"),
+        (["--no-dense-reference"], "the finished epochs are checkpointed"),
+    ],
+)
 def test_interrupted_training_exits_130_and_says_how_to_resume(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, baseline, stopped
 ):
     monkeypatch.setattr(training.ADPTrainer, "fit", _interrupt)
+    command = ["train", *TINY_RUN, *baseline, "--run-dir", str(tmp_path / "run")]
 
-    status = cli.main(["train", *TINY_RUN, "--run-dir", str(tmp_path / "run")])
+    status = cli.main(command)
 
     assert status == 130
     error = capsys.readouterr().err
-    command = " ".join(["train", *TINY_RUN, "--run-dir", str(tmp_path / "run")])
-    assert f"keras-adp {command} --resume" in error
+    assert f"keras-adp {' '.join(command)} --resume" in error
+    assert stopped in error
 
 
 def test_library_value_error_exits_1_with_one_line(tmp_path, capsys):
@@ -858,8 +868,16 @@ def test_train_parses_dense_reference_and_removal_scale():
     defaults = command_train._train_options(
         command_parsers.build_parser().parse_args(["train"])
     )
-    assert defaults.dense_reference is False
+    # None: on whenever the dense baseline trains (resolved by the
+    # experiment); --no-dense-reference turns it off.
+    assert defaults.dense_reference is None
     assert defaults.removal_scale == 1.0
+    off = command_train._train_options(
+        command_parsers.build_parser().parse_args(
+            ["train", "--no-dense-reference"]
+        )
+    )
+    assert off.dense_reference is False
     with pytest.raises(SystemExit):
         command_parsers.build_parser().parse_args(
             ["train", "--removal-scale", "0"]

@@ -73,12 +73,14 @@ def test_dense_reference_needs_the_dense_baseline(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("dense_reference", [True, None])
 def test_dense_reference_trains_dense_first_and_holds_steps_to_its_curve(
-    tmp_path,
+    tmp_path, dense_reference
 ):
+    # None, the default, follows dense_baseline: on here.
     lines = []
     options = experiment.TrainOptions(
-        **dict(TINY, dense_baseline=True), dense_reference=True,
+        **dict(TINY, dense_baseline=True), dense_reference=dense_reference,
         run_dir=str(tmp_path / "run"),
     )
     run = experiment.run_training(options, say=lines.append)
@@ -94,6 +96,19 @@ def test_dense_reference_trains_dense_first_and_holds_steps_to_its_curve(
     for decision in decisions:
         dense = curve[min(decision["epoch"], len(curve) - 1)]
         assert decision["reference"] >= dense - 1e-12
+
+
+def test_without_dense_reference_the_baseline_trains_after_adp(tmp_path):
+    lines = []
+    options = experiment.TrainOptions(
+        **dict(TINY, dense_baseline=True), dense_reference=False,
+        run_dir=str(tmp_path / "run"),
+    )
+    run = experiment.run_training(options, say=lines.append)
+    starts = [line.split(":")[0] for line in lines]
+    assert starts.index("test split") < starts.index("dense baseline")
+    assert run.report["extra"]["config"]["policy"]["dense_reference"] is None
+    assert run.report["dense_baseline"]["accuracy"] is not None
 
 
 def test_removal_scale_reaches_the_policy():
