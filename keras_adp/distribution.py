@@ -16,7 +16,10 @@ strategy, through `keras_adp.distribute` (imported only there). On JAX it is
 `keras.distribution` (the global distribution the user set, e.g.
 `keras.distribution.DataParallel`): replicas are the devices along the
 batch axis of its mesh and the chief is process 0. On other backends there
-is one replica, one process, and no scope.
+is one replica, one process, and no scope; a `keras.distribution` set there
+is refused (`ValueError`), because Keras itself does not distribute on them
+(in Keras 3.15 `keras.src.backend.distribution_lib` is None on PyTorch,
+NumPy and OpenVINO, and `fit` silently trains on one device).
 """
 
 from __future__ import annotations
@@ -129,6 +132,10 @@ def is_chief(model) -> bool:
     Returns:
         TensorFlow: the strategy's `should_checkpoint`. JAX: whether this is
         process 0. Otherwise True.
+
+    Raises:
+        ValueError: a `keras.distribution` is set on a backend on which
+            Keras does not distribute (see the module docstring).
     """
     if is_tensorflow():
         from keras_adp import distribute
@@ -138,6 +145,7 @@ def is_chief(model) -> bool:
         import jax
 
         return jax.process_index() == 0
+    _keras_distribution()  # Refuses a distribution Keras would ignore.
     return True
 
 
@@ -212,9 +220,31 @@ def fit_fixes(model):
     return contextlib.nullcontext()
 
 
+# Backends on which `keras.distribution` distributes `fit` (Keras 3.15).
+_DISTRIBUTED_BACKENDS = ("jax",)
+
+
 def _keras_distribution():
-    """The global `keras.distribution` (None if unset or unsupported)."""
+    """The global `keras.distribution`, or None if unset.
+
+    Raises:
+        ValueError: one is set on a backend on which Keras does not
+            distribute: its `fit` would silently train on one device.
+    """
     try:
-        return keras.distribution.distribution()
+        active = keras.distribution.distribution()
     except (AttributeError, NotImplementedError):
         return None
+    backend = keras.backend.backend()
+    if active is not None and backend not in _DISTRIBUTED_BACKENDS:
+        raise ValueError(
+            "Expected no `keras.distribution` on the "
+            f"{backend!r} backend: Keras {keras.__version__} does not "
+            f"distribute there (its `fit` ignores the distribution and "
+            "trains on one device), so keras-adp cannot either. Received: "
+            f"keras.distribution.distribution()={active!r}. Fix: "
+            "`keras.distribution.set_distribution(None)` to train on one "
+            "device, or use `KERAS_BACKEND=jax` (keras.distribution) or "
+            "`tensorflow` (tf.distribute) to train on several."
+        )
+    return active

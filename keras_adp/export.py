@@ -22,12 +22,15 @@ LiteRT interpreter cannot run), and `"int8"` to the integer-only builtins, so
 a model that cannot be fully quantized fails at conversion rather than on
 device.
 
-Other backends. TFLite conversion needs TensorFlow: on JAX (or PyTorch),
+Other backends. TFLite conversion needs TensorFlow: on JAX or PyTorch,
 `export_tflite` saves the model as a `.keras` file and converts it in a
-subprocess of the same Python on the TensorFlow backend
-(`KERAS_BACKEND=tensorflow`), with the same converter options; the file is
-checked, verified and benchmarked here as on TensorFlow. TensorFlow is
-imported only to convert, never by `import keras_adp.export`.
+subprocess on the TensorFlow backend (`KERAS_BACKEND=tensorflow`), with the
+same converter options (`keras_adp.tensorflow_subprocess`). The subprocess
+runs this Python, or the one named by `KERAS_ADP_TENSORFLOW_PYTHON` when
+this environment has no TensorFlow (e.g. a PyTorch-only one). The file is
+then checked, verified and benchmarked here as on TensorFlow (LiteRT's
+`ai-edge-litert` runs without TensorFlow). TensorFlow is imported only to
+convert, never by `import keras_adp.export`.
 
 Note that dynamic-range quantization (`"dynamic"`) only quantizes weight
 tensors with at least 1024 elements (a fixed threshold of the converter);
@@ -37,12 +40,9 @@ reports the file as `"float32"`.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pathlib
-import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any, Union
 
@@ -53,6 +53,7 @@ from keras_adp import distribution
 from keras_adp import keras_graph
 from keras_adp import litert
 from keras_adp import parity
+from keras_adp import tensorflow_subprocess
 from keras_adp import validation
 from keras_adp.litert import LatencyResult
 from keras_adp.litert import ParityCheck
@@ -136,7 +137,8 @@ def export_tflite(
             with the requested quantization (no file is written then).
         FileNotFoundError: if the directory of `path` does not exist.
         ImportError: on another backend than TensorFlow, if TensorFlow (the
-            converter) is not installed; it says what to install.
+            converter) is not installed in the converting Python (this one,
+            or `$KERAS_ADP_TENSORFLOW_PYTHON`); it says what to install.
     """
     path, mode, samples = _check_export_arguments(
         model, path, quantization, representative_data, int8_io,
@@ -224,11 +226,12 @@ def _check_export_arguments(
 
 def tensorflow_installed() -> bool:
     """Whether TensorFlow, which TFLite conversion needs, can be imported
-    (checked without importing it)."""
-    try:
-        return importlib.util.find_spec("tensorflow") is not None
-    except (ImportError, ValueError):  # e.g. sys.modules["tensorflow"] = None
-        return False
+    where the conversion runs: here on the TensorFlow backend, else in the
+    interpreter named by `KERAS_ADP_TENSORFLOW_PYTHON` (default: this one).
+    Checked without importing it."""
+    if distribution.is_tensorflow():
+        return True  # Keras itself runs on it.
+    return not tensorflow_subprocess.missing(["tensorflow"])
 
 
 # Run by `_convert_on_tensorflow` in a TensorFlow-backend subprocess:
@@ -253,45 +256,38 @@ def _convert_on_tensorflow(
     samples: list[np.ndarray] | None, int8_io: bool,
 ) -> None:
     """Write `model` converted to `filename`, from another Keras backend:
-    saved as `.keras` and converted in a TensorFlow-backend subprocess."""
+    saved as `.keras` and converted in a TensorFlow-backend subprocess
+    (`keras_adp.tensorflow_subprocess`)."""
     if not tensorflow_installed():
-        distribution.import_tensorflow(
-            "TFLite conversion (the LiteRT converter is TensorFlow's)"
-        )
-    with tempfile.TemporaryDirectory(prefix="keras_adp_export_") as folder:
-        keras_file = os.path.join(folder, "model.keras")
-        model.save(keras_file)
+        _raise_tensorflow_missing()
+    with tensorflow_subprocess.saved_model_file(model) as (folder, keras_file):
         samples_file = ""
         if samples is not None:
             samples_file = os.path.join(folder, "samples.npy")
             np.save(samples_file, np.concatenate(samples))
-        completed = subprocess.run(
-            [sys.executable, "-c", _CONVERT_SAVED_MODEL, keras_file,
-             filename, mode, samples_file, "1" if int8_io else "0"],
-            env=_tensorflow_environment(),
-            capture_output=True, text=True,
-        )
-    if completed.returncode != 0:
-        lines = completed.stderr.strip().splitlines() or ["no output"]
-        raise ValueError(
-            f"Converting the {keras.backend.backend()} model to TFLite in a "
-            "TensorFlow-backend subprocess (KERAS_BACKEND=tensorflow, "
-            f"{sys.executable}) failed: {lines[-1]} Expected the saved "
-            "`.keras` model to load there: register custom layers with "
-            "`keras.saving.register_keras_serializable` in an imported "
-            "module, or export on the TensorFlow backend."
+        tensorflow_subprocess.run(
+            _CONVERT_SAVED_MODEL,
+            [keras_file, filename, mode, samples_file,
+             "1" if int8_io else "0"],
+            f"Converting the {keras.backend.backend()} model to TFLite",
         )
 
 
-def _tensorflow_environment() -> dict[str, str]:
-    """This process's environment on the TensorFlow backend, with this
-    keras_adp importable first."""
-    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    paths = [package_root, *filter(None, [os.environ.get("PYTHONPATH")])]
-    return dict(
-        os.environ, KERAS_BACKEND="tensorflow",
-        PYTHONPATH=os.pathsep.join(paths),
-        TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"),
+def _raise_tensorflow_missing() -> None:
+    """The `ImportError` of a conversion without TensorFlow to run it."""
+    variable = tensorflow_subprocess.PYTHON_VARIABLE
+    interpreter = tensorflow_subprocess.python()
+    if interpreter == sys.executable:
+        distribution.import_tensorflow(
+            "TFLite conversion (the LiteRT converter is TensorFlow's)"
+        )
+    raise ImportError(
+        "TFLite conversion (the LiteRT converter is TensorFlow's) needs "
+        f"TensorFlow in {variable}={interpreter}, which cannot import it. "
+        f"Fix: point {variable} at a Python with TensorFlow and keras-adp's "
+        "dependencies (e.g. the environment of `pip install keras-adp`), or "
+        "unset it to convert with this Python after `pip install "
+        "tensorflow`."
     )
 
 

@@ -1,9 +1,14 @@
 """ONNX export, and running `.onnx` files in ONNX Runtime.
 
 - `export_onnx` converts a Keras model to an `.onnx` file with Keras' own
-  exporter, `model.export(path, format="onnx")` (on the TensorFlow backend
+  exporter, `model.export(path, format="onnx")`: on the TensorFlow backend
   it traces a `training=False` serving function and converts it with
-  `tf2onnx`; on JAX it uses `jax2onnx`, on PyTorch `torch.onnx`).
+  `tf2onnx`; on PyTorch it uses `torch.onnx`. On JAX, Keras' exporter
+  (`jax2onnx`) writes a `MaxPool` that ONNX Runtime refuses to run
+  ("Unsupported pooling size"), so the model is saved as `.keras` and
+  converted with `tf2onnx` in a TensorFlow-backend subprocess instead, the
+  way `export_tflite` converts (`keras_adp.tensorflow_subprocess`; the
+  subprocess runs this Python, or `$KERAS_ADP_TENSORFLOW_PYTHON`).
 - `verify_onnx` runs the file in ONNX Runtime and the Keras model on the
   same inputs and raises `ONNXMismatchError` when they disagree beyond a
   tolerance; `measure_onnx` measures the same and returns a mismatch
@@ -18,15 +23,16 @@ side. ONNX files are float32, so `VerifyResult.quantization` is always
 `"float32"`.
 
 The converters and ONNX Runtime are optional: `pip install -e ".[onnx]"`
-installs ONNX Runtime and the TensorFlow backend's converter; the JAX
-backend also needs `pip install jax2onnx`, the PyTorch backend only `onnx`.
-This module imports none of them (nor TensorFlow) until a function needs
-them.
+installs ONNX Runtime and the converter the TensorFlow and JAX backends use
+(tf2onnx); the PyTorch backend needs only `onnx` (and ONNX Runtime to
+verify). This module imports none of them (nor TensorFlow) until a function
+needs them.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
 import warnings
 from typing import Any
@@ -35,6 +41,7 @@ import keras
 import numpy as np
 
 from keras_adp import parity
+from keras_adp import tensorflow_subprocess
 from keras_adp.parity import LatencyResult
 from keras_adp.parity import ParityCheck
 from keras_adp.parity import PathLike
@@ -57,15 +64,16 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-4
 
 _INSTALL_HINT = 'Install the ONNX extra: `pip install -e ".[onnx]"`'
-# The extra holds the TensorFlow converter; jax2onnx (which brings flax and
-# orbax) is left to JAX users.
-_JAX_INSTALL_HINT = "Install Keras' JAX converter: `pip install jax2onnx`"
-# Python modules `model.export(format="onnx")` needs, by Keras backend.
+# Python modules `export_onnx` needs in this process, by Keras backend.
 _CONVERTER_MODULES = {
     "tensorflow": ("tf2onnx", "onnx"),
-    "jax": ("jax2onnx", "onnx"),
+    "jax": ("onnx",),
     "torch": ("onnx",),
 }
+# Backends whose models are converted in a TensorFlow-backend subprocess,
+# and the modules that subprocess's Python needs.
+_CONVERTED_ON_TENSORFLOW = ("jax",)
+_TENSORFLOW_CONVERTER_MODULES = ("tensorflow", "tf2onnx", "onnx")
 _SESSION_BATCH_SIZE = 64
 
 
@@ -89,7 +97,9 @@ def export_onnx(
     complete, checked model; the temporary file is removed on any error.
 
     The batch dimension stays dynamic (on the PyTorch backend Keras then
-    uses the TorchScript exporter).
+    uses the TorchScript exporter). On JAX the model is saved as `.keras`
+    and converted with tf2onnx in a TensorFlow-backend subprocess (see the
+    module docstring), so its layers must load there.
 
     Args:
         model: a built single-input `keras.Model` (functional, or Sequential
@@ -105,12 +115,14 @@ def export_onnx(
     Raises:
         ValueError: if `model` is not a `keras.Model`, has no defined inputs
             or several of them, does not compute in float32, `path` does
-            not end in `.onnx`, `opset_version` is not a positive int, or
-            the converted file fails the ONNX checker or does not run in
-            ONNX Runtime (nothing is written then).
+            not end in `.onnx`, `opset_version` is not a positive int, the
+            TensorFlow-backend conversion (JAX) fails, or the converted
+            file fails the ONNX checker or does not run in ONNX Runtime
+            (nothing is written then).
         FileNotFoundError: if the directory of `path` does not exist.
         ImportError: if the converter for the current Keras backend is not
-            installed.
+            installed (on JAX: TensorFlow and tf2onnx in the converting
+            Python).
     """
     path, input_spec = _check_export_arguments(model, path, opset_version)
 
@@ -332,15 +344,75 @@ def _check_export_arguments(
             "first."
         )
     backend = keras.backend.backend()
-    _require(
-        _CONVERTER_MODULES.get(backend, ("onnx",)),
-        f"Exporting to ONNX on the {backend!r} backend",
-        hint=_JAX_INSTALL_HINT if backend == "jax" else _INSTALL_HINT,
-    )
+    purpose = f"Exporting to ONNX on the {backend!r} backend"
+    _require(_CONVERTER_MODULES.get(backend, ("onnx",)), purpose)
+    if backend in _CONVERTED_ON_TENSORFLOW:
+        _require_for_tensorflow_conversion(purpose)
     return path, input_spec
 
 
+def _require_for_tensorflow_conversion(purpose: str) -> None:
+    """Raise `ImportError` unless the converting Python has TensorFlow and
+    tf2onnx."""
+    missing = tensorflow_subprocess.missing(_TENSORFLOW_CONVERTER_MODULES)
+    if not missing:
+        return
+    interpreter = tensorflow_subprocess.python()
+    where = "this Python"
+    if os.environ.get(tensorflow_subprocess.PYTHON_VARIABLE):
+        where = f"{tensorflow_subprocess.PYTHON_VARIABLE}={interpreter}"
+    raise ImportError(
+        f"{purpose} converts with tf2onnx on the TensorFlow backend, which "
+        f"needs {', '.join(missing)} in {where}: not installed. "
+        f"{_INSTALL_HINT} in that environment (or `pip install "
+        f"{' '.join(missing)}`)."
+    )
+
+
 def _convert(
+    model: keras.Model,
+    filename: str,
+    input_spec: keras.InputSpec,
+    opset_version: int | None,
+) -> None:
+    """Write `model` in ONNX format to `filename`: with Keras' exporter, or
+    on JAX in a TensorFlow-backend subprocess."""
+    if keras.backend.backend() in _CONVERTED_ON_TENSORFLOW:
+        _convert_on_tensorflow(model, filename, opset_version)
+    else:
+        _keras_export(model, filename, input_spec, opset_version)
+
+
+# Run by `_convert_on_tensorflow` in a TensorFlow-backend subprocess:
+# argv = .keras file, .onnx file, opset version or "".
+_CONVERT_SAVED_MODEL = """
+import sys
+import keras
+from keras_adp import onnx_export
+keras_file, onnx_file, opset = sys.argv[1:]
+model = keras.saving.load_model(keras_file, compile=False, safe_mode=False)
+onnx_export._keras_export(
+    model, onnx_file, onnx_export._single_input_spec(model),
+    int(opset) if opset else None,
+)
+"""
+
+
+def _convert_on_tensorflow(
+    model: keras.Model, filename: str, opset_version: int | None
+) -> None:
+    """Write `model` converted to `filename` by Keras' exporter on the
+    TensorFlow backend (tf2onnx), in a subprocess."""
+    with tensorflow_subprocess.saved_model_file(model) as (_, keras_file):
+        tensorflow_subprocess.run(
+            _CONVERT_SAVED_MODEL,
+            [keras_file, filename,
+             "" if opset_version is None else str(opset_version)],
+            f"Converting the {keras.backend.backend()} model to ONNX",
+        )
+
+
+def _keras_export(
     model: keras.Model,
     filename: str,
     input_spec: keras.InputSpec,
@@ -427,8 +499,9 @@ def _check_runs(written: pathlib.Path, path: pathlib.Path) -> None:
     """Raise unless ONNX Runtime runs `written` on one all-zero sample.
 
     A converter can emit operators whose attributes ONNX Runtime's kernels
-    do not support (jax2onnx 0.17's MaxPool, for one), which only shows
-    when the model runs.
+    do not support (jax2onnx 0.17's MaxPool, for one, which is why JAX
+    models are converted on TensorFlow), which only shows when the model
+    runs.
     """
     try:
         session = _open_session(written)
@@ -553,14 +626,12 @@ def _run(session, feed: dict, path: pathlib.Path) -> np.ndarray:
 # Optional packages.
 
 
-def _require(
-    modules: tuple[str, ...], purpose: str, hint: str = _INSTALL_HINT
-) -> None:
+def _require(modules: tuple[str, ...], purpose: str) -> None:
     """Raise `ImportError` saying what to install when a module is missing."""
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
         raise ImportError(
             f"{purpose} needs {', '.join(missing)}, which "
             f"{'is' if len(missing) == 1 else 'are'} not installed. "
-            f"{hint} (or `pip install {' '.join(missing)}`)."
+            f"{_INSTALL_HINT} (or `pip install {' '.join(missing)}`)."
         )

@@ -528,3 +528,235 @@ def test_guard_on_torch_rolls_back_steps_that_break_the_budget(torch_python):
     assert result["outcomes"] == ["rolled back"] * 2
     assert result["final_widths"] == {"c1": 8}
     assert result["final_filters"] == 8
+
+
+# ------------------------------------------------- export and distribution
+def _missing_modules(python: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` `python` cannot find (without importing them)."""
+    probe = subprocess.run(
+        [python, "-c", "import importlib.util, json, sys; print(json.dumps("
+         "[m for m in sys.argv[1:] if importlib.util.find_spec(m) is None]))",
+         *modules],
+        capture_output=True, text=True, timeout=300,
+    )
+    return json.loads(probe.stdout.strip().splitlines()[-1])
+
+
+def _skip_unless_installed(python: str, modules: tuple[str, ...]) -> None:
+    missing = _missing_modules(python, modules)
+    if missing:
+        pytest.skip(
+            f"{TORCH_PYTHON_VARIABLE}={python} lacks {', '.join(missing)} "
+            f"(pip install {' '.join(missing)} there)"
+        )
+
+
+_TFLITE = """
+import os
+import numpy as np
+import keras
+import keras_adp
+from ai_edge_litert.interpreter import Interpreter
+from keras_adp import export
+
+L = keras.layers
+keras.utils.set_random_seed(3)
+rng = np.random.default_rng(0)
+y = rng.integers(0, 3, 256)
+x = (rng.normal(size=(256, 8, 8, 1)) + y[:, None, None, None]).astype(
+    "float32")
+inputs = keras.Input((8, 8, 1))
+h = L.Conv2D(12, 3, padding="same", name="c1")(inputs)
+h = L.BatchNormalization(name="bn1")(h)
+h = L.ReLU(name="relu1")(h)
+h = L.MaxPooling2D(name="pool")(h)
+h = L.Conv2D(12, 3, padding="same", activation="relu", name="c2")(h)
+h = L.GlobalAveragePooling2D()(h)
+model = keras.Model(inputs, L.Dense(3, name="logits")(h))
+model.compile(
+    "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    metrics=["accuracy"],
+)
+result = keras_adp.ADPTrainer(
+    keras_adp.ADPPolicy(warmup_epochs=1, max_accuracy_drop=None,
+                        width_rule="density"),
+    seed=0, verbose=0,
+).fit(model, x, y, epochs=3, batch_size=32)
+pruned = result.model
+float_path = export.export_tflite(pruned, os.path.join(FOLDER, "m.tflite"))
+int8_path = export.export_tflite(
+    pruned, os.path.join(FOLDER, "m_int8.tflite"), quantization="int8",
+    representative_data=x[:64],
+)
+verified = export.verify_tflite(
+    float_path, pruned, x[:200], min_top1_agreement=0.99)
+int8 = export.measure_tflite(int8_path, pruned, x[:200])
+# Independently: LiteRT's top-1 on 200 samples against the torch model's.
+interpreter = Interpreter(model_path=str(float_path))
+interpreter.allocate_tensors()
+(input_detail,), (output_detail,) = (
+    interpreter.get_input_details(), interpreter.get_output_details())
+litert_top1 = []
+for sample in x[:200]:
+    interpreter.set_tensor(input_detail["index"], sample[None])
+    interpreter.invoke()
+    litert_top1.append(
+        int(interpreter.get_tensor(output_detail["index"]).argmax()))
+torch_top1 = pruned.predict(x[:200], verbose=0).argmax(axis=-1)
+RESULT = {
+    "widths": result.history[-1]["widths"],
+    "dense": result.history[0]["widths"],
+    "agreement": float(np.mean(np.array(litert_top1) == torch_top1)),
+    "float32": [verified.quantization, verified.top1_agreement,
+                verified.max_abs_error],
+    "int8": [int8.passed, int8.result.quantization,
+             int8.result.top1_agreement],
+}
+"""
+
+
+def test_export_tflite_of_a_model_trained_on_torch(
+    torch_python, tmp_path, monkeypatch
+):
+    # The torch Python has no TensorFlow: it converts in this one.
+    pytest.importorskip(
+        "tensorflow", reason="the TFLite converter needs TensorFlow here"
+    )
+    _skip_unless_installed(torch_python, ("ai_edge_litert",))
+    monkeypatch.setenv("KERAS_ADP_TENSORFLOW_PYTHON", sys.executable)
+    result = _run_torch(
+        torch_python, f"FOLDER = {str(tmp_path)!r}\n" + _TFLITE
+    )
+    assert result["widths"] != result["dense"], "nothing was pruned"
+    mode, top1, max_error = result["float32"]
+    assert mode == "float32"
+    assert top1 >= 0.99 and result["agreement"] >= 0.99
+    assert max_error < 1e-4
+    assert result["int8"][:2] == [True, "int8"]
+    assert result["int8"][2] >= 0.9
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "m.tflite", "m_int8.tflite"
+    ]
+
+
+_ONNX = """
+import os
+import numpy as np
+import keras
+import onnxruntime
+import keras_adp
+from keras_adp import onnx_export
+
+L = keras.layers
+keras.utils.set_random_seed(5)
+inputs = keras.Input((8, 8, 3))
+h = L.Conv2D(6, 3, padding="same", name="c1")(inputs)
+h = L.BatchNormalization(name="bn1")(h)
+h = L.ReLU()(h)
+h = L.MaxPooling2D()(h)
+h = L.Conv2D(6, 3, padding="same", activation="relu", name="c2")(h)
+h = L.GlobalAveragePooling2D()(h)
+model = keras.Model(inputs, L.Dense(3, activation="softmax")(h))
+rng = np.random.default_rng(5)
+bn = model.get_layer("bn1")
+bn.moving_mean.assign(rng.normal(0.0, 0.5, 6).astype("float32"))
+bn.moving_variance.assign(rng.uniform(0.5, 2.0, 6).astype("float32"))
+pruned = keras_adp.prune_channels(model, {"c1": [0, 2, 5], "c2": [1, 4]})
+x = rng.uniform(size=(64, 8, 8, 3)).astype("float32")
+path = onnx_export.export_onnx(pruned, os.path.join(FOLDER, "m.onnx"))
+verified = onnx_export.verify_onnx(path, pruned, x, min_top1_agreement=0.99)
+# Independently: ONNX Runtime against the torch model's outputs.
+session = onnxruntime.InferenceSession(
+    str(path), providers=["CPUExecutionProvider"])
+(input_info,) = session.get_inputs()
+onnx_outputs = session.run(None, {input_info.name: x})[0]
+RESULT = {
+    "widths": [pruned.get_layer(n).filters for n in ("c1", "c2")],
+    "top1": verified.top1_agreement,
+    "max_abs_error": verified.max_abs_error,
+    "independent": float(
+        np.abs(onnx_outputs - pruned.predict(x, verbose=0)).max()),
+    "against_dense": onnx_export.measure_onnx(path, model, x).passed,
+}
+"""
+
+
+def test_export_onnx_of_a_pruned_max_pooling_model_on_torch(
+    torch_python, tmp_path
+):
+    # torch.onnx: the torch Python needs onnx (and ONNX Runtime to verify),
+    # not TensorFlow.
+    _skip_unless_installed(torch_python, ("onnx", "onnxruntime"))
+    result = _run_torch(
+        torch_python, f"FOLDER = {str(tmp_path)!r}\n" + _ONNX
+    )
+    assert result["widths"] == [3, 2]
+    assert result["top1"] == 1.0
+    assert result["max_abs_error"] <= 1e-4
+    assert result["independent"] <= 1e-4
+    assert not result["against_dense"], "the file should be the pruned model"
+
+
+_DISTRIBUTION = """
+import os, tempfile
+import numpy as np
+import keras
+import keras_adp
+
+try:
+    keras.distribution.list_devices()
+    keras_lists_devices = True
+except AttributeError:  # keras.src.backend.distribution_lib is None.
+    keras_lists_devices = False
+keras.distribution.set_distribution(
+    keras.distribution.DataParallel(devices=["cpu:0", "cpu:1"]))
+L = keras.layers
+inputs = keras.Input((8, 8, 1))
+h = L.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inputs)
+h = L.GlobalAveragePooling2D()(h)
+model = keras.Model(inputs, L.Dense(2, name="out")(h))
+model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+rng = np.random.default_rng(0)
+x = rng.normal(size=(32, 8, 8, 1)).astype("float32")
+y = rng.integers(0, 2, 32)
+policy = keras_adp.ADPPolicy(warmup_epochs=0, calibration_samples=16,
+                             max_accuracy_drop=None)
+run_dir = os.path.join(tempfile.mkdtemp(), "run")
+errors = {}
+try:
+    keras_adp.ADPTrainer(policy, run_dir=run_dir, verbose=0).fit(
+        model, x, y, epochs=1, batch_size=16)
+except ValueError as error:
+    errors["fit"] = str(error)
+try:
+    keras_adp.measure_density(model, x)
+except ValueError as error:
+    errors["measure_density"] = str(error)
+keras.distribution.set_distribution(None)
+history = keras_adp.ADPTrainer(policy, verbose=0).fit(
+    model, x, y, epochs=1, batch_size=16).history
+RESULT = {
+    "keras_lists_devices": keras_lists_devices,
+    "errors": errors,
+    "run_dir_written": os.path.exists(run_dir),
+    "epochs_without_distribution": len(history),
+}
+"""
+
+
+def test_trainer_on_torch_refuses_a_keras_distribution(torch_python):
+    result = _run_torch(torch_python, _DISTRIBUTION)
+    # Keras 3.15 has no torch implementation of keras.distribution (its
+    # `keras.src.backend.distribution_lib` is None there, and `fit` ignores
+    # a distribution). When a Keras release adds one, this fails: make
+    # ADPTrainer distribute on torch then, instead of refusing.
+    assert result["keras_lists_devices"] is False
+    assert set(result["errors"]) == {"fit", "measure_density"}
+    for message in result["errors"].values():
+        assert "Expected no `keras.distribution` on the 'torch' backend" in (
+            message
+        )
+        assert "set_distribution(None)" in message
+        assert "KERAS_BACKEND=jax" in message
+    assert not result["run_dir_written"]
+    assert result["epochs_without_distribution"] == 1

@@ -16,24 +16,21 @@ from keras_adp import onnx_export
 IMAGE_SHAPE = (8, 8, 3)
 NUM_CLASSES = 3
 
+# On JAX the model is converted with tf2onnx in a TensorFlow-backend
+# subprocess of this Python.
 _CONVERTERS = {
     "tensorflow": ("tf2onnx", "onnx"),
-    "jax": ("jax2onnx", "onnx"),
+    "jax": ("tensorflow", "tf2onnx", "onnx"),
     "torch": ("onnx",),
 }
 _NEEDED = (*_CONVERTERS.get(keras.backend.backend(), ("onnx",)), "onnxruntime")
 _MISSING = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
-_INSTALL = (
-    "`pip install jax2onnx` and `pip install -e \".[onnx]\"`"
-    if keras.backend.backend() == "jax"
-    else "`pip install -e \".[onnx]\"`"
-)
 needs_onnx = pytest.mark.skipif(
     bool(_MISSING),
     reason=(
         f"{', '.join(_MISSING)} not installed (ONNX export on the "
         f"{keras.backend.backend()!r} backend and ONNX Runtime); "
-        f"install with {_INSTALL}"
+        "install with `pip install -e \".[onnx]\"`"
     ),
 )
 
@@ -101,20 +98,11 @@ def sequential_flatten_model(seed: int = 0) -> keras.Model:
     )
 
 
-# jax2onnx 0.17 lowers Keras' pooling (a 4-D `reduce_window`) to a MaxPool
-# that ONNX Runtime refuses to run ("Unsupported pooling size");
-# `export_onnx` then raises instead of writing the file.
-jax_max_pool = pytest.mark.skipif(
-    keras.backend.backend() == "jax",
-    reason="jax2onnx 0.17 writes a MaxPool that ONNX Runtime cannot run",
-)
-
 MODEL_FACTORIES = {
     "conv_bn_relu_pool": conv_bn_relu_pool_model,
     "residual": residual_model,
     "sequential_flatten": sequential_flatten_model,
 }
-MAX_POOL_MODELS = {"conv_bn_relu_pool", "sequential_flatten"}
 
 
 def images(count: int, seed: int = 0) -> np.ndarray:
@@ -135,14 +123,7 @@ def _no_temporary_files(directory) -> bool:
 
 
 @needs_onnx
-@pytest.mark.parametrize(
-    "model_name",
-    [
-        pytest.param(name, marks=jax_max_pool)
-        if name in MAX_POOL_MODELS else name
-        for name in sorted(MODEL_FACTORIES)
-    ],
-)
+@pytest.mark.parametrize("model_name", sorted(MODEL_FACTORIES))
 def test_export_onnx_output_matches_keras(tmp_path, model_name):
     model = MODEL_FACTORIES[model_name]()
 
@@ -164,7 +145,6 @@ def test_export_onnx_output_matches_keras(tmp_path, model_name):
 
 
 @needs_onnx
-@jax_max_pool
 def test_export_onnx_of_pruned_model_agrees_with_keras(tmp_path):
     model = conv_bn_relu_pool_model(filters=6)
     pruned = keras_adp.prune_channels(
@@ -236,8 +216,7 @@ def test_verify_onnx_accepts_a_single_unbatched_sample(tmp_path):
 def test_export_onnx_writes_the_requested_opset(tmp_path):
     import onnx
 
-    # 18: jax2onnx 0.17 writes opset-18 operator forms whatever it is asked
-    # for, and the file then fails the checker (tf2onnx honoured 13, torch 17).
+    # 18: honoured by tf2onnx (TensorFlow and JAX) and torch.onnx.
     path = onnx_export.export_onnx(
         residual_model(), tmp_path / "model.onnx", opset_version=18
     )
@@ -599,13 +578,8 @@ def test_export_onnx_names_the_extra_when_the_converter_is_missing(
 ):
     hidden = set(_CONVERTERS[keras.backend.backend()])
     _hide_modules(monkeypatch, hidden)
-    expected = (
-        r"pip install jax2onnx"
-        if keras.backend.backend() == "jax"
-        else r'pip install -e "\.\[onnx\]"'
-    )
 
-    with pytest.raises(ImportError, match=expected):
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[onnx\]"'):
         onnx_export.export_onnx(residual_model(), tmp_path / "model.onnx")
     assert _files(tmp_path) == []
 
