@@ -11,7 +11,11 @@ no TensorFlow), with `KERAS_BACKEND=torch`, TensorFlow blocked
 unset or its interpreter cannot import torch and keras; with
 `KERAS_ADP_REQUIRE_TORCH=1` (for CI, where a skip would hide a broken
 install) they fail instead. The TensorFlow reference of the cross-backend
-comparison runs in this interpreter.
+comparison runs in this interpreter, and so does the TFLite conversion of a
+model trained on torch (`KERAS_ADP_TENSORFLOW_PYTHON`). The export checks
+also need LiteRT (`ai-edge-litert`) or `onnx` and `onnxruntime` in the torch
+interpreter, none of which imports TensorFlow; they are skipped, with the
+reason, where it lacks them.
 """
 
 import functools
@@ -542,12 +546,15 @@ def _missing_modules(python: str, modules: tuple[str, ...]) -> list[str]:
     return json.loads(probe.stdout.strip().splitlines()[-1])
 
 
-def _skip_unless_installed(python: str, modules: tuple[str, ...]) -> None:
-    missing = _missing_modules(python, modules)
+def _skip_unless_installed(python: str, packages: dict[str, str]) -> None:
+    """Skips unless `python` has each module of `packages` (module name ->
+    pip package)."""
+    missing = _missing_modules(python, tuple(packages))
     if missing:
         pytest.skip(
             f"{TORCH_PYTHON_VARIABLE}={python} lacks {', '.join(missing)} "
-            f"(pip install {' '.join(missing)} there)"
+            f"(pip install {' '.join(packages[name] for name in missing)} "
+            "there)"
         )
 
 
@@ -622,7 +629,7 @@ def test_export_tflite_of_a_model_trained_on_torch(
     pytest.importorskip(
         "tensorflow", reason="the TFLite converter needs TensorFlow here"
     )
-    _skip_unless_installed(torch_python, ("ai_edge_litert",))
+    _skip_unless_installed(torch_python, {"ai_edge_litert": "ai-edge-litert"})
     monkeypatch.setenv("KERAS_ADP_TENSORFLOW_PYTHON", sys.executable)
     result = _run_torch(
         torch_python, f"FOLDER = {str(tmp_path)!r}\n" + _TFLITE
@@ -686,7 +693,9 @@ def test_export_onnx_of_a_pruned_max_pooling_model_on_torch(
 ):
     # torch.onnx: the torch Python needs onnx (and ONNX Runtime to verify),
     # not TensorFlow.
-    _skip_unless_installed(torch_python, ("onnx", "onnxruntime"))
+    _skip_unless_installed(
+        torch_python, {"onnx": "onnx", "onnxruntime": "onnxruntime"}
+    )
     result = _run_torch(
         torch_python, f"FOLDER = {str(tmp_path)!r}\n" + _ONNX
     )
