@@ -11,6 +11,7 @@ afterwards. The input model is never modified.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Mapping, Sequence
 
@@ -409,7 +410,8 @@ def rebuild(
     plan = _layer_plan(analysis, keep_by_root)
     pairs: list[_WeightCopy] = []
     try:
-        new_model = _clone(model, plan, pairs)
+        with _short_variable_names():
+            new_model = _clone(model, plan, pairs)
     finally:
         for pair in pairs:
             pair.unwrap()
@@ -417,6 +419,37 @@ def rebuild(
         pair.finish()
     _release_kernel_cache()
     return Rebuild(new_model, model, pairs, plan)
+
+
+@contextlib.contextmanager
+def _short_variable_names():
+    """On TensorFlow, name each new `tf.Variable` after its weight alone.
+
+    Keras names a layer's TensorFlow variable `"<layer>/<weight>"` (and
+    prefixes any enclosing name scope), which becomes the `debug_name`
+    attribute of the variable's `VarHandleOp`; TensorFlow's eager kernel
+    cache is keyed by attributes, so a rebuild paid one kernel construction
+    per weight (320 variables of 3x3x16x16 with the cache cleared: 0.22 s
+    CPU with distinct names, 0.07 s with one name or a warm cache; ResNet50
+    analysis + rebuild: 0.92 -> 0.70 s CPU on the loaded machine). Inside this
+    scope the TensorFlow name is the weight's own (`"kernel"`, `"gamma"`;
+    an absolute name scope, so no prefix), which repeats across layers.
+    Keras' own `Variable.name` and `Variable.path`, which saving, the
+    optimizer and this package use, are unchanged. No-op off TensorFlow.
+    """
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    def creator(next_creator, **kwargs):
+        name = kwargs.get("name") or "Variable"
+        # A trailing "/" makes TensorFlow take the name as an absolute scope.
+        kwargs["name"] = name if name.endswith("/") else f"{name}/"
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(creator):
+        yield
 
 
 def _release_kernel_cache() -> None:

@@ -132,6 +132,27 @@ def test_prune_channels_does_not_mutate_its_argument():
         np.testing.assert_array_equal(old, new)
 
 
+def test_pruned_copies_hold_variables_of_their_own():
+    # Every rebuild names its new TensorFlow variables after the weight
+    # alone ("kernel"), so many variables share a name: each must still be
+    # its own resource. Writing to one copy leaves the other and the source
+    # alone, and Keras' variable paths are the source's.
+    model = zoo.resnet_basic()
+    source = [w.copy() for w in model.get_weights()]
+    keep = {"stem_conv": [0, 1, 2]}
+    first = keras_adp.prune_channels(model, keep)
+    second = keras_adp.prune_channels(model, keep)
+    expected = second.get_weights()
+    assert [w.path for w in first.weights] == [w.path for w in model.weights]
+    for variable in first.weights:
+        variable.assign(np.full(variable.shape, 7.0, variable.dtype))
+    for old, new in zip(expected, second.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    for old, new in zip(source, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert all(np.all(w == 7.0) for w in first.get_weights())
+
+
 def test_prune_channels_preserves_names_dtype_policies_and_trainable():
     inputs = keras.Input((8, 8, 3), name="image")
     x = L.Conv2D(6, 3, name="c1", dtype="mixed_float16")(inputs)
