@@ -871,7 +871,7 @@ def test_train_parses_dense_reference_and_removal_scale():
     # None: on whenever the dense baseline trains (resolved by the
     # experiment); --no-dense-reference turns it off.
     assert defaults.dense_reference is None
-    assert defaults.removal_scale == 1.0
+    assert defaults.removal_scale == keras_adp.ADPPolicy.removal_scale
     off = command_train._train_options(
         command_parsers.build_parser().parse_args(
             ["train", "--no-dense-reference"]

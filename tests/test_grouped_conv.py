@@ -182,7 +182,8 @@ def test_policy_keeps_equal_counts_of_the_best_ranked_in_every_block():
         overall=0.4, channels=channels, measured_at="relu", samples=16
     )
     policy = ADPPolicy(
-        width_rule="density", min_channels=4, selection="density"
+        width_rule="density", min_channels=4, selection="density",
+        removal_scale=1.0,
     )
     keep = policy.plan([group], {"g": density}, {"g": np.ones(group.size)})
     kept = keep["g"]
@@ -203,7 +204,9 @@ def test_policy_width_never_goes_below_min_channels():
     density = Density(
         overall=0.0, channels=np.zeros(12), measured_at="relu", samples=16
     )
-    keep = ADPPolicy(width_rule="density", min_channels=6).plan(
+    keep = ADPPolicy(
+        width_rule="density", min_channels=6, removal_scale=1.0
+    ).plan(
         [group], {"g": density}, {"g": np.arange(12.0)}
     )
     # min_channels 6 over 4 blocks: 2 a block, the largest scores.

@@ -181,6 +181,7 @@ def test_budget_holds_when_every_step_must_fail():
     policy = keras_adp.ADPPolicy(
         warmup_epochs=1, min_channels=1, calibration_samples=32,
         monitor="val_loss", max_accuracy_drop=0.0, width_rule="density",
+        removal_scale=1.0, max_prune_steps=None,
     )
     result = keras_adp.ADPTrainer(policy, verbose=0).fit(
         model, x, targets, epochs=5, batch_size=16,
@@ -256,6 +257,7 @@ def _accept_all_run(dense_reference):
         warmup_epochs=1, min_channels=2, calibration_samples=32,
         max_accuracy_drop=1.0,  # Any accuracy in [0, 1] passes the best so far.
         width_rule="density", dense_reference=dense_reference,
+        removal_scale=1.0, max_prune_steps=None,
     )
     return keras_adp.ADPTrainer(policy, verbose=0).fit(
         _classifier(), x, y, epochs=4, batch_size=16,

@@ -121,7 +121,9 @@ def test_select_returns_sorted_indices():
 def test_interval_trigger_prunes_after_warmup_then_every_interval(
     warmup, interval, epochs, expected
 ):
-    policy = ADPPolicy(warmup_epochs=warmup, interval=interval)
+    policy = ADPPolicy(
+        warmup_epochs=warmup, interval=interval, max_prune_steps=None
+    )
     assert _prune_epochs(policy, epochs) == expected
 
 
@@ -187,7 +189,8 @@ def test_converged_trigger_respects_warmup_and_max_prune_steps():
 # ------------------------------------------------------------------- plan
 def test_plan_keeps_densest_channels_of_each_shrinking_group():
     policy = ADPPolicy(
-        width_rule="density", min_channels=1, selection="density"
+        width_rule="density", min_channels=1, selection="density",
+        removal_scale=1.0,
     )
     groups = [_group("a", 4), _group("b", 4), _group("head", 3, False)]
     densities = {
@@ -217,7 +220,8 @@ def test_plan_skips_groups_without_density():
 def test_plan_stops_when_no_group_loses_min_reduction(min_reduction, expected):
     # 10 channels at AD 0.9 -> 9: a 10% reduction.
     policy = ADPPolicy(
-        width_rule="density", min_channels=1, min_reduction=min_reduction
+        width_rule="density", min_channels=1, min_reduction=min_reduction,
+        removal_scale=1.0,
     )
     channels = [1.0] * 9 + [0.0]
     keep = policy.plan([_group("a", 10)], {"a": _density(channels)}, {})
@@ -225,7 +229,10 @@ def test_plan_stops_when_no_group_loses_min_reduction(min_reduction, expected):
 
 
 def test_plan_includes_small_reductions_when_another_group_is_worth_it():
-    policy = ADPPolicy(width_rule="density", min_channels=1, min_reduction=0.2)
+    policy = ADPPolicy(
+        width_rule="density", min_channels=1, min_reduction=0.2,
+        removal_scale=1.0,
+    )
     groups = [_group("big", 10), _group("small", 10)]
     densities = {
         "big": _density([1.0] * 5 + [0.0] * 5),  # 50% off
@@ -306,7 +313,7 @@ def test_defaults_match_the_documented_method():
         "tolerance": 0.02,
         "patience": 2,
         "min_reduction": 0.05,
-        "max_prune_steps": None,
+        "max_prune_steps": 2,
         "reinitialize": False,
         "threshold": 0.0,
         "calibration_samples": 512,
@@ -315,13 +322,13 @@ def test_defaults_match_the_documented_method():
         "recovery_epochs": 1,
         "max_retries": 1,
         "validation_split": 0.1,
-        "width_rule": "relative",
+        "width_rule": "density",
         "live_threshold": 0.01,
         "gamma_threshold": 0.05,
         "gamma_l1": 0.0,
         "recalibrate_batch_norm": True,
         "max_removal": None,
-        "removal_scale": 1.0,
+        "removal_scale": 0.66,
         "dense_reference": None,
     }
 

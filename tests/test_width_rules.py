@@ -43,19 +43,23 @@ def test_live_channels_fire_and_have_a_gamma():
     [("density", 4), ("live", 3)],  # ceil(0.3033 * 6) = 2 -> min 4; 3 live
 )
 def test_group_width_by_rule(rule, expected):
-    policy = keras_adp.ADPPolicy(width_rule=rule, min_channels=2)
+    policy = keras_adp.ADPPolicy(
+        width_rule=rule, min_channels=2, removal_scale=1.0
+    )
     density = _density([0.0, 0.0, 0.9, 0.9, 0.02, 0.0])
     # AD = 1.82 / 6 = 0.3033: ceil(1.82) = 2, raised to min_channels only
     # when below it.
     assert policy.group_width(6, density) == (2 if rule == "density" else 3)
     assert keras_adp.ADPPolicy(
-        width_rule=rule, min_channels=4
+        width_rule=rule, min_channels=4, removal_scale=1.0
     ).group_width(6, density) == 4
     del expected
 
 
 def test_live_rule_keeps_exactly_the_live_channels_in_each_group():
-    policy = keras_adp.ADPPolicy(width_rule="live", min_channels=1)
+    policy = keras_adp.ADPPolicy(
+        width_rule="live", min_channels=1, removal_scale=1.0
+    )
     groups = [_Group("a", 6), _Group("b", 4)]
     densities = {
         "a": _density([0.5, 0.0, 0.5, 0.5, 0.0, 0.5]),
@@ -66,9 +70,9 @@ def test_live_rule_keeps_exactly_the_live_channels_in_each_group():
     np.testing.assert_array_equal(keep["a"], [0, 2, 3, 5])
     np.testing.assert_array_equal(keep["b"], [0, 2, 3])
     # The paper's rule halves both whatever is live.
-    paper = keras_adp.ADPPolicy(width_rule="density", min_channels=1).plan(
-        groups, densities, {}, gammas
-    )
+    paper = keras_adp.ADPPolicy(
+        width_rule="density", min_channels=1, removal_scale=1.0
+    ).plan(groups, densities, {}, gammas)
     assert {name: len(idx) for name, idx in paper.items()} == {"a": 2, "b": 2}
 
 
@@ -149,7 +153,9 @@ def test_gamma_l1_leaves_a_users_own_regularizer_alone():
 
 
 def test_relative_rule_keeps_the_densest_group_whole_and_scales_the_others():
-    policy = keras_adp.ADPPolicy(width_rule="relative", min_channels=1)
+    policy = keras_adp.ADPPolicy(
+        width_rule="relative", min_channels=1, removal_scale=1.0
+    )
     groups = [_Group("a", 10), _Group("b", 8), _Group("c", 20)]
     densities = {
         "a": _density([0.6] * 10),  # AD 0.6: the densest, kept whole
@@ -159,9 +165,9 @@ def test_relative_rule_keeps_the_densest_group_whole_and_scales_the_others():
     keep = policy.plan(groups, densities, {})
     assert {name: len(idx) for name, idx in keep.items()} == {"b": 4, "c": 15}
     # Without the relative rule the same densities cut every group.
-    paper = keras_adp.ADPPolicy(width_rule="density", min_channels=1).plan(
-        groups, densities, {}
-    )
+    paper = keras_adp.ADPPolicy(
+        width_rule="density", min_channels=1, removal_scale=1.0
+    ).plan(groups, densities, {})
     assert {name: len(idx) for name, idx in paper.items()} == {
         "a": 6, "b": 3, "c": 9,
     }
@@ -191,7 +197,7 @@ def test_relative_rule_with_equal_densities_stops_pruning():
 )
 def test_max_removal_caps_each_step(rule, width, channels, cap, expected):
     policy = keras_adp.ADPPolicy(
-        width_rule=rule, min_channels=1, max_removal=cap
+        width_rule=rule, min_channels=1, max_removal=cap, removal_scale=1.0
     )
     assert policy.group_width(width, _density(channels)) == expected
 
