@@ -28,7 +28,11 @@ rebuild time of one pruning step (the trainer's history does not record
 it: `keras_adp.rebuild.rebuild` + `keras_adp.optimizers.carry_over` of the
 final model, keeping the first 3/4 of every prunable group, median of 3;
 beside it BatchNormalization recalibration and the rebuilt model's first
-`train_on_batch`, i.e. the re-trace), `measure_density` on the calibration
+`train_on_batch`, i.e. the re-trace; this undercounts on JAX, where the
+median hides the first rebuild's compilations of new-shaped initializer
+ops and an epoch compiles more than one train step: see
+`bench_retrace.py` for the whole cost of a step, phase by phase),
+`measure_density` on the calibration
 set (the trainer's default: the first 512 training images; median of 3)
 of the dense model after its epoch and of the final model, as a % of the
 mean epoch, and the subprocess's wall and CPU time (user + system).
