@@ -10,7 +10,9 @@ the same training samples for the same epochs, batch size and optimizer
   W times narrower), plain `model.fit` -- what a user who sweeps a width
   multiplier gets;
 - `adp-paper`: `ADPTrainer` with the paper's width rule
-  (`width_rule="density"`) and the default accuracy guard;
+  (`width_rule="density"`) at its full cut, no step limit
+  (`removal_scale=1.0`, `max_prune_steps=None`), and the default accuracy
+  guard;
 - `adp`: `ADPTrainer` with `ADPPolicy()`'s defaults, or with the fields given
   by `--adp-policy` (JSON).
 
@@ -360,7 +362,10 @@ def main(argv=None):
           f"{platform.processor() or platform.machine()}; Keras backend "
           f"{keras.backend.backend()}", flush=True)
     adp_policy = keras_adp.ADPPolicy(**json.loads(args.adp_policy))
-    paper_policy = keras_adp.ADPPolicy(width_rule="density")
+    # The paper's rule as published: its full cut, every step it allows.
+    paper_policy = keras_adp.ADPPolicy(
+        width_rule="density", removal_scale=1.0, max_prune_steps=None
+    )
     jobs = []
     for seed in args.seeds:
         for run in args.runs:

@@ -397,6 +397,7 @@ def train_adp(settings, arrays, initial_weights):
             # The paper's rule, as this comparison documents (each step
             # roughly halves every layer behind BatchNormalization).
             width_rule="density",
+            removal_scale=1.0,
         ),
         seed=settings.seed,
         verbose=settings.verbose,

@@ -182,8 +182,9 @@ layer's density on the calibration images; when the policy's trigger fires,
 it rebuilds the model with the surviving channels (their trained weights),
 re-compiles it with the same loss and metrics and a copy of the optimizer
 whose momentum buffers are sliced like the weights and whose step count, so
-the learning-rate schedule, carries on. Pruning stops once no layer would
-lose at least 5% of its channels.
+the learning-rate schedule, carries on. Pruning stops after two steps (the
+default `max_prune_steps`), or before once no layer would lose at least 5%
+of its channels.
 
 With `--run-dir`, every epoch is checkpointed atomically and a killed run
 continues where it stopped when started again.

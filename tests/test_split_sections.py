@@ -262,9 +262,9 @@ def test_policy_keeps_equal_counts_in_every_section():
     density = Density(
         overall=0.5, channels=channels, measured_at="relu", samples=8
     )
-    keep = ADPPolicy(width_rule="density", selection="density").plan(
-        [group], {"a": density}, {"a": np.ones(group.size)}
-    )["a"]
+    keep = ADPPolicy(
+        width_rule="density", selection="density", removal_scale=1.0
+    ).plan([group], {"a": density}, {"a": np.ones(group.size)})["a"]
     assert np.bincount(keep // WIDTH, minlength=3).tolist() == [2, 2, 2]
     small = keras_adp.prune_channels(model, {"a": keep})
     assert small.get_layer("a").filters == 6
