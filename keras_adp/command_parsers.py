@@ -43,18 +43,18 @@ after a few dense warm-up epochs, each pruning step measures every layer's
 activation density (the fraction of its ReLU outputs that are non-zero) and
 rebuilds the model with that fraction of the layer's channels. Each step is
 a trial: after a recovery epoch the accuracy guard compares the validation
-accuracy with the stricter of the dense baseline's at the same epoch and the
-best one so far, and rolls the step back if it is lower by more than
---max-accuracy-drop (then retries half the removal once, then stops
-pruning).
+accuracy with the best one so far (with --dense-reference, also with the
+dense baseline's at the same epoch) and rolls the step back if it dropped
+by more than --max-accuracy-drop (then retries half the removal once, then
+stops pruning).
 
 Validation uses --validation-split of the training data, held out and never
-trained on; the test split is only used at the end. The same model is first
+trained on; the test split is only used at the end. The same model is also
 trained without pruning, with the same data, seed and epochs (the dense
-baseline; --no-dense-baseline skips it, and then the guard judges against
-the best value so far only), and the summary puts the two side by side:
-test accuracy, parameters, MACs, TFLite size and latency. Then both are
-exported to TFLite (float32 and int8) and the report is written.
+baseline; --no-dense-baseline skips it; --dense-reference trains it first),
+and the summary puts the two side by side: test accuracy, parameters, MACs,
+TFLite size and latency. Then both are exported to TFLite (float32 and
+int8) and the report is written.
 
 The pruning options default to ADPPolicy's: after one dense epoch, every
 epoch each layer shrinks by its activation density relative to the densest
@@ -71,9 +71,8 @@ _TRAIN_EPILOG = """\
 examples:
   keras-adp train
       the default job: vgg_small (width 0.5) on the bundled Fashion-MNIST
-      subset, 8 epochs: the dense baseline first, then the ADP run held to
-      its validation curve (each step as the accuracy guard allows); a few
-      minutes on CPU
+      subset, 8 epochs, pruned after epochs 1 and 2 (as the accuracy guard
+      allows), then the dense baseline; a few minutes on CPU
   keras-adp train --epochs 3 --limit 512 --no-dense-baseline --run-dir runs/smoke
       a quick smoke run on the first 512 samples, without the baseline
   keras-adp train --model vgg19 --dataset cifar10 --width 1 --epochs 60 \\
@@ -245,13 +244,12 @@ def _add_training_options(fitting) -> None:
     )
     fitting.add_argument(
         "--dense-reference", action=argparse.BooleanOptionalAction,
-        default=None,
-        help="hold each pruning step to the dense baseline's validation "
-        "accuracy at the same epoch (ADPPolicy.dense_reference), not only to "
-        "the best value so far, which trails it while the network still "
-        "learns; the baseline then trains first. On whenever the baseline "
-        "is trained; --no-dense-reference trains it after the ADP run and "
-        "judges against the best value so far only",
+        default=False,
+        help="train the dense baseline first and hold each pruning step to "
+        "its validation accuracy at the same epoch (ADPPolicy."
+        "dense_reference) instead of only the best value so far, which "
+        "trails it while the network still learns (each rolled-back step "
+        "costs an epoch)",
     )
     fitting.add_argument(
         "--verbose", type=types.integer, choices=(0, 1, 2), default=1,

@@ -82,10 +82,10 @@ class TrainOptions:
         dense_baseline: also train the model without pruning.
         dense_reference: train the dense baseline first and hold each
             pruning step to its validation curve
-            (`ADPPolicy.dense_reference`); needs `dense_baseline`. None
-            (the default) follows `dense_baseline`: whenever the baseline
-            is trained, it is trained first and the guard judges against
-            it.
+            (`ADPPolicy.dense_reference`); needs `dense_baseline`. Off by
+            default: with a rollback costing a whole epoch, holding the
+            early steps to dense's fast-rising curve rolled most of them
+            back and ended no closer to dense (`policy.py`).
         verbose: the trainer's `verbose`.
         warmup_epochs, width_rule, trigger, interval, max_prune_steps,
             max_accuracy_drop, min_channels, round_to, selection,
@@ -108,7 +108,7 @@ class TrainOptions:
     lr: float = 1e-3
     seed: int = 0
     dense_baseline: bool = True
-    dense_reference: bool | None = None
+    dense_reference: bool = False
     verbose: int = 1
     warmup_epochs: int = ADPPolicy.warmup_epochs
     width_rule: str = ADPPolicy.width_rule
@@ -186,10 +186,6 @@ def run_training(
     """
     say = say or _quiet
     warn = warn or say
-    if options.dense_reference is None:
-        options = dataclasses.replace(
-            options, dense_reference=options.dense_baseline
-        )
     if options.dense_reference and not options.dense_baseline:
         raise ValueError(
             "dense_reference=True holds the pruning steps to the dense "

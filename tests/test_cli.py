@@ -321,10 +321,10 @@ def _interrupt(*args, **kwargs):
 @pytest.mark.parametrize(
     "baseline, stopped",
     [
-        # The default: the dense baseline trains first; stopped in it.
-        ([], "while the dense baseline trained"),
+        ([], "the finished epochs are checkpointed"),
         (["--no-dense-baseline"], "the finished epochs are checkpointed"),
-        (["--no-dense-reference"], "the finished epochs are checkpointed"),
+        # The dense baseline trains first; stopped in it.
+        (["--dense-reference"], "while the dense baseline trained"),
     ],
 )
 def test_interrupted_training_exits_130_and_says_how_to_resume(
@@ -868,9 +868,7 @@ def test_train_parses_dense_reference_and_removal_scale():
     defaults = command_train._train_options(
         command_parsers.build_parser().parse_args(["train"])
     )
-    # None: on whenever the dense baseline trains (resolved by the
-    # experiment); --no-dense-reference turns it off.
-    assert defaults.dense_reference is None
+    assert defaults.dense_reference is False
     assert defaults.removal_scale == keras_adp.ADPPolicy.removal_scale
     off = command_train._train_options(
         command_parsers.build_parser().parse_args(

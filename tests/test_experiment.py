@@ -73,14 +73,12 @@ def test_dense_reference_needs_the_dense_baseline(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("dense_reference", [True, None])
 def test_dense_reference_trains_dense_first_and_holds_steps_to_its_curve(
-    tmp_path, dense_reference
+    tmp_path,
 ):
-    # None, the default, follows dense_baseline: on here.
     lines = []
     options = experiment.TrainOptions(
-        **dict(TINY, dense_baseline=True), dense_reference=dense_reference,
+        **dict(TINY, dense_baseline=True), dense_reference=True,
         run_dir=str(tmp_path / "run"),
     )
     run = experiment.run_training(options, say=lines.append)
@@ -98,11 +96,10 @@ def test_dense_reference_trains_dense_first_and_holds_steps_to_its_curve(
         assert decision["reference"] >= dense - 1e-12
 
 
-def test_without_dense_reference_the_baseline_trains_after_adp(tmp_path):
+def test_by_default_the_baseline_trains_after_adp(tmp_path):
     lines = []
     options = experiment.TrainOptions(
-        **dict(TINY, dense_baseline=True), dense_reference=False,
-        run_dir=str(tmp_path / "run"),
+        **dict(TINY, dense_baseline=True), run_dir=str(tmp_path / "run")
     )
     run = experiment.run_training(options, say=lines.append)
     starts = [line.split(":")[0] for line in lines]

@@ -86,7 +86,7 @@ def test_dead_layer_is_kept_at_min_channels_not_zero():
     result = keras_adp.ADPTrainer(
         keras_adp.ADPPolicy(
             warmup_epochs=1, min_channels=3, max_accuracy_drop=None,
-            width_rule="density",
+            width_rule="density", removal_scale=1.0,
         ),
         verbose=0
     ).fit(model, x, y, epochs=2, batch_size=16)
