@@ -1,5 +1,6 @@
-"""Subprocess helpers of the tests: JAX's shared compilation cache, and
-killing a training process the way a crash would, for resume tests."""
+"""Subprocess helpers of the tests: JAX's shared compilation cache,
+killing a training process the way a crash would, for resume tests, and the
+ONNX export check that runs on the JAX and torch backends."""
 
 import json
 import os
@@ -20,6 +21,69 @@ JAX_CACHE = {
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
 }
 
+
+# Exports a pruned BN + two-max-pool model to ONNX on the subprocess's
+# backend, verifies it, and checks it independently with ONNX Runtime
+# against the model's own outputs. Expects FOLDER (where the file goes);
+# leaves RESULT (JSON-able).
+ONNX_MAX_POOL_CHECK = """
+import os
+import numpy as np
+import keras
+import onnx
+import onnxruntime
+import keras_adp
+from keras_adp import onnx_export
+
+L = keras.layers
+keras.utils.set_random_seed(5)
+inputs = keras.Input((8, 8, 3))
+h = L.Conv2D(6, 3, padding="same", name="c1")(inputs)
+h = L.BatchNormalization(name="bn1")(h)
+h = L.ReLU()(h)
+h = L.MaxPooling2D()(h)
+h = L.Conv2D(6, 3, padding="same", activation="relu", name="c2")(h)
+h = L.MaxPooling2D()(h)
+h = L.Flatten()(h)
+model = keras.Model(inputs, L.Dense(3, activation="softmax")(h))
+rng = np.random.default_rng(5)
+bn = model.get_layer("bn1")
+bn.moving_mean.assign(rng.normal(0.0, 0.5, 6).astype("float32"))
+bn.moving_variance.assign(rng.uniform(0.5, 2.0, 6).astype("float32"))
+pruned = keras_adp.prune_channels(model, {"c1": [0, 2, 5], "c2": [1, 4]})
+x = rng.uniform(size=(64, 8, 8, 3)).astype("float32")
+path = onnx_export.export_onnx(pruned, os.path.join(FOLDER, "m.onnx"))
+verified = onnx_export.verify_onnx(path, pruned, x, min_top1_agreement=0.99)
+# Independently: ONNX Runtime against the model's outputs on this backend.
+session = onnxruntime.InferenceSession(
+    str(path), providers=["CPUExecutionProvider"])
+(input_info,) = session.get_inputs()
+onnx_outputs = session.run(None, {input_info.name: x})[0]
+RESULT = {
+    "backend": keras.backend.backend(),
+    "widths": [pruned.get_layer(n).filters for n in ("c1", "c2")],
+    "max_pool_nodes": sum(
+        node.op_type == "MaxPool" for node in onnx.load(str(path)).graph.node),
+    "top1": verified.top1_agreement,
+    "max_abs_error": verified.max_abs_error,
+    "independent": float(
+        np.abs(onnx_outputs - pruned.predict(x, verbose=0)).max()),
+    "against_dense": onnx_export.measure_onnx(path, model, x).passed,
+    "files": sorted(os.listdir(FOLDER)),
+}
+"""
+
+
+def assert_onnx_max_pool_check(result: dict, backend: str) -> None:
+    """What `ONNX_MAX_POOL_CHECK`'s RESULT must say on `backend`."""
+    assert result["backend"] == backend
+    assert result["widths"] == [3, 2]
+    assert result["max_pool_nodes"] == 2
+    assert result["top1"] == 1.0
+    assert result["max_abs_error"] <= 1e-4
+    assert result["independent"] <= 1e-4
+    assert not result["against_dense"], "the file should be the pruned model"
+    assert result["files"] == ["m.onnx"]
 
 def kill_after_checkpoint(process, run_dir, checkpoint="checkpoint-0002",
                           timeout=300.0) -> str:

@@ -28,6 +28,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from tests import processes
 from tests import test_backends
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -646,48 +647,6 @@ def test_export_tflite_of_a_model_trained_on_torch(
     ]
 
 
-_ONNX = """
-import os
-import numpy as np
-import keras
-import onnxruntime
-import keras_adp
-from keras_adp import onnx_export
-
-L = keras.layers
-keras.utils.set_random_seed(5)
-inputs = keras.Input((8, 8, 3))
-h = L.Conv2D(6, 3, padding="same", name="c1")(inputs)
-h = L.BatchNormalization(name="bn1")(h)
-h = L.ReLU()(h)
-h = L.MaxPooling2D()(h)
-h = L.Conv2D(6, 3, padding="same", activation="relu", name="c2")(h)
-h = L.GlobalAveragePooling2D()(h)
-model = keras.Model(inputs, L.Dense(3, activation="softmax")(h))
-rng = np.random.default_rng(5)
-bn = model.get_layer("bn1")
-bn.moving_mean.assign(rng.normal(0.0, 0.5, 6).astype("float32"))
-bn.moving_variance.assign(rng.uniform(0.5, 2.0, 6).astype("float32"))
-pruned = keras_adp.prune_channels(model, {"c1": [0, 2, 5], "c2": [1, 4]})
-x = rng.uniform(size=(64, 8, 8, 3)).astype("float32")
-path = onnx_export.export_onnx(pruned, os.path.join(FOLDER, "m.onnx"))
-verified = onnx_export.verify_onnx(path, pruned, x, min_top1_agreement=0.99)
-# Independently: ONNX Runtime against the torch model's outputs.
-session = onnxruntime.InferenceSession(
-    str(path), providers=["CPUExecutionProvider"])
-(input_info,) = session.get_inputs()
-onnx_outputs = session.run(None, {input_info.name: x})[0]
-RESULT = {
-    "widths": [pruned.get_layer(n).filters for n in ("c1", "c2")],
-    "top1": verified.top1_agreement,
-    "max_abs_error": verified.max_abs_error,
-    "independent": float(
-        np.abs(onnx_outputs - pruned.predict(x, verbose=0)).max()),
-    "against_dense": onnx_export.measure_onnx(path, model, x).passed,
-}
-"""
-
-
 def test_export_onnx_of_a_pruned_max_pooling_model_on_torch(
     torch_python, tmp_path
 ):
@@ -697,13 +656,10 @@ def test_export_onnx_of_a_pruned_max_pooling_model_on_torch(
         torch_python, {"onnx": "onnx", "onnxruntime": "onnxruntime"}
     )
     result = _run_torch(
-        torch_python, f"FOLDER = {str(tmp_path)!r}\n" + _ONNX
+        torch_python,
+        f"FOLDER = {str(tmp_path)!r}\n" + processes.ONNX_MAX_POOL_CHECK,
     )
-    assert result["widths"] == [3, 2]
-    assert result["top1"] == 1.0
-    assert result["max_abs_error"] <= 1e-4
-    assert result["independent"] <= 1e-4
-    assert not result["against_dense"], "the file should be the pruned model"
+    processes.assert_onnx_max_pool_check(result, "torch")
 
 
 _DISTRIBUTION = """

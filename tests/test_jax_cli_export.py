@@ -22,6 +22,8 @@ import textwrap
 
 import pytest
 
+from tests import processes
+
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 pytestmark = pytest.mark.skipif(
@@ -239,53 +241,11 @@ def test_export_tflite_of_a_model_trained_on_jax(tmp_path):
     assert seen["float32_max_abs_error"] < 1e-4
 
 
-_ONNX = """
-import json, os, sys
-import keras
-import numpy as np
-import onnxruntime
-import keras_adp
-from keras_adp import onnx_export
-
-assert keras.backend.backend() == "jax"
-folder = sys.argv[1]
-L = keras.layers
-keras.utils.set_random_seed(5)
-inputs = keras.Input((8, 8, 3))
-h = L.Conv2D(6, 3, padding="same", name="c1")(inputs)
-h = L.BatchNormalization(name="bn1")(h)
-h = L.ReLU()(h)
-h = L.MaxPooling2D()(h)
-h = L.Conv2D(6, 3, padding="same", activation="relu", name="c2")(h)
-h = L.MaxPooling2D()(h)
-h = L.Flatten()(h)
-model = keras.Model(inputs, L.Dense(3, activation="softmax")(h))
-rng = np.random.default_rng(5)
-bn = model.get_layer("bn1")
-bn.moving_mean.assign(rng.normal(0.0, 0.5, 6).astype("float32"))
-bn.moving_variance.assign(rng.uniform(0.5, 2.0, 6).astype("float32"))
-pruned = keras_adp.prune_channels(model, {"c1": [0, 2, 5], "c2": [1, 4]})
-x = rng.uniform(size=(64, 8, 8, 3)).astype("float32")
-path = onnx_export.export_onnx(pruned, os.path.join(folder, "m.onnx"))
-verified = onnx_export.verify_onnx(path, pruned, x, min_top1_agreement=0.99)
-# Independently: ONNX Runtime against the JAX model's outputs.
-session = onnxruntime.InferenceSession(
-    str(path), providers=["CPUExecutionProvider"])
-(input_info,) = session.get_inputs()
-onnx_outputs = session.run(None, {input_info.name: x})[0]
-print(json.dumps({
-    "widths": [pruned.get_layer(n).filters for n in ("c1", "c2")],
-    "max_pool_nodes": sum(
-        node.op_type == "MaxPool"
-        for node in __import__("onnx").load(str(path)).graph.node),
-    "top1": verified.top1_agreement,
-    "max_abs_error": verified.max_abs_error,
-    "independent": float(
-        np.abs(onnx_outputs - pruned.predict(x, verbose=0)).max()),
-    "against_dense": onnx_export.measure_onnx(path, model, x).passed,
-    "files": sorted(os.listdir(folder)),
-}))
-"""
+_ONNX = (
+    "import json, sys\nFOLDER = sys.argv[1]\n"
+    + processes.ONNX_MAX_POOL_CHECK
+    + "print(json.dumps(RESULT))\n"
+)
 
 
 @requires_onnx
@@ -297,10 +257,4 @@ def test_export_onnx_of_a_max_pooling_model_pruned_on_jax(tmp_path):
         completed.stdout[-3000:] + completed.stderr[-3000:]
     )
     seen = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert seen["widths"] == [3, 2]
-    assert seen["max_pool_nodes"] == 2
-    assert seen["top1"] == 1.0
-    assert seen["max_abs_error"] <= 1e-4
-    assert seen["independent"] <= 1e-4
-    assert not seen["against_dense"], "the file should be the pruned model"
-    assert seen["files"] == ["m.onnx"]
+    processes.assert_onnx_max_pool_check(seen, "jax")
