@@ -559,70 +559,6 @@ def _skip_unless_installed(python: str, packages: dict[str, str]) -> None:
         )
 
 
-_TFLITE = """
-import os
-import numpy as np
-import keras
-import keras_adp
-from ai_edge_litert.interpreter import Interpreter
-from keras_adp import export
-
-L = keras.layers
-keras.utils.set_random_seed(3)
-rng = np.random.default_rng(0)
-y = rng.integers(0, 3, 256)
-x = (rng.normal(size=(256, 8, 8, 1)) + y[:, None, None, None]).astype(
-    "float32")
-inputs = keras.Input((8, 8, 1))
-h = L.Conv2D(12, 3, padding="same", name="c1")(inputs)
-h = L.BatchNormalization(name="bn1")(h)
-h = L.ReLU(name="relu1")(h)
-h = L.MaxPooling2D(name="pool")(h)
-h = L.Conv2D(12, 3, padding="same", activation="relu", name="c2")(h)
-h = L.GlobalAveragePooling2D()(h)
-model = keras.Model(inputs, L.Dense(3, name="logits")(h))
-model.compile(
-    "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    metrics=["accuracy"],
-)
-result = keras_adp.ADPTrainer(
-    keras_adp.ADPPolicy(warmup_epochs=1, max_accuracy_drop=None,
-                        width_rule="density"),
-    seed=0, verbose=0,
-).fit(model, x, y, epochs=3, batch_size=32)
-pruned = result.model
-float_path = export.export_tflite(pruned, os.path.join(FOLDER, "m.tflite"))
-int8_path = export.export_tflite(
-    pruned, os.path.join(FOLDER, "m_int8.tflite"), quantization="int8",
-    representative_data=x[:64],
-)
-verified = export.verify_tflite(
-    float_path, pruned, x[:200], min_top1_agreement=0.99)
-int8 = export.measure_tflite(int8_path, pruned, x[:200])
-# Independently: LiteRT's top-1 on 200 samples against the torch model's.
-interpreter = Interpreter(model_path=str(float_path))
-interpreter.allocate_tensors()
-(input_detail,), (output_detail,) = (
-    interpreter.get_input_details(), interpreter.get_output_details())
-litert_top1 = []
-for sample in x[:200]:
-    interpreter.set_tensor(input_detail["index"], sample[None])
-    interpreter.invoke()
-    litert_top1.append(
-        int(interpreter.get_tensor(output_detail["index"]).argmax()))
-torch_top1 = pruned.predict(x[:200], verbose=0).argmax(axis=-1)
-RESULT = {
-    "widths": result.history[-1]["widths"],
-    "dense": result.history[0]["widths"],
-    "agreement": float(np.mean(np.array(litert_top1) == torch_top1)),
-    "float32": [verified.quantization, verified.top1_agreement,
-                verified.max_abs_error],
-    "int8": [int8.passed, int8.result.quantization,
-             int8.result.top1_agreement],
-}
-"""
-
-
 def test_export_tflite_of_a_model_trained_on_torch(
     torch_python, tmp_path, monkeypatch
 ):
@@ -633,18 +569,10 @@ def test_export_tflite_of_a_model_trained_on_torch(
     _skip_unless_installed(torch_python, {"ai_edge_litert": "ai-edge-litert"})
     monkeypatch.setenv("KERAS_ADP_TENSORFLOW_PYTHON", sys.executable)
     result = _run_torch(
-        torch_python, f"FOLDER = {str(tmp_path)!r}\n" + _TFLITE
+        torch_python,
+        f"FOLDER = {str(tmp_path)!r}\n" + processes.TFLITE_TRAINED_EXPORT_CHECK,
     )
-    assert result["widths"] != result["dense"], "nothing was pruned"
-    mode, top1, max_error = result["float32"]
-    assert mode == "float32"
-    assert top1 >= 0.99 and result["agreement"] >= 0.99
-    assert max_error < 1e-4
-    assert result["int8"][:2] == [True, "int8"]
-    assert result["int8"][2] >= 0.9
-    assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "m.tflite", "m_int8.tflite"
-    ]
+    processes.assert_tflite_trained_export_check(result, "torch")
 
 
 def test_export_onnx_of_a_pruned_max_pooling_model_on_torch(

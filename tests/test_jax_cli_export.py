@@ -156,74 +156,11 @@ def test_tensorflow_only_options_say_what_to_install(tmp_path, args, expected):
 
 
 # -------------------------------------------------------------- export
-_EXPORT = """
-import json, os, sys
-import keras
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-import keras_adp
-from keras_adp import export
-
-assert keras.backend.backend() == "jax"
-folder = sys.argv[1]
-keras.utils.set_random_seed(3)
-rng = np.random.default_rng(0)
-y = rng.integers(0, 3, 256)
-x = (rng.normal(size=(256, 8, 8, 1)) + y[:, None, None, None]).astype(
-    "float32"
+_EXPORT = (
+    "import json, sys\nFOLDER = sys.argv[1]\n"
+    + processes.TFLITE_TRAINED_EXPORT_CHECK
+    + "print(json.dumps(RESULT))\n"
 )
-inputs = keras.Input((8, 8, 1))
-h = keras.layers.Conv2D(12, 3, padding="same", name="c1")(inputs)
-h = keras.layers.BatchNormalization(name="bn1")(h)
-h = keras.layers.ReLU(name="relu1")(h)
-h = keras.layers.Conv2D(12, 3, padding="same", activation="relu",
-                        name="c2")(h)
-h = keras.layers.GlobalAveragePooling2D()(h)
-model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(h))
-model.compile(
-    "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    metrics=["accuracy"],
-)
-result = keras_adp.ADPTrainer(
-    keras_adp.ADPPolicy(warmup_epochs=1, max_accuracy_drop=None,
-                        width_rule="density"),
-    seed=0, verbose=0,
-).fit(model, x, y, epochs=3, batch_size=32)
-pruned = result.model
-float_path = export.export_tflite(pruned, os.path.join(folder, "m.tflite"))
-int8_path = export.export_tflite(
-    pruned, os.path.join(folder, "m_int8.tflite"), quantization="int8",
-    representative_data=x[:64],
-)
-checks = {
-    name: export.measure_tflite(path, pruned, x[:200])
-    for name, path in (("float32", float_path), ("int8", int8_path))
-}
-# Independently: LiteRT's top-1 on 200 samples against the JAX model's.
-interpreter = Interpreter(model_path=str(float_path))
-interpreter.allocate_tensors()
-(input_detail,), (output_detail,) = (
-    interpreter.get_input_details(), interpreter.get_output_details()
-)
-litert_top1 = []
-for sample in x[:200]:
-    interpreter.set_tensor(input_detail["index"], sample[None])
-    interpreter.invoke()
-    litert_top1.append(int(interpreter.get_tensor(output_detail["index"])
-                           .argmax()))
-keras_top1 = pruned.predict(x[:200], verbose=0).argmax(axis=-1)
-print(json.dumps({
-    "widths": result.history[-1]["widths"],
-    "dense": result.history[0]["widths"],
-    "agreement": float(np.mean(np.array(litert_top1) == keras_top1)),
-    "passed": {name: check.passed for name, check in checks.items()},
-    "modes": {name: check.result.quantization
-              for name, check in checks.items()},
-    "top1": {name: check.result.top1_agreement
-             for name, check in checks.items()},
-    "float32_max_abs_error": checks["float32"].result.max_abs_error,
-}))
-"""
 
 
 @requires_tensorflow
@@ -233,12 +170,7 @@ def test_export_tflite_of_a_model_trained_on_jax(tmp_path):
         completed.stdout[-3000:] + completed.stderr[-3000:]
     )
     seen = json.loads(completed.stdout.strip().splitlines()[-1])
-    assert seen["widths"] != seen["dense"], "nothing was pruned"
-    assert seen["modes"] == {"float32": "float32", "int8": "int8"}
-    assert seen["passed"] == {"float32": True, "int8": True}
-    assert seen["agreement"] >= 0.99
-    assert seen["top1"]["float32"] >= 0.99
-    assert seen["float32_max_abs_error"] < 1e-4
+    processes.assert_tflite_trained_export_check(seen, "jax")
 
 
 _ONNX = (
