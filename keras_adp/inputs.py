@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any
 
 
@@ -358,6 +359,41 @@ def check_model_and_epochs(model, epochs, *, warmup_epochs: int) -> None:
             f"Model '{model.name}' has no prunable channel group, so "
             f"there is nothing to prune. Groups: {reasons or 'none'}."
         )
+
+
+# BatchNormalization's moving statistics move by (1 - momentum) of the
+# batch's per step: at 0.999 (keras.applications' choice) they describe
+# the data only after a few thousand steps.
+LAGGING_MOMENTUM = 0.999
+
+
+def warn_if_batch_norm_lags(model) -> None:
+    """Warn when BatchNormalization layers of `model` (nested ones
+    included) have momentum >= 0.999: the accuracy guard validates in
+    inference mode, on moving statistics that stay near their initial values
+    for the first ~1/(1 - momentum) steps of training from scratch."""
+    slow = [
+        layer for layer in graph_lib.all_layers(model)
+        if isinstance(layer, keras.layers.BatchNormalization)
+        and layer.momentum >= LAGGING_MOMENTUM
+    ]
+    if not slow:
+        return
+    names = ", ".join(f"'{layer.name}'" for layer in slow[:3])
+    more = f" and {len(slow) - 3} more" if len(slow) > 3 else ""
+    steps = round(1.0 / (1.0 - max(layer.momentum for layer in slow)))
+    warnings.warn(
+        f"{len(slow)} BatchNormalization layer(s) of '{model.name}' ({names}"
+        f"{more}) have momentum >= {LAGGING_MOMENTUM}: their moving "
+        f"statistics need about {steps:,} training steps to describe the "
+        "data. Until then, validation in inference mode -- what the accuracy "
+        "guard judges pruning steps by -- measures stale statistics, not "
+        "the network (a model trained from scratch can score chance level). "
+        "Fix: for training from scratch, set the layers' momentum to 0.99 "
+        "(Keras' default) before compiling, or train enough steps before "
+        "the first pruning step (`ADPPolicy(warmup_epochs=...)`).",
+        stacklevel=3,
+    )
 
 
 def check_training_data(model, x, y, steps_per_epoch) -> None:

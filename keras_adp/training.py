@@ -250,6 +250,8 @@ class ADPTrainer:
         inputs_lib.check_training_data(model, x, y, steps_per_epoch)
         validation.check_validation_data(validation_data)
         guard_on = self.policy.max_accuracy_drop is not None
+        if guard_on and not resume:
+            inputs_lib.warn_if_batch_norm_lags(model)
         fit_options = inputs_lib.check_fit_keywords(
             x, epochs=int(epochs), resume=resume,
             validation_split=validation_split, sample_weight=sample_weight,

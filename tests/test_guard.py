@@ -3,6 +3,7 @@ budget on a constructed case where every step must fail, and the held-out
 split."""
 
 import os
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -391,3 +392,55 @@ def test_rollback_and_retry_under_mirrored_strategy():
     # Epoch 1 dense, epoch 2 the rolled-back cut, epochs 3-4 the retry.
     assert result["widths"] == [8, first, retry, retry]
     assert result["mirrored"]
+
+
+def _bn_classifier(momentum, nested):
+    keras.utils.set_random_seed(5)
+    inner_in = keras.Input((8, 8, 1))
+    h = L.Conv2D(4, 3, padding="same", name="c1")(inner_in)
+    h = L.BatchNormalization(momentum=momentum, name="bn1")(h)
+    h = L.ReLU()(h)
+    backbone = keras.Model(inner_in, h, name="backbone")
+    inputs = keras.Input((8, 8, 1))
+    h = backbone(inputs) if nested else backbone.layers[-1].output
+    model = keras.Model(
+        inputs if nested else inner_in,
+        L.Dense(3, name="logits")(L.GlobalAveragePooling2D()(h)),
+    )
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_lagging_batch_norm_momentum_warns_before_training(nested):
+    # keras.applications' BatchNormalization momentum (0.999): inference-mode
+    # validation, what the guard judges, lags ~1,000 steps behind training.
+    x, y = _data()
+    model = _bn_classifier(0.999, nested)
+    policy = keras_adp.ADPPolicy(warmup_epochs=1, calibration_samples=16)
+    with pytest.warns(UserWarning, match=r"'bn1'\) have momentum >= 0.999.*1,000"):
+        keras_adp.ADPTrainer(policy, verbose=0).fit(
+            model, x, y, epochs=2, batch_size=16
+        )
+
+
+@pytest.mark.parametrize(
+    "momentum, max_accuracy_drop", [(0.99, 0.01), (0.999, None)]
+)
+def test_no_batch_norm_warning_at_keras_default_or_without_guard(
+    momentum, max_accuracy_drop
+):
+    x, y = _data()
+    model = _bn_classifier(momentum, nested=True)
+    policy = keras_adp.ADPPolicy(
+        warmup_epochs=1, calibration_samples=16,
+        max_accuracy_drop=max_accuracy_drop,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*BatchNormalization.*")
+        keras_adp.ADPTrainer(policy, verbose=0).fit(
+            model, x, y, epochs=2, batch_size=16
+        )
