@@ -103,6 +103,9 @@ class RunState:
     reference: float | None = None
     pending: dict | None = None
     guard: list = dataclasses.field(default_factory=list)
+    # `trial="twin"`: how far below their twins the accepted steps left the
+    # monitored metric, summed (the part of the budget already spent).
+    deficit: float = 0.0
     # The epoch the run started at (`fit(initial_epoch=...)`).
     first_epoch: int = 0
 

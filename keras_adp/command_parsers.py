@@ -19,7 +19,8 @@ from keras_adp.command_export import EXPORT_SAMPLES
 from keras_adp.command_export import export_model
 from keras_adp.command_report import report
 from keras_adp.command_train import train
-from keras_adp.policy import ADPPolicy, SELECTIONS, TRIGGERS, WIDTH_RULES
+from keras_adp.policy import ADPPolicy, SELECTIONS, TRIALS, TRIGGERS
+from keras_adp.policy import WIDTH_RULES
 
 __all__ = [
     "build_parser",
@@ -295,6 +296,14 @@ def _add_pruning_options(pruning) -> None:
         default=ADPPolicy.removal_scale, metavar="S",
         help="multiply each pruning step's cut by S (2: twice the width "
         "rule's removal, same proportions between layers)",
+    )
+    pruning.add_argument(
+        "--trial", choices=TRIALS, default=ADPPolicy.trial,
+        help="how the accuracy guard tries a step: 'rollback' judges it "
+        "against the best value so far and, if it fails, restores the model "
+        "from before it (that epoch is lost); 'twin' also trains the model "
+        "from before the step for the trial epoch, judges against it with "
+        "one budget for all steps, and goes on from it after a rollback",
     )
     pruning.add_argument(
         "--min-channels", type=types.positive_int, default=4, metavar="N",

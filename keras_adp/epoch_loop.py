@@ -3,7 +3,9 @@
 `EpochLoop.run` trains the epochs left in the run, one `model.fit` call
 each. An epoch is: seed it (`seed_epoch`), train it with the density
 probe's callback, stop the run if the loss or a weight diverged
-(`TrainingDivergedError`), append its history record, let
+(`TrainingDivergedError`), with `ADPPolicy(trial="twin")` train the model
+kept from before the step on trial for the same epoch (same seed, same
+batches; no density, no user callbacks), append its history record, let
 `pruning_steps.PruningSteps` judge the step on trial and maybe take the
 next one (which replaces the model), and checkpoint.
 """
@@ -130,9 +132,15 @@ class EpochLoop:
         self._stop_if_diverged(model, logs, epoch)
         stop = bool(model.stop_training)
         self.state.training_stopped = stop
+        twin = self.pruning.twin_model(self.state)
+        twin_logs = None
+        if twin is not None:
+            twin_logs = self._train(twin, epoch, [], probe=None).logs or {}
         groups = graph_lib.channel_groups(model)
         densities = measure.densities or {}
         record = self._record_epoch(model, epoch, logs, densities, groups)
+        if twin is not None:
+            self._record_twin(record, twin, twin_logs)
         model, probe = self.pruning.after_epoch(
             model, self.probe, self.state, epoch, record, groups, densities,
             self.callbacks, final=(epoch + 1 == self.epochs or stop),
@@ -142,9 +150,12 @@ class EpochLoop:
         self.model, self.probe = model, probe
         return stop
 
-    def _train(self, model, epoch: int, fit_callbacks: list) -> EpochDensity:
+    def _train(
+        self, model, epoch: int, fit_callbacks: list, probe="run"
+    ) -> EpochDensity:
         """One `model.fit` epoch, seeded, with the L1 penalty while pruning
-        may go on; returns the callback holding its logs and densities."""
+        may go on; returns the callback holding its logs and densities
+        (measured by `probe`: the run's by default, None for none)."""
         x = self.inputs.x(count=False)
         if not distribution.is_tensorflow() and not inputs_lib.is_dataset(x):
             # Before seeding: a first `fit` would shuffle otherwise.
@@ -156,7 +167,9 @@ class EpochLoop:
             )
         if self.seed is not None:
             seed_epoch(model, self.seed + epoch)
-        measure = EpochDensity(self.probe, self.calibration)
+        measure = EpochDensity(
+            self.probe if probe == "run" else probe, self.calibration
+        )
         steps_lib.set_gamma_l1(
             model,
             self.policy.gamma_l1
@@ -175,7 +188,8 @@ class EpochLoop:
                 validation_batch_size=inputs.validation_batch_size,
                 steps_per_epoch=inputs.steps_per_epoch,
                 callbacks=[measure, *fit_callbacks],
-                verbose=1 if self.verbose == 1 else 0,
+                # A twin epoch (no callbacks) trains silently.
+                verbose=1 if self.verbose == 1 and fit_callbacks else 0,
                 **self.fit_options,
             )
         if count:
@@ -233,6 +247,32 @@ class EpochLoop:
         if self.verbose == 2:
             print(epoch_line(record), flush=True)
         return record
+
+    def _record_twin(self, record: dict, twin, logs: dict) -> None:
+        """Adds the twin's epoch to `record` (`record["twin"]`: its logs,
+        parameters and training MACs, which count in the run's compute)."""
+        state = self.state
+        cost = metrics_lib.inference_cost(twin)
+        train_macs = metrics_lib.training_macs(
+            cost.macs, state.samples_per_epoch
+        )
+        state.cumulative_macs += train_macs
+        record["cumulative_macs"] = state.cumulative_macs
+        record["twin"] = {
+            "logs": {k: float(v) for k, v in logs.items() if _is_number(v)},
+            "params": cost.params,
+            "train_macs": train_macs,
+        }
+        if self.verbose == 2:
+            print(
+                f"[keras-adp] epoch {record['epoch'] + 1}: the model without "
+                "the step on trial, same epoch: "
+                + ", ".join(
+                    f"{k} {v:.4f}" for k, v in record["twin"]["logs"].items()
+                    if k.startswith("val_")
+                ),
+                flush=True,
+            )
 
     def _save_checkpoint(self, model) -> None:
         """Checkpoint into `run_dir` (on the chief; see

@@ -19,6 +19,7 @@ __all__ = [
     "reference_at",
     "gentler_keep",
     "holdout_indices",
+    "shortfall",
 ]
 
 _ACCURACY_KEYS = (
@@ -110,6 +111,17 @@ def is_worse_than_budget(
     if _lower_is_better(monitor):
         return value > reference + budget + 1e-12
     return value < reference - budget - 1e-12
+
+
+def shortfall(monitor: str, value: float, reference: float) -> float:
+    """How much worse `value` is than `reference` (negative when better),
+    in the metric's units: `reference - value` for accuracies, `value -
+    reference` for losses. A non-finite `value` falls infinitely short."""
+    if not math.isfinite(value):
+        return math.inf
+    if _lower_is_better(monitor):
+        return value - reference
+    return reference - value
 
 
 def gentler_keep(

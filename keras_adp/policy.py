@@ -175,6 +175,20 @@ that the kept model does not train. A trial that costs less than an epoch
 rollback loses nothing) is the way to a reference that holds; it is not
 built yet.
 
+`trial="twin"`: the model kept from before the step trains the trial
+epoch too, on the same batches with the same seed, beside the pruned one
+(no density, no user callbacks). It is the reference: the step is judged
+against what the network reaches without it at the same epoch (the
+stricter of that and `dense_reference`), so the recovery epoch's own
+progress no longer hides the step's cost; and the budget is the run's, not
+each step's: each accepted step's shortfall below its twin is spent from
+`max_accuracy_drop` (`RunState.deficit`), and later steps are judged
+against what is left. A rolled-back step goes on from the twin, which
+trained the trial epoch: nothing is lost (a run whose every step is rolled
+back ends exactly where a run that never pruned ends), at the price of
+training the larger model once more per trial (counted in the run's
+compute). Needs `recovery_epochs=1`.
+
 A property of the method worth knowing: where BatchNormalization directly
 precedes the ReLU, each channel's pre-activation is normalised to roughly
 zero mean, so activation density tends to stay near 0.5 however long the
@@ -197,10 +211,11 @@ import numpy as np
 
 from keras_adp import channel_blocks
 
-__all__ = ["ADPPolicy", "SELECTIONS", "TRIGGERS", "WIDTH_RULES"]
+__all__ = ["ADPPolicy", "SELECTIONS", "TRIALS", "TRIGGERS", "WIDTH_RULES"]
 
 SELECTIONS = ("density", "l1", "bn_gamma")
 WIDTH_RULES = ("density", "live", "relative")
+TRIALS = ("rollback", "twin")
 TRIGGERS = ("interval", "converged")
 
 
@@ -261,6 +276,10 @@ class ADPPolicy:
             end of each epoch (a sequence of finite numbers, 0-based; the
             last stands for later epochs), or None to judge against the
             best value so far only. Defaults to `None`.
+        trial: `"rollback"` or `"twin"` (the model from before the step
+            trains the trial epoch beside the pruned one and is the
+            reference; needs `recovery_epochs=1`). Defaults to
+            `"rollback"`.
     """
 
     warmup_epochs: int = 1
@@ -289,6 +308,7 @@ class ADPPolicy:
     max_removal: float | None = None
     removal_scale: float = 0.66
     dense_reference: tuple[float, ...] | None = None
+    trial: str = "rollback"
 
     def __post_init__(self):
         if self.dense_reference is not None and not isinstance(
@@ -542,6 +562,7 @@ def _validate_policy(policy: ADPPolicy) -> None:
     _validate_choice("selection", policy.selection, SELECTIONS)
     _validate_choice("width_rule", policy.width_rule, WIDTH_RULES)
     _validate_choice("trigger", policy.trigger, TRIGGERS)
+    _validate_choice("trial", policy.trial, TRIALS)
     for name in ("tolerance", "min_reduction", "live_threshold",
                  "gamma_threshold"):
         _validate_number(name, getattr(policy, name), upper=1.0)
@@ -561,6 +582,13 @@ def _validate_policy(policy: ADPPolicy) -> None:
     _validate_dense_reference(policy.dense_reference)
     _validate_finite("threshold", policy.threshold)
     _validate_int("recovery_epochs", policy.recovery_epochs, 1)
+    if policy.trial == "twin" and policy.recovery_epochs != 1:
+        raise ValueError(
+            "Expected `recovery_epochs=1` with `trial='twin'` (the pre-step "
+            "model trains beside the pruned one for the single trial "
+            f"epoch). Received: recovery_epochs={policy.recovery_epochs!r}. "
+            "Fix: use `trial='rollback'` for longer trials."
+        )
     _validate_int("max_retries", policy.max_retries, 0)
     _validate_monitor(policy.monitor)
     _validate_validation_split(policy.validation_split)

@@ -5,7 +5,10 @@ After each epoch `ADPTrainer` hands the epoch's record to
 `PruningSteps.after_epoch`. With the guard on, a step on trial is judged
 there first: accepted (the model goes on), or rolled back to the model kept
 from before the step (weights, optimizer slots, callbacks' best weights;
-the iteration count goes on) and retried once with half the removal. Then,
+the iteration count goes on) and retried once with half the removal. With
+`ADPPolicy(trial="twin")` that kept model trains the trial epoch beside the
+pruned one (`twin_model`): it is the reference, and a rollback goes on from
+it, losing no epoch. Then,
 when the policy says so, the next step is planned (`ADPPolicy.plan`,
 channels ranked by density and `channel_scores`) and taken: the model is
 rebuilt smaller (`keras_adp.rebuild`) with its optimizer state
@@ -142,6 +145,21 @@ class PruningSteps:
             attempt=0,
         )
 
+    def twin_model(self, state):
+        """The model to train beside the pruned one this epoch: with
+        `trial="twin"` and a step on trial, the model kept from before the
+        step (read back from `run_dir` in a run resumed during the trial);
+        else None."""
+        if (
+            self.policy.trial != "twin"
+            or self.policy.max_accuracy_drop is None
+            or state.pending is None
+        ):
+            return None
+        if self._pre_step is None:
+            self._pre_step = (self._read_pre_step(), [])
+        return self._pre_step[0]
+
     def _room_for_a_step(self, epoch) -> bool:
         """Whether a step now leaves the guard epochs to judge it, and at
         least one epoch after the judgement to train the model it keeps (a
@@ -223,9 +241,18 @@ class PruningSteps:
         if pending["epochs_trained"] < self.policy.recovery_epochs and not final:
             return model, probe, None
         budget = float(self.policy.max_accuracy_drop)
-        reference = guard_lib.reference_at(
-            monitor, state.reference, self.policy.dense_reference, epoch
-        )
+        twin = _twin_value(record, monitor)
+        if twin is not None:
+            # The same model without the step, trained the same epoch: the
+            # budget is the run's, less what accepted steps already spent.
+            reference = guard_lib.reference_at(
+                monitor, twin, self.policy.dense_reference, epoch
+            )
+            budget = max(0.0, budget - state.deficit)
+        else:
+            reference = guard_lib.reference_at(
+                monitor, state.reference, self.policy.dense_reference, epoch
+            )
         decision = {
             "epoch": epoch,
             "step_epoch": pending["epoch"],
@@ -235,6 +262,9 @@ class PruningSteps:
             "reference": reference,
             "budget": budget,
         }
+        if twin is not None:
+            decision["twin"] = twin
+            decision["deficit"] = state.deficit
         record["guard"] = decision
         state.guard.append(decision)
         step = state.steps[-1]
@@ -244,6 +274,10 @@ class PruningSteps:
         if not worse:
             decision["action"] = "accepted"
             step["outcome"] = "accepted"
+            if twin is not None:
+                state.deficit += max(
+                    0.0, guard_lib.shortfall(monitor, value, reference)
+                )
             state.pending = None
             state.reference = guard_lib.better(monitor, state.reference, value)
             self._drop_pre_step()
@@ -349,6 +383,17 @@ class PruningSteps:
             return new_model, surgery
 
 
+def _twin_value(record: dict, monitor: str) -> float | None:
+    """The twin's finite value of `monitor` this epoch, or None (no twin,
+    or one that diverged: the guard falls back to the best value so
+    far)."""
+    twin = record.get("twin")
+    value = None if twin is None else twin["logs"].get(monitor)
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
 def _density_by_epoch(state) -> list[dict]:
     """The density history indexed by epoch, as the policy reads it.
 
@@ -364,11 +409,13 @@ def _density_by_epoch(state) -> list[dict]:
 
 
 def _guard_line(decision) -> str:
+    against = " (the model without it, same epoch)" if "twin" in decision else ""
     return (
         f"[keras-adp] epoch {decision['epoch'] + 1}: step of epoch "
         f"{decision['step_epoch'] + 1} {decision['action']} "
         f"({decision['monitor']} {decision['value']:.4f}, reference "
-        f"{decision['reference']:.4f}, budget {decision['budget']:g})"
+        f"{decision['reference']:.4f}{against}, budget "
+        f"{decision['budget']:g})"
     )
 
 

@@ -117,7 +117,8 @@ class EpochDensity(keras.callbacks.Callback):
     `density/<group>` entry per group.
 
     Args:
-        probe: the model's `density.DensityProbe`.
+        probe: the model's `density.DensityProbe`, or None to keep only
+            the logs (a twin trial's pre-step model).
         calibration: the inputs density is measured on.
     """
 
@@ -131,7 +132,9 @@ class EpochDensity(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         loss = logs.get("loss")
-        if loss is None or math.isfinite(float(loss)):
+        if self.probe is not None and (
+            loss is None or math.isfinite(float(loss))
+        ):
             self.densities = self.probe.measure(self.calibration)
             for name, value in self.densities.items():
                 logs[f"density/{name}"] = value.overall

@@ -870,6 +870,11 @@ def test_train_parses_dense_reference_and_removal_scale():
     )
     assert defaults.dense_reference is False
     assert defaults.removal_scale == keras_adp.ADPPolicy.removal_scale
+    assert defaults.trial == keras_adp.ADPPolicy.trial
+    twin = command_train._train_options(
+        command_parsers.build_parser().parse_args(["train", "--trial", "twin"])
+    )
+    assert experiment.policy_of(twin).trial == "twin"
     off = command_train._train_options(
         command_parsers.build_parser().parse_args(
             ["train", "--no-dense-reference"]

@@ -330,6 +330,7 @@ def test_defaults_match_the_documented_method():
         "max_removal": None,
         "removal_scale": 0.66,
         "dense_reference": None,
+        "trial": "rollback",
     }
 
 
