@@ -507,6 +507,7 @@ targets = model.predict(x, verbose=0)
 policy = keras_adp.ADPPolicy(
     warmup_epochs=1, min_channels=1, calibration_samples=32,
     monitor="val_loss", max_accuracy_drop=0.0, width_rule="density",
+    removal_scale=1.0, max_prune_steps=None,
 )
 result = keras_adp.ADPTrainer(policy, verbose=0).fit(
     model, x, targets, epochs=5, batch_size=16,
