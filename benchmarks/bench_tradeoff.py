@@ -343,13 +343,20 @@ def main(argv=None):
             suffix, _, pair = item.partition(":")
             old, _, new = pair.partition("=")
             renames[(suffix, old)] = new
-        for path in args.table_from:
+        for index, path in enumerate(args.table_from):
             with open(path) as handle:
-                for run, per_seed in json.load(handle)["rows"].items():
-                    for (suffix, old), new in renames.items():
-                        if path.endswith(suffix) and run == old:
-                            run = new
-                    rows.setdefault(run, {}).update(per_seed)
+                saved = json.load(handle)
+            if index == 0 and "args" in saved:  # The model the runs trained.
+                title = (
+                    f"{saved['args'].get('model', args.model)} "
+                    f"x{saved['args'].get('base_width', 1.0):g} on "
+                    "Fashion-MNIST"
+                )
+            for run, per_seed in saved["rows"].items():
+                for (suffix, old), new in renames.items():
+                    if path.endswith(suffix) and run == old:
+                        run = new
+                rows.setdefault(run, {}).update(per_seed)
         print_table(rows, title)
         if args.plot:
             plot(rows, args.plot, title)
