@@ -113,8 +113,9 @@ at a uniform width multiplier trained from scratch for the same epochs:
   with 55.9k parameters (5.2x fewer), and the uniformly narrower network of
   the same size (x0.44, 56.2k) at 89.49% (89.29, 89.42, 89.75): +0.53
   points, every seed above (+0.56, +0.78, +0.24); training compute 0.39x
-  dense, wall time about 0.54x (262 s against 485 s, similar load). Widths such as 17/32, 17/32, 29/64, 26/64, 53/128, 59/128: the
-  early layers, which fire more, keep more;
+  dense, wall time about 0.54x (262 s against 485 s, one after the
+  other on a shared machine). Widths such as 17/32, 17/32, 29/64, 26/64,
+  53/128, 59/128: the early layers, which fire more, keep more;
 - what made the difference is *when*: each step costs accuracy that the
   network must win back, and the pruned network needs epochs at its final
   size. Two steps right after the first epoch leave it four; the earlier
