@@ -127,7 +127,7 @@ class EpochLoop:
             Whether `model.stop_training` ended the run.
         """
         model = self.model
-        measure = self._train(model, epoch, fit_callbacks)
+        measure = self._train(model, epoch, fit_callbacks, self.probe)
         logs = measure.logs or {}
         self._stop_if_diverged(model, logs, epoch)
         stop = bool(model.stop_training)
@@ -135,7 +135,7 @@ class EpochLoop:
         twin = self.pruning.twin_model(self.state)
         twin_logs = None
         if twin is not None:
-            twin_logs = self._train(twin, epoch, [], probe=None).logs or {}
+            twin_logs = self._train(twin, epoch, [], None).logs or {}
         groups = graph_lib.channel_groups(model)
         densities = measure.densities or {}
         record = self._record_epoch(model, epoch, logs, densities, groups)
@@ -151,11 +151,11 @@ class EpochLoop:
         return stop
 
     def _train(
-        self, model, epoch: int, fit_callbacks: list, probe="run"
+        self, model, epoch: int, fit_callbacks: list, probe
     ) -> EpochDensity:
         """One `model.fit` epoch, seeded, with the L1 penalty while pruning
-        may go on; returns the callback holding its logs and densities
-        (measured by `probe`: the run's by default, None for none)."""
+        may go on; returns the callback holding its logs and the densities
+        `probe` measured (None: no measurement, for a twin epoch)."""
         x = self.inputs.x(count=False)
         if not distribution.is_tensorflow() and not inputs_lib.is_dataset(x):
             # Before seeding: a first `fit` would shuffle otherwise.
@@ -167,9 +167,7 @@ class EpochLoop:
             )
         if self.seed is not None:
             seed_epoch(model, self.seed + epoch)
-        measure = EpochDensity(
-            self.probe if probe == "run" else probe, self.calibration
-        )
+        measure = EpochDensity(probe, self.calibration)
         steps_lib.set_gamma_l1(
             model,
             self.policy.gamma_l1

@@ -190,7 +190,7 @@ def test_a_run_interrupted_in_the_twin_epoch_resumes_to_the_same_weights(
     train = epoch_loop.EpochLoop._train
     calls = {"twin": 0}
 
-    def interrupt_the_first_twin(self, model, epoch, callbacks, probe="run"):
+    def interrupt_the_first_twin(self, model, epoch, callbacks, probe):
         if probe is None:
             calls["twin"] += 1
             if calls["twin"] == 1:
