@@ -54,6 +54,10 @@ from keras_adp import models  # noqa: E402
 from keras_adp import optimizers  # noqa: E402
 from keras_adp import rebuild  # noqa: E402
 
+# The compile settings of the cross-backend benchmark, which this one
+# breaks down (its script sits beside this one).
+from bench_backends import _compiled  # noqa: E402
+
 _BACKEND_COMPILE = "/jax/core/compile/backend_compile_duration"
 _TRACE = "/jax/core/compile/jaxpr_trace_duration"
 _LOWER = "/jax/core/compile/jaxpr_to_mlir_module_duration"
@@ -153,15 +157,6 @@ def _epoch(clock, prefix, model, probe, data, samples, args, seed):
         validation_data=(data["x_val"], data["y_val"]),
         callbacks=[PhaseCallback(clock, prefix, probe, data["calibration"])],
     )
-
-
-def _compiled(model):
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    return model
 
 
 def _data(args):
