@@ -106,11 +106,7 @@ def is_worse_than_budget(
 
     A non-finite `value` is always worse.
     """
-    if not math.isfinite(value):
-        return True
-    if _lower_is_better(monitor):
-        return value > reference + budget + 1e-12
-    return value < reference - budget - 1e-12
+    return shortfall(monitor, value, reference) > budget + 1e-12
 
 
 def shortfall(monitor: str, value: float, reference: float) -> float:
