@@ -244,6 +244,10 @@ def run_training(
             options, policy, calibration, say, timing
         )
 
+    budget = final_budget_check(result.history, dense_baseline, policy)
+    if budget is not None:
+        _say_budget(budget, say, warn)
+
     tflite = {}
     if options.export:
         tflite, dense_baseline["tflite"] = _export_both(
@@ -259,6 +263,7 @@ def run_training(
             "evaluation": evaluation,
             "timing": timing,
             "model_file": checkpoints.FINAL_MODEL_FILE,
+            "budget": budget,
         },
     )
     return TrainingRun(run_dir=run_dir, result=result, report=report)
@@ -400,6 +405,45 @@ def _train_dense_baseline(
             for record in result.history
         ],
     }
+
+
+def final_budget_check(
+    history: list[dict], dense_baseline: dict, policy: ADPPolicy
+) -> dict | None:
+    """The pruned run's final monitored metric against the dense
+    baseline's, in the guard's budget (`guard.budget_verdict`); None when
+    the guard is off or no baseline was trained."""
+    dense_history = dense_baseline.get("history")
+    if policy.max_accuracy_drop is None or not dense_history or not history:
+        return None
+    monitor = guard.resolve_monitor(policy.monitor, history[-1]["logs"])
+    return guard.budget_verdict(
+        monitor,
+        float(history[-1]["logs"][monitor]),
+        float(dense_history[-1]["logs"][monitor]),
+        policy.max_accuracy_drop,
+    )
+
+
+def _say_budget(budget: dict, say, warn) -> None:
+    """The final budget check as a progress line, and a warning with what
+    to change when the budget is broken."""
+    line = (
+        f"final {budget['monitor']} {budget['value']:.4f}, the dense "
+        f"baseline's {budget['dense']:.4f}: shortfall "
+        f"{budget['shortfall']:+.4f}, budget {budget['budget']:g}"
+    )
+    if budget["met"]:
+        say(f"{line}: within the budget")
+        return
+    warn(
+        f"warning: {line}: the pruned model ended more than "
+        "the accuracy budget below the dense baseline. The steps kept passed "
+        "their trials, but the smaller network fell further behind in the "
+        "epochs after them. Keep more of the network (a smaller --removal-scale, "
+        "--max-prune-steps 1), judge steps against a dense twin "
+        "(--trial twin), or train for more epochs."
+    )
 
 
 def dense_curve(history: list[dict], policy: ADPPolicy) -> tuple[float, ...]:

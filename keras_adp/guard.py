@@ -120,6 +120,39 @@ def shortfall(monitor: str, value: float, reference: float) -> float:
     return reference - value
 
 
+def budget_verdict(
+    monitor: str, value: float, dense_value: float, budget: float
+) -> dict:
+    """How a finished run's final model stands against a dense run's, in
+    the guard's budget.
+
+    The guard judges each step at its trial epoch; whether the model that
+    training ends with is within `budget` of a dense model trained the same
+    way is only known when such a dense run exists (`keras-adp train`
+    trains one by default). This is that final check.
+
+    Args:
+        monitor: the monitored log key (losses are minimised).
+        value: the pruned run's final value of `monitor`.
+        dense_value: the dense run's final value of `monitor`.
+        budget: the allowed shortfall (`ADPPolicy.max_accuracy_drop`).
+
+    Returns:
+        `{"monitor", "value", "dense", "shortfall", "budget", "met"}`:
+        `shortfall` as `shortfall(monitor, value, dense_value)`, `met`
+        whether it is within `budget`.
+    """
+    gap = shortfall(monitor, value, dense_value)
+    return {
+        "monitor": monitor,
+        "value": float(value),
+        "dense": float(dense_value),
+        "shortfall": gap,
+        "budget": float(budget),
+        "met": not is_worse_than_budget(monitor, value, dense_value, budget),
+    }
+
+
 def gentler_keep(
     order: dict[str, list[int]],
     before: dict[str, int],

@@ -119,6 +119,17 @@ def summary_table(report: dict) -> str:
     )
     rows += _tflite_rows(report.get("tflite") or {}, dense.get("tflite") or {})
     rows.append(("Pruning steps", "-", _steps_count(report), ""))
+    budget = (report.get("extra") or {}).get("budget")
+    if budget:
+        rows.append(
+            (
+                f"Final {budget['monitor']} (accuracy budget "
+                f"{budget['budget']:g})",
+                f"{budget['dense']:.4f}",
+                f"{budget['value']:.4f}",
+                f"{'within' if budget['met'] else 'OUTSIDE'} the budget",
+            )
+        )
     return _table(rows)
 
 

@@ -111,3 +111,39 @@ def test_by_default_the_baseline_trains_after_adp(tmp_path):
 def test_removal_scale_reaches_the_policy():
     options = experiment.TrainOptions(removal_scale=2.0)
     assert experiment.policy_of(options).removal_scale == 2.0
+
+
+def test_the_final_check_holds_the_pruned_run_to_the_dense_baseline(tmp_path):
+    lines = []
+    options = experiment.TrainOptions(
+        **dict(TINY, dense_baseline=True), run_dir=str(tmp_path / "run")
+    )
+    run = experiment.run_training(options, say=lines.append, warn=lines.append)
+    budget = run.report["extra"]["budget"]
+    # Recomputed from the two histories the report holds.
+    pruned = run.report["history"][-1]["logs"]["val_accuracy"]
+    dense = run.report["dense_baseline"]["history"][-1]["logs"]["val_accuracy"]
+    assert budget["monitor"] == "val_accuracy"
+    assert budget["value"] == pytest.approx(pruned)
+    assert budget["dense"] == pytest.approx(dense)
+    assert budget["shortfall"] == pytest.approx(dense - pruned)
+    assert budget["budget"] == options.max_accuracy_drop
+    assert budget["met"] == (dense - pruned <= options.max_accuracy_drop)
+    said = [line for line in lines if "the dense baseline's" in line]
+    assert len(said) == 1
+    assert said[0].startswith("warning:") != budget["met"]
+    assert "budget" in report.summary_table(run.report)
+
+
+def test_no_final_check_without_a_baseline_or_a_guard(tmp_path):
+    run = experiment.run_training(
+        experiment.TrainOptions(**TINY, run_dir=str(tmp_path / "a"))
+    )
+    assert run.report["extra"]["budget"] is None
+    run = experiment.run_training(
+        experiment.TrainOptions(
+            **dict(TINY, dense_baseline=True, max_accuracy_drop=None),
+            run_dir=str(tmp_path / "b"),
+        )
+    )
+    assert run.report["extra"]["budget"] is None

@@ -444,3 +444,21 @@ def test_no_batch_norm_warning_at_keras_default_or_without_guard(
         keras_adp.ADPTrainer(policy, verbose=0).fit(
             model, x, y, epochs=2, batch_size=16
         )
+
+
+@pytest.mark.parametrize(
+    "monitor, value, dense, met, gap",
+    [
+        ("val_accuracy", 0.905, 0.912, True, 0.007),   # 0.7 points below
+        ("val_accuracy", 0.900, 0.912, False, 0.012),  # 1.2 points below
+        ("val_accuracy", 0.930, 0.912, True, -0.018),  # above dense
+        ("val_loss", 0.305, 0.300, True, 0.005),       # loss 0.005 higher
+        ("val_loss", 0.320, 0.300, False, 0.020),
+        ("val_accuracy", float("nan"), 0.912, False, float("inf")),
+    ],
+)
+def test_budget_verdict_on_hand_made_values(monitor, value, dense, met, gap):
+    verdict = guard.budget_verdict(monitor, value, dense, 0.01)
+    assert verdict["met"] is met
+    assert verdict["shortfall"] == pytest.approx(gap)
+    assert verdict["budget"] == 0.01 and verdict["dense"] == dense
