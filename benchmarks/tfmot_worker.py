@@ -1,7 +1,8 @@
-"""The tensorflow-model-optimization side of `compare_tfmot.py`.
+"""The tensorflow-model-optimization side of `compare_tfmot.py` and
+`bench_tradeoff.py`.
 
 tensorflow-model-optimization (tfmot) only supports tf-keras (Keras 2), which
-cannot share a process with Keras 3, so `compare_tfmot.py` runs this script in
+cannot share a process with Keras 3, so both benchmarks run this script in
 a separate process with `TF_USE_LEGACY_KERAS=1`. It is not meant to be run by
 hand, but can be:
 
@@ -10,21 +11,35 @@ hand, but can be:
 The JSON config names everything the Keras 3 side prepared:
 
 - `data`: an `.npz` file with `x_train`, `y_train`, `x_test`, `y_test`
-  (float32 images, already normalized; int64 labels).
+  (float32 images, already normalized; integer labels), and optionally
+  `x_val`, `y_val`.
 - `initial_weights`: an `.npz` file with the Keras 3 dense model's initial
   weights, keyed `"<layer name>/<index>"` in `layer.get_weights()` order.
-- `cfg`: the VGG configuration, e.g. `[16, 16, "M", 32, 32, "M", ...]`, and
-  `input_shape`, `num_classes`, `bn_momentum`, `expected_params` (the
-  Keras 3 model's parameter count, checked here so both sides train the
-  same network).
+- The model, either `cfg`: the VGG configuration, e.g.
+  `[16, 16, "M", 32, 32, "M", ...]`, with `input_shape`, `num_classes` and
+  `bn_momentum`; or `keras3_model`: the Keras 3 functional model's
+  `get_config()` (its `layers` and `output_layers`), rebuilt here layer by
+  layer (`build_from_keras3_config`; vgg_small, vgg19, resnet18). And
+  `expected_params` (the Keras 3 model's parameter count, checked here so
+  both sides train the same network).
 - `epochs`, `batch_size`, `learning_rate`, `seed`.
+- Optional: `cosine_decay_steps` (Adam's learning rate follows
+  `CosineDecay(learning_rate, cosine_decay_steps)` instead of staying
+  constant), `validation` (`"test"`, the default, or `"val"`: validate each
+  epoch on `x_val`, `y_val`), `reseed_each_epoch` (fit one epoch at a time,
+  seeding with `seed + epoch` before each, as `bench_tradeoff.py` does for
+  its dense runs), `loaded_weights_path` (write the tf-keras model's weights
+  right after loading the initial ones, keyed like `initial_weights`, to
+  check the handover).
 - `schedule`: the `PolynomialDecay` arguments, computed by
   `compare_tfmot.py` (`adp_matched_schedule`, `gradual_schedule`): `name`,
   `initial_sparsity`, `final_sparsity`, `begin_step`, `end_step`,
   `frequency`, and the `steps_per_epoch` they assume (checked here).
-- `tflite_path`, `result_path`: where to write the float32 TFLite file and
-  the JSON result (accuracy, non-zero parameters, achieved sparsity per
-  layer, training wall time).
+- `result_path`: where to write the JSON result (accuracy on the test
+  samples, non-zero parameters, achieved sparsity and non-zero count per
+  kernel, training wall and CPU time, history), and `tflite_path` (optional:
+  without it no TFLite file is written): where to write the float32 TFLite
+  file.
 """
 
 from __future__ import annotations
@@ -101,6 +116,109 @@ def build_vgg(cfg, input_shape, num_classes, bn_momentum, name="vgg_small"):
     return tf_keras.Model(inputs, outputs, name=name)
 
 
+# Keras 3 layer classes rebuilt in tf-keras, with the config keys that carry
+# over (everything else -- dtype policies, initializers -- does not matter
+# once the initial weights are loaded; regularizers and constraints would,
+# and are refused).
+_KERAS3_LAYERS = {
+    "Conv2D": ("filters", "kernel_size", "strides", "padding", "data_format",
+               "dilation_rate", "groups", "activation", "use_bias"),
+    "BatchNormalization": ("axis", "momentum", "epsilon", "center", "scale"),
+    "ReLU": ("max_value", "negative_slope", "threshold"),
+    "MaxPooling2D": ("pool_size", "strides", "padding", "data_format"),
+    "AveragePooling2D": ("pool_size", "strides", "padding", "data_format"),
+    "GlobalAveragePooling2D": ("data_format", "keepdims"),
+    "Flatten": ("data_format",),
+    "Dense": ("units", "activation", "use_bias"),
+    "Add": (),
+}
+
+
+def _keras3_inputs(value, tensors):
+    """`value` (a node's serialized call arguments) with every Keras tensor
+    replaced by the tf-keras tensor of the layer that made it."""
+    if (isinstance(value, dict)
+            and value.get("class_name") == "__keras_tensor__"):
+        layer_name, node_index, tensor_index = value["config"]["keras_history"]
+        if node_index != 0 or tensor_index != 0:
+            raise SystemExit(
+                "Only layers called once with one output are supported. "
+                f"Received a tensor from {value['config']['keras_history']}."
+            )
+        return tensors[layer_name]
+    if isinstance(value, list):
+        return [_keras3_inputs(item, tensors) for item in value]
+    return value
+
+
+def build_from_keras3_config(config):
+    """tf-keras twin of a Keras 3 functional model, from its `get_config()`.
+
+    Args:
+        config: dict with `layers` (each with `class_name`, `name`,
+            `config`, `inbound_nodes`, in the Keras 3 serialization) and
+            `output_layers`.
+
+    Returns:
+        An uncompiled `tf_keras.Model` with the same layer names, classes,
+        shapes and connections, so that `load_initial_weights` can copy the
+        Keras 3 weights by name.
+
+    Raises:
+        SystemExit: for a layer class outside `_KERAS3_LAYERS`, a layer with
+            a regularizer or constraint, or a layer called more than once.
+    """
+    tensors, inputs = {}, []
+    for layer in config["layers"]:
+        kind, name, layer_config = (
+            layer["class_name"], layer["name"], layer["config"]
+        )
+        if kind == "InputLayer":
+            tensors[name] = tf_keras.Input(
+                shape=tuple(layer_config["batch_shape"][1:]), name=name
+            )
+            inputs.append(tensors[name])
+            continue
+        if kind not in _KERAS3_LAYERS:
+            raise SystemExit(
+                f"Layer {name!r} is a {kind}; the tf-keras twin supports "
+                f"{sorted(_KERAS3_LAYERS)}. Add it to _KERAS3_LAYERS in "
+                "tfmot_worker.py if tf-keras builds it from the same keys."
+            )
+        extras = [
+            key for key, value in layer_config.items()
+            if key.endswith(("_regularizer", "_constraint")) and value
+        ]
+        if extras:
+            raise SystemExit(
+                f"Layer {name!r} has {extras}, which the tf-keras twin does "
+                "not carry over. Expected none."
+            )
+        if len(layer["inbound_nodes"]) != 1:
+            raise SystemExit(
+                f"Layer {name!r} is called {len(layer['inbound_nodes'])} "
+                "times; the tf-keras twin supports layers called once."
+            )
+        node = layer["inbound_nodes"][0]
+        if any(value is not None for value in node.get("kwargs", {}).values()):
+            raise SystemExit(
+                f"Layer {name!r} is called with keyword arguments "
+                f"{node['kwargs']}; expected none."
+            )
+        twin = getattr(tf_keras.layers, kind)(
+            name=name,
+            **{key: layer_config[key] for key in _KERAS3_LAYERS[kind]
+               if key in layer_config},
+        )
+        tensors[name] = twin(*_keras3_inputs(node["args"], tensors))
+    outputs = config["output_layers"]
+    if outputs and not isinstance(outputs[0], list):  # One output.
+        outputs = [outputs]
+    return tf_keras.Model(
+        inputs, [tensors[entry[0]] for entry in outputs], name=config["name"]
+    )
+
+
 def load_initial_weights(model, path):
     """Copies the Keras 3 model's initial weights, layer by layer, by name."""
     with np.load(path) as npz:
@@ -133,14 +251,23 @@ def pruning_schedule(schedule, steps_per_epoch):
     )
 
 
+def kernel_nonzero(model):
+    """`{layer name: [non-zero entries, size]}` of each Conv2D and Dense
+    kernel."""
+    return {
+        layer.name: [int(np.count_nonzero(layer.kernel.numpy())),
+                     int(np.prod(layer.kernel.shape))]
+        for layer in model.layers
+        if isinstance(layer, (tf_keras.layers.Conv2D, tf_keras.layers.Dense))
+    }
+
+
 def kernel_sparsity(model):
     """Fraction of exact zeros in each Conv2D / Dense kernel."""
-    result = {}
-    for layer in model.layers:
-        if isinstance(layer, (tf_keras.layers.Conv2D, tf_keras.layers.Dense)):
-            kernel = layer.kernel.numpy()
-            result[layer.name] = float(1.0 - np.count_nonzero(kernel) / kernel.size)
-    return result
+    return {
+        name: float(1.0 - nonzero / size)
+        for name, (nonzero, size) in kernel_nonzero(model).items()
+    }
 
 
 def export_tflite(model, path):
@@ -180,17 +307,30 @@ def main(argv):
             f"and tf-keras installed. Found: {tf_keras.__name__}."
         )
 
+    validation = config.get("validation", "test")
+    if validation not in ("test", "val"):
+        raise SystemExit(
+            f"Expected `validation` 'test' or 'val'. Received: {validation!r}."
+        )
     with np.load(config["data"]) as npz:
         x_train, y_train = npz["x_train"], npz["y_train"]
         x_test, y_test = npz["x_test"], npz["y_test"]
+        x_val, y_val = (
+            (npz["x_val"], npz["y_val"]) if validation == "val"
+            else (x_test, y_test)
+        )
 
-    tf_keras.utils.set_random_seed(int(config["seed"]))
-    model = build_vgg(
-        config["cfg"],
-        config["input_shape"],
-        config["num_classes"],
-        float(config["bn_momentum"]),
-    )
+    seed = int(config["seed"])
+    tf_keras.utils.set_random_seed(seed)
+    if "keras3_model" in config:
+        model = build_from_keras3_config(config["keras3_model"])
+    else:
+        model = build_vgg(
+            config["cfg"],
+            config["input_shape"],
+            config["num_classes"],
+            float(config["bn_momentum"]),
+        )
     if model.count_params() != int(config["expected_params"]):
         raise SystemExit(
             f"The tf-keras model has {model.count_params()} parameters, the "
@@ -198,6 +338,12 @@ def main(argv):
             "differ."
         )
     load_initial_weights(model, config["initial_weights"])
+    if config.get("loaded_weights_path"):
+        np.savez(config["loaded_weights_path"], **{
+            f"{layer.name}/{index}": value
+            for layer in model.layers
+            for index, value in enumerate(layer.get_weights())
+        })
 
     batch_size = int(config["batch_size"])
     steps_per_epoch = -(-len(x_train) // batch_size)
@@ -205,22 +351,43 @@ def main(argv):
         model,
         pruning_schedule=pruning_schedule(config["schedule"], steps_per_epoch),
     )
+    learning_rate = float(config["learning_rate"])
+    if config.get("cosine_decay_steps"):
+        learning_rate = tf_keras.optimizers.schedules.CosineDecay(
+            learning_rate, int(config["cosine_decay_steps"])
+        )
     pruned.compile(
-        optimizer=tf_keras.optimizers.Adam(float(config["learning_rate"])),
+        optimizer=tf_keras.optimizers.Adam(learning_rate),
         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    start = time.perf_counter()
-    history = pruned.fit(
-        x_train,
-        y_train,
-        batch_size=batch_size,
-        epochs=int(config["epochs"]),
-        validation_data=(x_test, y_test),
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-        verbose=int(config.get("verbose", 0)),
+    epochs = int(config["epochs"])
+    # One fit per epoch when reseeding (the pruning step lives in the
+    # wrappers' variables, so the schedule runs on across fits).
+    spans = (
+        [(epoch, epoch + 1) for epoch in range(epochs)]
+        if config.get("reseed_each_epoch") else [(0, epochs)]
     )
+    update_step = tfmot.sparsity.keras.UpdatePruningStep()
+    history = {}
+    start, cpu_start = time.perf_counter(), time.process_time()
+    for initial_epoch, end_epoch in spans:
+        if config.get("reseed_each_epoch"):
+            tf_keras.utils.set_random_seed(seed + initial_epoch)
+        fitted = pruned.fit(
+            x_train,
+            y_train,
+            batch_size=batch_size,
+            epochs=end_epoch,
+            initial_epoch=initial_epoch,
+            validation_data=(x_val, y_val),
+            callbacks=[update_step],
+            verbose=int(config.get("verbose", 0)),
+        )
+        for key, values in fitted.history.items():
+            history.setdefault(key, []).extend(float(v) for v in values)
     train_seconds = time.perf_counter() - start
+    train_cpu_seconds = time.process_time() - cpu_start
 
     final = tfmot.sparsity.keras.strip_pruning(pruned)
     final.compile(
@@ -229,7 +396,6 @@ def main(argv):
     )
     _, accuracy = final.evaluate(x_test, y_test, batch_size=256, verbose=0)
     weights = final.get_weights()
-    export_tflite(final, config["tflite_path"])
     result = {
         "framework": f"tf-keras {_tf_keras_version()}",
         "tfmot_version": tfmot.__version__,
@@ -237,14 +403,18 @@ def main(argv):
         "params": int(sum(w.size for w in weights)),
         "nonzero_params": int(sum(np.count_nonzero(w) for w in weights)),
         "kernel_sparsity": kernel_sparsity(final),
+        "kernel_nonzero": kernel_nonzero(final),
         "train_seconds": train_seconds,
-        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "train_cpu_seconds": train_cpu_seconds,
+        "history": history,
         "schedule": config["schedule"],
-        "tflite_path": config["tflite_path"],
-        "tflite_max_abs_error": tflite_max_abs_error(
-            config["tflite_path"], final, x_test[:32]
-        ),
     }
+    if config.get("tflite_path"):
+        export_tflite(final, config["tflite_path"])
+        result["tflite_path"] = config["tflite_path"]
+        result["tflite_max_abs_error"] = tflite_max_abs_error(
+            config["tflite_path"], final, x_test[:32]
+        )
     with open(config["result_path"], "w") as handle:
         json.dump(result, handle, indent=2)
 
