@@ -236,12 +236,13 @@ def tfmot_schedule(args, run, steps_per_epoch, sparsity, policy):
 def tfmot_target(args, rows):
     """(non-zero parameters the tfmot runs aim at, where that comes from).
 
-    `--tfmot-params`, else the mean `params` of run `RUN` over the seeds of
-    `--tfmot-match FILE.json:RUN`, or of `RUN` (`--tfmot-match RUN`,
-    default `--adp-name`) in `rows`.
+    `--tfmot-params`, else the mean `params` (`nonzero` if it has them) of
+    run `RUN` over the seeds of `--tfmot-match FILE.json:RUN`, or of `RUN`
+    (`--tfmot-match RUN`, default `--adp-name`) in `rows`.
 
     Raises:
-        SystemExit: when none of these gives a target.
+        SystemExit: when none of these gives a target, or when FILE's runs
+            trained another `--model` or `--base-width`.
     """
     if args.tfmot_params is not None:
         return args.tfmot_params, "--tfmot-params"
@@ -249,7 +250,17 @@ def tfmot_target(args, rows):
     path, _, run = match.rpartition(":")
     if path:
         with open(path) as handle:
-            rows = json.load(handle)["rows"]
+            saved = json.load(handle)
+        rows = saved["rows"]
+        trained = saved.get("args", {})
+        for key in ("model", "base_width"):
+            if trained.get(key, getattr(args, key)) != getattr(args, key):
+                raise SystemExit(
+                    f"{path} was trained with --{key.replace('_', '-')} "
+                    f"{trained[key]}, this invocation has "
+                    f"{getattr(args, key)}: its parameter counts do not "
+                    "apply. Expected the same model and base width."
+                )
     if not rows.get(run):
         raise SystemExit(
             "The tfmot runs need a target number of non-zero parameters. "
@@ -258,7 +269,8 @@ def tfmot_target(args, rows):
             + (f"in {path}" if path else "in this invocation")
             + f" (runs: {sorted(rows)})."
         )
-    params = [value["params"] for value in rows[run].values()]
+    params = [value.get("nonzero", value["params"])
+              for value in rows[run].values()]
     return int(round(float(np.mean(params)))), (
         f"mean params of {run} ({len(params)} seeds"
         + (f", {path})" if path else ")")
@@ -293,6 +305,12 @@ def run_tfmot(args, data_path, run, seed, target, policy, work_dir):
         args.train_size, args.batch_size
     )
     sparsity = compare_tfmot.matching_sparsity(dense, target)
+    kernels = compare_tfmot.kernel_params(dense)
+    reachable = metrics_lib.count_params(dense) - kernels * sparsity
+    if abs(reachable - target) > 1:  # matching_sparsity clamps to [0, 0.99].
+        print(f"warning: {run} seed {seed}: {target:,} non-zero parameters "
+              f"are out of reach (kernel sparsity in [0, 0.99]); it aims at "
+              f"{reachable:,.0f}", flush=True)
     schedule = tfmot_schedule(args, run, steps_per_epoch, sparsity, policy)
     config = {
         "data": str(data_path),

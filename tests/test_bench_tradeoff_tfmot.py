@@ -198,15 +198,26 @@ def test_missing_target_is_an_error_before_training(bench):
 
 
 def test_target_is_the_mean_params_of_a_saved_run(bench, tmp_path):
-    saved = {"rows": {"adp": {"0": {"params": 1000}, "1": {"params": 2002}}}}
+    saved = {
+        "args": {"model": "vgg_small", "base_width": 0.5},
+        "rows": {"adp": {"0": {"params": 1000}, "1": {"params": 2002}},
+                 "tfmot-gradual": {"0": {"params": 9000, "nonzero": 1200}}},
+    }
     path = tmp_path / "adp.json"
     path.write_text(json.dumps(saved))
     args = argparse.Namespace(
-        tfmot_params=None, tfmot_match=f"{path}:adp", adp_name="adp"
+        tfmot_params=None, tfmot_match=f"{path}:adp", adp_name="adp",
+        model="vgg_small", base_width=0.5,
     )
     target, source = bench.tfmot_target(args, {})
     assert target == 1501
     assert str(path) in source
+    # A tfmot row's size is its non-zero count.
+    args.tfmot_match = f"{path}:tfmot-gradual"
+    assert bench.tfmot_target(args, {})[0] == 1200
     args.tfmot_match = f"{path}:adp-paper"
     with pytest.raises(SystemExit, match="no `adp-paper` rows"):
+        bench.tfmot_target(args, {})
+    args.tfmot_match, args.base_width = f"{path}:adp", 1.0
+    with pytest.raises(SystemExit, match="--base-width 0.5"):
         bench.tfmot_target(args, {})
