@@ -133,7 +133,7 @@ at a uniform width multiplier trained from scratch for the same epochs:
 On all 60,000 training images (the same setup otherwise, 6,000 held out,
 3 seeds; `benchmarks/results/tradeoff_60k_tf/`), the defaults ended at
 92.34% with 55.6k parameters (5.2x fewer), 0.90 points below dense
-(93.25%), and uniform width x0.44 at 91.99%: +0.36 points at the same
+(93.25%), and uniform width x0.44 at 91.99%: +0.37 points at the same
 size, training compute 0.39x dense, wall time 0.56x and 0.65x dense in
 the two seeds timed back to back. On 20,000 images the same defaults end
 1.21 points below dense, more than the 1-point budget: each step passes
