@@ -90,6 +90,13 @@ def optional_count(text: str) -> int | None:
     return _integer_at_least(text, 0, "an integer >= 0 or 'none'")
 
 
+def optional_positive_int(text: str) -> int | None:
+    """An integer >= 1, or 'none' (None)."""
+    if _is_none(text):
+        return None
+    return _integer_at_least(text, 1, "an integer >= 1 or 'none'")
+
+
 def integer(text: str) -> int:
     """Any integer."""
     try:

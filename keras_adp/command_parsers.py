@@ -298,6 +298,13 @@ def _add_pruning_options(pruning) -> None:
         "rule's removal, same proportions between layers)",
     )
     pruning.add_argument(
+        "--recovery-updates", type=types.optional_positive_int,
+        default=ADPPolicy.recovery_updates, metavar="N",
+        help="a pruning step takes its full cut only with N optimizer "
+        "updates left after it, and that share of it with fewer; 'none': "
+        "always the full cut",
+    )
+    pruning.add_argument(
         "--trial", choices=TRIALS, default=ADPPolicy.trial,
         help="how the accuracy guard tries a step: 'rollback' judges it "
         "against the best value so far and, if it fails, restores the model "

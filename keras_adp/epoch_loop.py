@@ -139,6 +139,7 @@ class EpochLoop:
         groups = graph_lib.channel_groups(model)
         densities = measure.densities or {}
         record = self._record_epoch(model, epoch, logs, densities, groups)
+        record["updates"] = measure.updates
         if twin is not None:
             self._record_twin(record, twin, twin_logs)
         model, probe = self.pruning.after_epoch(
@@ -176,6 +177,7 @@ class EpochLoop:
         )
         count = self.state.samples_per_epoch is None
         inputs = self.inputs
+        updates_before = optimizer_updates(model)
         with distribution.fit_fixes(model):
             model.fit(
                 inputs.x(count=count),
@@ -192,6 +194,7 @@ class EpochLoop:
             )
         if count:
             self.state.samples_per_epoch = inputs.counted_samples()
+        measure.updates = optimizer_updates(model) - updates_before
         return measure
 
     def _stop_if_diverged(self, model, logs: dict, epoch: int) -> None:
@@ -283,6 +286,12 @@ class EpochLoop:
                 directory, model, self.state, extra
             ),
         )
+
+
+def optimizer_updates(model: keras.Model) -> int:
+    """How many updates `model`'s optimizer has applied (its `iterations`
+    counter, which goes on across rebuilds and rollbacks)."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
 
 
 _SEED_STATE = "seed_generator_state"  # The variable of a `SeedGenerator`.

@@ -89,7 +89,8 @@ class TrainOptions:
         verbose: the trainer's `verbose`.
         warmup_epochs, width_rule, trigger, interval, max_prune_steps,
             max_accuracy_drop, min_channels, round_to, selection,
-            calibration_samples, removal_scale, trial: the `ADPPolicy`.
+            calibration_samples, removal_scale, recovery_updates, trial:
+            the `ADPPolicy`.
         run_dir: where checkpoints, model, TFLite files and report go.
             Defaults to `default_run_dir(model, dataset)`.
         resume: continue the run in `run_dir` from its last checkpoint.
@@ -117,6 +118,7 @@ class TrainOptions:
     max_prune_steps: int | None = ADPPolicy.max_prune_steps
     max_accuracy_drop: float | None = ADPPolicy.max_accuracy_drop
     removal_scale: float = ADPPolicy.removal_scale
+    recovery_updates: int | None = ADPPolicy.recovery_updates
     trial: str = ADPPolicy.trial
     min_channels: int = 4
     round_to: int = 1
@@ -509,6 +511,7 @@ def policy_of(options: TrainOptions) -> ADPPolicy:
         calibration_samples=options.calibration_samples,
         max_accuracy_drop=options.max_accuracy_drop,
         removal_scale=options.removal_scale,
+        recovery_updates=options.recovery_updates,
         trial=options.trial,
     )
 

@@ -54,6 +54,14 @@ All knobs of the method live here, with their defaults:
   paper's rule, a group at AD 0.5 keeps 67% of its channels per step, one
   at 0.4 keeps 60%; 2.0 would take twice the rule's cut, in the same
   proportions between layers. The accuracy guard still judges every step.
+- `recovery_updates` (1600): a step takes its full cut only when at least
+  this many optimizer updates are left after it (to the end of `fit`);
+  with fewer, it takes that share of the cut (`recovery`: 800 updates left
+  take half of it). A cut costs accuracy that training must win back, and
+  the accuracy guard cannot see how much of it comes back in the last
+  epochs: this is how the default holds its budget on short runs (measured
+  below). With the updates too few for a step to remove `min_reduction`,
+  pruning stops. None: always the full cut.
 - `max_removal` (None): the largest fraction of a group's channels one
   step may remove, whatever the width rule says.
 - `recalibrate_batch_norm` (True): after each rebuild, the moving means
@@ -297,6 +305,10 @@ class ADPPolicy:
             trains the trial epoch beside the pruned one and is the
             reference; needs `recovery_epochs=1`). Defaults to
             `"rollback"`.
+        recovery_updates: optimizer updates a step needs left after it
+            (to the end of `fit`) to take its full cut; with fewer left it
+            removes that fraction of it (`recovery`). None: always the
+            full cut. Defaults to `1600`.
     """
 
     warmup_epochs: int = 1
@@ -326,6 +338,7 @@ class ADPPolicy:
     removal_scale: float = 0.66
     dense_reference: tuple[float, ...] | None = None
     trial: str = "rollback"
+    recovery_updates: int | None = 1600
 
     def __post_init__(self):
         if self.dense_reference is not None and not isinstance(
@@ -429,8 +442,17 @@ class ADPPolicy:
             mask &= magnitude > self.gamma_threshold * largest
         return mask
 
+    def recovery(self, updates_left: int | None) -> float:
+        """The fraction of its cut a step takes with `updates_left`
+        optimizer updates after it: `min(1, updates_left /
+        recovery_updates)`; 1.0 when either is None."""
+        if self.recovery_updates is None or updates_left is None:
+            return 1.0
+        return min(1.0, max(0, updates_left) / self.recovery_updates)
+
     def group_width(
-        self, width: int, density, gamma=None, densest: float | None = None
+        self, width: int, density, gamma=None, densest: float | None = None,
+        recovery: float = 1.0,
     ) -> int:
         """The new width of a group of `width` channels (see `width_rule`),
         at most `max_removal` of them removed.
@@ -441,6 +463,7 @@ class ADPPolicy:
             gamma: per-channel gamma of its first BatchNormalization, or None.
             densest: for `width_rule="relative"`, the largest AD among the
                 groups measured at this step (defaults to this group's own).
+            recovery: multiplies `removal_scale` (`ADPPolicy.recovery`).
         """
         if self.width_rule == "density":
             new = self.new_width(width, density.overall)
@@ -451,8 +474,9 @@ class ADPPolicy:
         else:
             count = int(self.live(density.channels, gamma).sum())
             new = self.new_width(width, count / width)
-        if self.removal_scale != 1.0 and new < width:
-            kept = 1.0 - self.removal_scale * (width - new) / width
+        scale = self.removal_scale * recovery
+        if scale != 1.0 and new < width:
+            kept = 1.0 - scale * (width - new) / width
             new = self.new_width(width, min(1.0, max(0.0, kept)))
         if self.max_removal is not None:
             floor = math.ceil((1.0 - self.max_removal) * width - 1e-9)
@@ -460,7 +484,7 @@ class ADPPolicy:
         return new
 
     def plan(
-        self, groups, densities, scores, gammas=None
+        self, groups, densities, scores, gammas=None, recovery: float = 1.0
     ) -> dict[str, np.ndarray]:
         """Channels to keep in each group, or {} when pruning is not worth it.
 
@@ -470,6 +494,8 @@ class ADPPolicy:
             scores: group name -> per-channel L1 (or |gamma|) scores.
             gammas: group name -> per-channel gamma (for `width_rule="live"`),
                 or None.
+            recovery: the fraction of the cut this step may take
+                (`recovery`); 1.0 for the full cut.
 
         Returns:
             group name -> sorted kept indices, for groups that shrink. Empty
@@ -489,7 +515,9 @@ class ADPPolicy:
             if not group.prunable or density is None:
                 continue
             gamma = (gammas or {}).get(group.name)
-            width = self.group_width(group.size, density, gamma, densest)
+            width = self.group_width(
+                group.size, density, gamma, densest, recovery
+            )
             # A grouped convolution's channels: equal counts per block.
             blocks = getattr(group, "blocks", 1)
             if blocks > 1:
@@ -607,6 +635,8 @@ def _validate_policy(policy: ADPPolicy) -> None:
             "Fix: use `trial='rollback'` for longer trials."
         )
     _validate_int("max_retries", policy.max_retries, 0)
+    if policy.recovery_updates is not None:
+        _validate_int("recovery_updates", policy.recovery_updates, 1)
     _validate_monitor(policy.monitor)
     _validate_validation_split(policy.validation_split)
     for name in ("reinitialize", "recalibrate_batch_norm"):

@@ -122,15 +122,25 @@ class PruningSteps:
             group.name: first_gamma(model, group)
             for group in groups if group.prunable
         }
-        keep = self.policy.plan(groups, densities, scores, gammas)
+        updates_left = self.updates_left(epoch, record.get("updates"))
+        recovery = self.policy.recovery(updates_left)
+        keep = self.policy.plan(
+            groups, densities, scores, gammas, recovery=recovery
+        )
         if not keep:
             # No group would lose `min_reduction` of its channels: stop.
             state.pruning_stopped = True
             record["pruning"] = {"epoch": epoch, "stopped": True}
             if self._verbose:
+                reason = (
+                    "widths have converged" if recovery >= 1.0 else
+                    f"too little training is left to recover from a cut "
+                    f"({updates_left} optimizer updates; the full cut needs "
+                    f"{self.policy.recovery_updates})"
+                )
                 print(
-                    f"[keras-adp] epoch {epoch + 1}: widths have converged; "
-                    "pruning stops, training goes on.",
+                    f"[keras-adp] epoch {epoch + 1}: {reason}; pruning "
+                    "stops, training goes on.",
                     flush=True,
                 )
             return model, probe
@@ -142,8 +152,17 @@ class PruningSteps:
         }
         return self._take_step(
             model, state, epoch, record, wrapped, keep=keep, order=order,
-            attempt=0,
+            attempt=0, recovery={
+                "updates_left": updates_left, "cut_fraction": recovery,
+            },
         )
+
+    def updates_left(self, epoch: int, updates: int | None) -> int | None:
+        """Optimizer updates the run has left after (0-based) `epoch`, at
+        the `updates` its last epoch made (None if unknown)."""
+        if updates is None:
+            return None
+        return (self._epochs - epoch - 1) * int(updates)
 
     def twin_model(self, state):
         """The model to train beside the pruned one this epoch: with
@@ -169,9 +188,12 @@ class PruningSteps:
         return epoch + 1 + self.policy.recovery_epochs < self._epochs
 
     def _take_step(
-        self, model, state, epoch, record, wrapped, *, keep, order, attempt
+        self, model, state, epoch, record, wrapped, *, keep, order, attempt,
+        recovery=None,
     ):
-        """Rebuild `model` keeping `keep`; the guard puts it on trial."""
+        """Rebuild `model` keeping `keep`; the guard puts it on trial.
+        `recovery`: the updates left and the fraction of the cut they allowed
+        (`ADPPolicy.recovery`), recorded in the step."""
         set_gamma_l1(model, 0.0)  # The next epoch sets it on the new model.
         groups = {g.name: g for g in graph_lib.channel_groups(model)}
         cost = metrics_lib.inference_cost(model)
@@ -187,6 +209,7 @@ class PruningSteps:
             "macs_after": new_cost.macs,
             "attempt": attempt,
             "outcome": None,
+            **(recovery or {}),
         }
         record["pruning"] = step
         state.steps.append(step)

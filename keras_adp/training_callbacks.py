@@ -128,6 +128,7 @@ class EpochDensity(keras.callbacks.Callback):
         self.calibration = calibration
         self.logs = None
         self.densities = None
+        self.updates = None  # Optimizer updates of the epoch (the loop's).
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}

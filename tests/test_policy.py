@@ -331,6 +331,7 @@ def test_defaults_match_the_documented_method():
         "removal_scale": 0.66,
         "dense_reference": None,
         "trial": "rollback",
+        "recovery_updates": 1600,
     }
 
 

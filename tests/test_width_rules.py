@@ -276,3 +276,63 @@ def test_dense_reference_is_kept_as_a_tuple_and_round_trips_through_json():
 def test_dense_reference_rejects_what_is_not_a_sequence_of_numbers(bad):
     with pytest.raises(ValueError, match="dense_reference"):
         keras_adp.ADPPolicy(dense_reference=bad)
+
+
+@pytest.mark.parametrize(
+    "recovery_updates, updates_left, expected",
+    [
+        (1600, 3200, 1.0),  # More than enough: the full cut, never more.
+        (1600, 1600, 1.0),
+        (1600, 400, 0.25),
+        (1000, 705, 0.705),
+        (1600, 0, 0.0),
+        (1600, None, 1.0),  # Unknown: the full cut.
+        (None, 10, 1.0),  # Turned off.
+    ],
+)
+def test_recovery_is_the_share_of_the_updates_a_full_cut_needs(
+    recovery_updates, updates_left, expected
+):
+    policy = keras_adp.ADPPolicy(recovery_updates=recovery_updates)
+    assert policy.recovery(updates_left) == pytest.approx(expected, abs=0)
+
+
+@pytest.mark.parametrize(
+    "width, ad, scale, recovery, expected",
+    [
+        # AD 0.5 of 64 -> rule cut 32; x0.66 x0.5 = 10.56 removed -> 53.44,
+        # rounded up to 54.
+        (64, 0.5, 0.66, 0.5, 54),
+        # Full recovery: x0.66 -> 21.12 removed -> 42.88 -> 43.
+        (64, 0.5, 0.66, 1.0, 43),
+        # Scale 1, recovery 0.25 of a 16-channel cut of 32 -> 4 removed.
+        (32, 0.5, 1.0, 0.25, 28),
+        # No training left: no cut.
+        (64, 0.5, 0.66, 0.0, 64),
+    ],
+)
+def test_recovery_multiplies_the_removal_scale(
+    width, ad, scale, recovery, expected
+):
+    policy = keras_adp.ADPPolicy(
+        width_rule="density", min_channels=1, removal_scale=scale
+    )
+    density = _density([ad] * width)
+    assert policy.group_width(width, density, recovery=recovery) == expected
+
+
+def test_a_cut_shrunk_below_min_reduction_plans_nothing():
+    # AD 0.5, scale 0.66, recovery 0.1: 2.1 of 64 removed (3%) < 5%.
+    policy = keras_adp.ADPPolicy(width_rule="density", min_channels=1)
+    groups = [_Group("a", 64)]
+    densities = {"a": _density([0.5] * 64)}
+    scores = {"a": np.arange(64.0)}
+    assert policy.plan(groups, densities, scores, recovery=0.1) == {}
+    kept = policy.plan(groups, densities, scores, recovery=1.0)["a"]
+    assert len(kept) == 43
+
+
+@pytest.mark.parametrize("bad", [0, -5, 1.5, "100", True])
+def test_recovery_updates_rejects_what_is_not_a_positive_integer(bad):
+    with pytest.raises(ValueError, match="recovery_updates"):
+        keras_adp.ADPPolicy(recovery_updates=bad)
