@@ -11,8 +11,8 @@ the same training samples for the same epochs, batch size and optimizer
   multiplier gets;
 - `adp-paper`: `ADPTrainer` with the paper's width rule
   (`width_rule="density"`) at its full cut, no step limit
-  (`removal_scale=1.0`, `max_prune_steps=None`), and the default accuracy
-  guard;
+  (`removal_scale=1.0`, `max_prune_steps=None`, `recovery_updates=None`),
+  and the default accuracy guard;
 - `adp`: `ADPTrainer` with `ADPPolicy()`'s defaults, or with the fields given
   by `--adp-policy` (JSON);
 - `tfmot-gradual`, `tfmot-matched`: tensorflow-model-optimization's
@@ -667,9 +667,11 @@ def train_and_print(args, work_dir):
           f"{platform.processor() or platform.machine()}; Keras backend "
           f"{keras.backend.backend()}", flush=True)
     adp_policy = keras_adp.ADPPolicy(**json.loads(args.adp_policy))
-    # The paper's rule as published: its full cut, every step it allows.
+    # The paper's rule as published: its full cut, every step it allows,
+    # however little training is left after it.
     paper_policy = keras_adp.ADPPolicy(
-        width_rule="density", removal_scale=1.0, max_prune_steps=None
+        width_rule="density", removal_scale=1.0, max_prune_steps=None,
+        recovery_updates=None,
     )
     jobs = []
     for seed in args.seeds:

@@ -129,7 +129,12 @@ happened, i.e. trained for `warmup_epochs`. It serves below as the dense
 reference for size and latency (its accuracy is that of a shorter training).
 """
 
-policy = keras_adp.ADPPolicy(warmup_epochs=1 if args.smoke else 2, max_prune_steps=2)
+policy = keras_adp.ADPPolicy(
+    warmup_epochs=1 if args.smoke else 2,
+    max_prune_steps=2,
+    # A smoke run's few optimizer updates would scale every cut to nothing.
+    recovery_updates=None if args.smoke else 1600,
+)
 result = keras_adp.ADPTrainer(policy, seed=0, verbose=2).fit(
     model,
     splits.train,

@@ -204,7 +204,9 @@ optimizer state, and goes on training the smaller model.
 The policy below waits for `warmup_epochs` dense epochs, then prunes whenever
 each group's density has changed by less than `tolerance` over the last
 `patience` epochs (the paper prunes once the density has converged), and
-stops pruning once no group would lose at least 5% of its channels.
+stops pruning once no group would lose at least 5% of its channels. A step
+takes its full cut only with `recovery_updates` (1,600) optimizer updates
+left to win back what it costs, and that share of it with fewer.
 
 Each pruning step is a trial judged by the accuracy guard (on by default):
 after a recovery epoch, a step that left the validation accuracy more than
@@ -218,6 +220,8 @@ policy = keras_adp.ADPPolicy(
     trigger="converged",
     patience=1,
     tolerance=0.99 if args.smoke else 0.03,
+    # A smoke run's few optimizer updates would scale every cut to nothing.
+    recovery_updates=None if args.smoke else 1600,
 )
 trainer = keras_adp.ADPTrainer(policy, seed=42, verbose=2)
 result = trainer.fit(

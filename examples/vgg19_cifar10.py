@@ -196,6 +196,8 @@ policy = keras_adp.ADPPolicy(
     tolerance=0.99 if args.smoke else 0.02,
     patience=1 if args.smoke else 2,
     selection="density",
+    # A smoke run's few optimizer updates would scale every cut to nothing.
+    recovery_updates=None if args.smoke else 1600,
 )
 trainer = keras_adp.ADPTrainer(policy, run_dir=args.run_dir, seed=0, verbose=2)
 result = trainer.fit(

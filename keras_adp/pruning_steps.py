@@ -495,4 +495,17 @@ def _step_line(step) -> str:
         f"groups ({changes}); params {step['params_before']:,} -> "
         f"{step['params_after']:,}, MACs {step['macs_before']:,} -> "
         f"{step['macs_after']:,}"
+        + _share_of_cut(step)
+    )
+
+
+def _share_of_cut(step) -> str:
+    """`; X% of the cut (N updates left)` for a step that `recovery`
+    shrank, else empty."""
+    fraction = step.get("cut_fraction")
+    if fraction is None or fraction >= 1.0:
+        return ""
+    return (
+        f"; {100 * fraction:.0f}% of the rule's cut "
+        f"({step['updates_left']:,} optimizer updates left)"
     )

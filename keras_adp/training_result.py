@@ -23,13 +23,16 @@ class ADPResult:
             `widths` and `density` per group, `params`, `macs`, `flops` of
             the model trained in that epoch, `train_macs` (that epoch's
             training compute, 3x forward MACs per sample), `measure_macs`
-            (the density measurement's forward passes), `cumulative_macs`
-            and `pruning`: the step taken at the end of the epoch (as in
+            (the density measurement's forward passes), `cumulative_macs`,
+            `updates` (the optimizer updates the epoch applied) and
+            `pruning`: the step taken at the end of the epoch (as in
             `steps`), `{"epoch": epoch, "stopped": True}` where pruning
             stopped because no group would shrink by `min_reduction`, or
             None.
         steps: the pruning steps: epoch, widths before and after, params and
-            MACs before and after.
+            MACs before and after; a first attempt also has `updates_left`
+            (optimizer updates after it) and `cut_fraction` (the share of
+            its cut they allowed, `ADPPolicy.recovery`).
         dense: params, MACs and FLOPs of the model before pruning.
     """
 

@@ -38,6 +38,7 @@ TINY_RUN = [
     "--warmup-epochs", "1",
     "--interval", "1",
     "--width", "0.25",
+    "--recovery-updates", "none",  # 3 updates per epoch: cut anyway.
     "--verbose", "0",
 ]
 RUN_FILES = [
@@ -885,3 +886,27 @@ def test_train_parses_dense_reference_and_removal_scale():
         command_parsers.build_parser().parse_args(
             ["train", "--removal-scale", "0"]
         )
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [([], 1600), (["--recovery-updates", "250"], 250),
+     (["--recovery-updates", "none"], None)],
+)
+def test_train_parses_recovery_updates(argv, expected):
+    from keras_adp import command_parsers, command_train
+
+    args = command_parsers.build_parser().parse_args(["train", *argv])
+    options = command_train._train_options(args)
+    assert experiment.policy_of(options).recovery_updates == expected
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "1.5", "many"])
+def test_train_rejects_a_recovery_updates_below_one(bad, capsys):
+    from keras_adp import command_parsers
+
+    with pytest.raises(SystemExit):
+        command_parsers.build_parser().parse_args(
+            ["train", "--recovery-updates", bad]
+        )
+    assert "--recovery-updates" in capsys.readouterr().err

@@ -14,6 +14,7 @@ from keras_adp import training
 TINY = dict(
     limit=256, epochs=3, warmup_epochs=1, interval=1, width=0.25, verbose=0,
     dense_baseline=False, export=False,
+    recovery_updates=None,  # A few updates per epoch: cut all the same.
 )
 
 
@@ -111,6 +112,12 @@ def test_by_default_the_baseline_trains_after_adp(tmp_path):
 def test_removal_scale_reaches_the_policy():
     options = experiment.TrainOptions(removal_scale=2.0)
     assert experiment.policy_of(options).removal_scale == 2.0
+
+
+@pytest.mark.parametrize("value", [None, 250])
+def test_recovery_updates_reaches_the_policy(value):
+    options = experiment.TrainOptions(recovery_updates=value)
+    assert experiment.policy_of(options).recovery_updates == value
 
 
 def test_the_final_check_holds_the_pruned_run_to_the_dense_baseline(tmp_path):

@@ -20,10 +20,12 @@ SAMPLES = 64
 # The paper's width rule: the model has one group, which the default
 # relative rule (AD relative to the densest group's) never shrinks.
 NO_GUARD = keras_adp.ADPPolicy(
+        recovery_updates=None,
     warmup_epochs=1, min_channels=2, calibration_samples=32,
     max_accuracy_drop=None, width_rule="density",
 )
 GUARD = keras_adp.ADPPolicy(
+        recovery_updates=None,
     warmup_epochs=1, min_channels=2, calibration_samples=32,
     width_rule="density",
 )
@@ -182,6 +184,7 @@ def test_initial_epoch_starts_the_run_there():
 
 def test_initial_epoch_keeps_the_converged_trigger_waiting():
     policy = keras_adp.ADPPolicy(
+        recovery_updates=None,
         warmup_epochs=1, min_channels=2, calibration_samples=32,
         max_accuracy_drop=None, trigger="converged", patience=1,
         tolerance=0.99, width_rule="density",

@@ -131,6 +131,7 @@ def test_rolled_back_step_restores_weights_and_optimizer_state_exactly(
     monkeypatch.setattr(guard, "is_worse_than_budget", lambda *args: True)
     x, y = _data()
     policy = keras_adp.ADPPolicy(
+        recovery_updates=None,
         warmup_epochs=1, min_channels=2, calibration_samples=32, max_retries=0,
         width_rule="density",
     )
@@ -180,6 +181,7 @@ def _teacher_regression():
 def test_budget_holds_when_every_step_must_fail():
     model, x, targets = _teacher_regression()
     policy = keras_adp.ADPPolicy(
+        recovery_updates=None,
         warmup_epochs=1, min_channels=1, calibration_samples=32,
         monitor="val_loss", max_accuracy_drop=0.0, width_rule="density",
         removal_scale=1.0, max_prune_steps=None,
@@ -210,6 +212,7 @@ def test_budget_holds_when_every_step_must_fail():
 def test_steps_within_budget_are_accepted():
     x, y = _data()
     policy = keras_adp.ADPPolicy(
+        recovery_updates=None,
         warmup_epochs=1, min_channels=2, calibration_samples=32,
         max_accuracy_drop=1.0,  # Any accuracy passes.
         width_rule="density",
@@ -255,6 +258,7 @@ def test_reference_at_is_the_stricter_of_best_and_dense(
 def _accept_all_run(dense_reference):
     x, y = _data()
     policy = keras_adp.ADPPolicy(
+        recovery_updates=None,
         warmup_epochs=1, min_channels=2, calibration_samples=32,
         max_accuracy_drop=1.0,  # Any accuracy in [0, 1] passes the best so far.
         width_rule="density", dense_reference=dense_reference,
@@ -299,7 +303,7 @@ def test_guard_holds_out_training_samples_it_never_trains_on():
         (1, 8, 8, 1), "float32"
     )
     y = np.arange(samples) % 3
-    trainer = keras_adp.ADPTrainer(keras_adp.ADPPolicy(), seed=7, verbose=0)
+    trainer = keras_adp.ADPTrainer(keras_adp.ADPPolicy(recovery_updates=None), seed=7, verbose=0)
     x_train, y_train, (x_held, y_held) = trainer._guard_validation(x, y, None)
     trained = set(x_train[:, 0, 0, 0].astype(int))
     held = set(x_held[:, 0, 0, 0].astype(int))
@@ -318,7 +322,7 @@ def test_guard_without_validation_data_on_a_dataset_raises():
 def test_guard_off_holds_nothing_out():
     x, y = _data()
     trainer = keras_adp.ADPTrainer(
-        keras_adp.ADPPolicy(max_accuracy_drop=None), verbose=0
+        keras_adp.ADPPolicy(recovery_updates=None, max_accuracy_drop=None), verbose=0
     )
     x_train, y_train, validation = trainer._guard_validation(x, y, None)
     assert x_train is x and validation is None
@@ -356,7 +360,7 @@ with strategy.scope():
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
 y = np.arange(64) % 3
-policy = keras_adp.ADPPolicy(warmup_epochs=1, min_channels=2,
+policy = keras_adp.ADPPolicy(recovery_updates=None, warmup_epochs=1, min_channels=2,
                              calibration_samples=32, max_prune_steps=1,
                              width_rule="density")
 result = keras_adp.ADPTrainer(policy, verbose=0).fit(
@@ -420,7 +424,7 @@ def test_lagging_batch_norm_momentum_warns_before_training(nested):
     # validation, what the guard judges, lags ~1,000 steps behind training.
     x, y = _data()
     model = _bn_classifier(0.999, nested)
-    policy = keras_adp.ADPPolicy(warmup_epochs=1, calibration_samples=16)
+    policy = keras_adp.ADPPolicy(recovery_updates=None, warmup_epochs=1, calibration_samples=16)
     with pytest.warns(UserWarning, match=r"'bn1'\) have momentum >= 0.999.*1,000"):
         keras_adp.ADPTrainer(policy, verbose=0).fit(
             model, x, y, epochs=2, batch_size=16
@@ -436,6 +440,7 @@ def test_no_batch_norm_warning_at_keras_default_or_without_guard(
     x, y = _data()
     model = _bn_classifier(momentum, nested=True)
     policy = keras_adp.ADPPolicy(
+        recovery_updates=None,
         warmup_epochs=1, calibration_samples=16,
         max_accuracy_drop=max_accuracy_drop,
     )

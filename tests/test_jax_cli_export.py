@@ -53,7 +53,7 @@ TINY_RUN = [
     "train", "--limit", "128", "--epochs", "2", "--warmup-epochs", "1",
     "--width", "0.25", "--batch-size", "32", "--calibration-samples", "64",
     "--max-accuracy-drop", "none", "--width-rule", "density",
-    "--verbose", "2",
+    "--recovery-updates", "none", "--verbose", "2",
 ]
 
 

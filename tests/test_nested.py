@@ -264,6 +264,7 @@ def test_adp_trainer_prunes_inside_a_nested_model(tmp_path):
     y = (x[:, :, :, 0].mean(axis=(1, 2)) > 0).astype("int32")
     # The paper's width rule (width = AD x width) always shrinks here.
     policy = keras_adp.ADPPolicy(
+        recovery_updates=None,
         warmup_epochs=1, min_channels=2, calibration_samples=32,
         max_accuracy_drop=None, width_rule="density",
     )

@@ -69,6 +69,7 @@ _COMMON = textwrap.dedent(
         return x.astype("float32"), y
 
     POLICY = keras_adp.ADPPolicy(
+        recovery_updates=None,
         warmup_epochs=1, min_channels=2, calibration_samples=64,
         max_accuracy_drop=None, width_rule="density",
     )
@@ -295,6 +296,7 @@ class Snapshot(keras.callbacks.Callback):
             self.after = self.take()
 
 policy = keras_adp.ADPPolicy(
+        recovery_updates=None,
     warmup_epochs=1, min_channels=2, calibration_samples=32, max_retries=0,
     width_rule="density",
 )

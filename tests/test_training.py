@@ -1,6 +1,7 @@
 import collections
 import csv
 import json
+import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -27,6 +28,7 @@ BATCH_SIZE = 32
 # The accuracy guard is off here: these tests are about the loop's
 # mechanics (test_guard.py tests the guard).
 POLICY = keras_adp.ADPPolicy(
+        recovery_updates=None,
     warmup_epochs=1, min_channels=2, calibration_samples=64,
     max_accuracy_drop=None,
 )
@@ -43,6 +45,7 @@ RECORD_KEYS = {
     "measure_macs",
     "cumulative_macs",
     "pruning",
+    "updates",
 }
 SCRIPT = os.path.join(os.path.dirname(__file__), "scripts", "train_for_kill.py")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,6 +233,8 @@ def test_history_entries_have_documented_keys(full_run):
         total += record["train_macs"] + record["measure_macs"]
         assert record["cumulative_macs"] == pytest.approx(total)
         assert record["flops"] >= 2 * record["macs"]
+        # Optimizer updates: ceil(training samples / batch) per epoch.
+        assert record["updates"] == math.ceil(SAMPLES / BATCH_SIZE)
     assert history[-1]["pruning"] is None  # never prune after the last epoch
 
 
@@ -253,8 +258,12 @@ def test_steps_record_widths_params_and_macs_before_and_after(full_run):
             "macs_after",
             "attempt",
             "outcome",
+            "updates_left",
+            "cut_fraction",
         }
         assert step["attempt"] == 0 and step["outcome"] == "taken"
+        assert step["updates_left"] == (4 - step["epoch"] - 1) * 4
+        assert step["cut_fraction"] == 1.0  # `recovery_updates=None`.
         assert step["before"] == {
             name: before["widths"][name] for name in step["after"]
         }
@@ -561,6 +570,7 @@ def test_early_stopping_ends_the_run_and_restores_sliced_best_weights(
 def test_reinitialize_rebuilds_with_fresh_weights_and_optimizer(tmp_path):
     recorder = Recorder()
     policy = keras_adp.ADPPolicy(
+        recovery_updates=None,
         warmup_epochs=1,
         min_channels=2,
         calibration_samples=64,

@@ -1,4 +1,4 @@
-"""`ADPPolicy(trial="twin")`: the model kept from before a step trains the
+"""`ADPPolicy(recovery_updates=None, trial="twin")`: the model kept from before a step trains the
 trial epoch beside the pruned one; it is the guard's reference, the budget
 is shared by the run's steps, and a rollback goes on from it.
 
@@ -68,7 +68,7 @@ def _policy(**fields):
         warmup_epochs=1, min_channels=2, calibration_samples=32,
         removal_scale=1.0, max_prune_steps=None, trial="twin",
     )
-    return keras_adp.ADPPolicy(**{**base, **fields})
+    return keras_adp.ADPPolicy(recovery_updates=None, **{**base, **fields})
 
 
 # A dense validation accuracy no model reaches: every step fails.
@@ -225,7 +225,7 @@ def test_a_run_interrupted_in_the_twin_epoch_resumes_to_the_same_weights(
 )
 def test_trial_is_validated(fields, match):
     with pytest.raises(ValueError, match=match):
-        keras_adp.ADPPolicy(**fields)
+        keras_adp.ADPPolicy(recovery_updates=None, **fields)
 
 
 def test_shortfall_is_in_the_metrics_direction():

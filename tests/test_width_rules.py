@@ -1,5 +1,6 @@
 """Width rules on hand-built densities, and the gamma L1 pressure."""
 
+import math
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -125,7 +126,7 @@ def test_gamma_l1_applies_while_pruning_may_happen_and_is_released():
     penalties = _Penalties()
     policy = keras_adp.ADPPolicy(
         warmup_epochs=1, min_channels=2, max_prune_steps=1,
-        width_rule="density",
+        width_rule="density", recovery_updates=None,
         max_accuracy_drop=None, gamma_l1=1e-2,
     )
     result = keras_adp.ADPTrainer(policy, verbose=0).fit(
@@ -336,3 +337,59 @@ def test_a_cut_shrunk_below_min_reduction_plans_nothing():
 def test_recovery_updates_rejects_what_is_not_a_positive_integer(bad):
     with pytest.raises(ValueError, match="recovery_updates"):
         keras_adp.ADPPolicy(recovery_updates=bad)
+
+
+def _wide_bn_model():
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((8, 8, 1))
+    x = L.Conv2D(16, 3, padding="same", name="c1")(inputs)
+    x = L.BatchNormalization(name="bn1")(x)
+    x = L.ReLU()(x)
+    x = L.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, L.Dense(3)(x))
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def _recovery_run(recovery_updates, verbose=0):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
+    y = np.arange(64) % 3
+    policy = keras_adp.ADPPolicy(
+        warmup_epochs=1, min_channels=1, max_prune_steps=1,
+        width_rule="density", removal_scale=1.0, max_accuracy_drop=None,
+        recovery_updates=recovery_updates,
+    )
+    return keras_adp.ADPTrainer(policy, verbose=verbose).fit(
+        _wide_bn_model(), x, y, epochs=3, batch_size=16
+    )
+
+
+def test_a_step_takes_the_share_of_its_cut_the_updates_left_allow(capsys):
+    result = _recovery_run(recovery_updates=16, verbose=2)
+    # 64 samples in batches of 16: 4 updates per epoch.
+    assert [record["updates"] for record in result.history] == [4, 4, 4]
+    (step,) = result.steps
+    # After epoch 1 of 3: 2 epochs x 4 updates left, half of 16.
+    assert step["updates_left"] == 8
+    assert step["cut_fraction"] == 0.5
+    density = result.history[0]["density"]["c1"]
+    rule = max(1, math.ceil(density * 16 - 1e-9))  # The paper's rule.
+    expected = math.ceil(16 - 0.5 * (16 - rule) - 1e-9)  # Half its cut.
+    assert rule < expected < 16
+    assert step["after"] == {"c1": expected}
+    assert result.model.get_layer("c1").filters == expected
+    assert "50% of the rule's cut (8 optimizer updates left)" in (
+        capsys.readouterr().out
+    )
+
+
+def test_too_few_updates_left_for_a_worthwhile_cut_stops_pruning(capsys):
+    result = _recovery_run(recovery_updates=10**6, verbose=2)
+    assert result.steps == []
+    assert result.history[0]["pruning"] == {"epoch": 0, "stopped": True}
+    assert result.model.get_layer("c1").filters == 16
+    assert "too little training is left to recover from a cut (8 " in (
+        capsys.readouterr().out
+    )

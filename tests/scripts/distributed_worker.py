@@ -102,6 +102,7 @@ def main(argv):
         with strategy.scope():
             model = build_model()
     policy = keras_adp.ADPPolicy(
+        recovery_updates=None,
         warmup_epochs=1,
         min_channels=2,
         calibration_samples=CALIBRATION_SAMPLES,

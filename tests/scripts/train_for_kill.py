@@ -57,10 +57,11 @@ def main(argv):
     run_dir, epochs, output = argv[0], int(argv[1]), argv[2]
     mode = argv[3] if len(argv) > 3 else "default"
     x, y = make_data()
-    policy = keras_adp.ADPPolicy(warmup_epochs=1, min_channels=2)
+    policy = keras_adp.ADPPolicy(recovery_updates=None, warmup_epochs=1, min_channels=2)
     if mode == "rollback":
         keras_adp.guard.is_worse_than_budget = lambda *args: True
         policy = keras_adp.ADPPolicy(
+        recovery_updates=None,
             warmup_epochs=1, min_channels=2, recovery_epochs=3,
             max_retries=0,
         )
