@@ -109,45 +109,67 @@ for later epochs): the guard then judges each step against the stricter
 of it at the judged epoch and the best value so far, which bounds how far
 below that dense run each judged epoch may fall.
 
-Why the defaults: the paper's rule, two steps early, two thirds of its cut.
-Measured with `benchmarks/bench_tradeoff.py` (vgg_small x1.0, BN->ReLU,
-20,000 Fashion-MNIST images of which 2,000 are held out for the guard,
-6 epochs, batch 128, Adam 2e-3 cosine, 3 seeds; tested on the 10,000 test
-images; `benchmarks/results/tradeoff_20k*`), against the same architecture
-at a uniform width multiplier trained from scratch for the same epochs:
+Why the defaults: the paper's rule, two steps early, two thirds of its cut,
+shrunk when little training follows. Measured with
+`benchmarks/bench_tradeoff.py` (vgg_small x1.0, BN->ReLU, 20,000
+Fashion-MNIST images of which 2,000 are held out for the guard, 6 epochs,
+batch 128 (141 updates per epoch), Adam 2e-3 cosine, 3 seeds; tested on
+the 10,000 test images; `benchmarks/results/tradeoff_20k*`), against the
+same architecture at a uniform width multiplier trained from scratch for
+the same epochs:
 
-- the defaults (`"density"`, `removal_scale=0.66`, `max_prune_steps=2`,
-  steps after epochs 1 and 2 of 6) ended at 90.01% (89.85, 90.20, 89.99)
-  with 55.9k parameters (5.2x fewer), and the uniformly narrower network of
-  the same size (x0.44, 56.2k) at 89.49% (89.29, 89.42, 89.75): +0.53
-  points, every seed above (+0.56, +0.78, +0.24); training compute 0.39x
-  dense, wall time about 0.54x (262 s against 485 s, one after the
-  other on a shared machine). Widths such as 17/32, 17/32, 29/64, 26/64,
-  53/128, 59/128: the early layers, which fire more, keep more;
-- what made the difference is *when*: each step costs accuracy that the
-  network must win back, and the pruned network needs epochs at its final
-  size. Two steps right after the first epoch leave it four; the earlier
-  defaults pruned every epoch until the last two, and either stayed mild
-  (`"relative"`, 2.1x fewer parameters, +0.3 points over uniform width at
-  that size) or fell behind uniform width when cutting harder (squared
-  relative ratio: 7x, -0.6 points; the paper's full halvings: -1.1 points,
-  their trials mostly rolled back, each costing an epoch; capped at 25% per
-  step over four steps: -0.7 points, 1 seed);
+- the full cut (`"density"`, `removal_scale=0.66`, `max_prune_steps=2`,
+  steps after epochs 1 and 2 of 6; `recovery_updates=None`) ended at
+  90.01% (89.85, 90.20, 89.99) with 55.9k parameters (5.2x fewer), and the
+  uniformly narrower network of the same size (x0.44, 56.2k) at 89.49%
+  (89.29, 89.42, 89.75): +0.53 points, every seed above (+0.56, +0.78,
+  +0.24); training compute 0.39x dense. Widths such as 17/32, 17/32,
+  29/64, 26/64, 53/128, 59/128: the early layers, which fire more, keep
+  more. But dense reached 91.22% (91.28, 91.33, 91.05): 1.21 points
+  below, more than the 1-point budget, while each step passed its trial;
+- what made the difference against uniform width is *when*: each step
+  costs accuracy that the network must win back, and the pruned network
+  needs epochs at its final size. Two steps right after the first epoch
+  leave it four; the earlier defaults pruned every epoch until the last
+  two, and either stayed mild (`"relative"`, 2.1x fewer parameters, +0.3
+  points over uniform width at that size) or fell behind uniform width
+  when cutting harder (squared relative ratio: 7x, -0.6 points; the
+  paper's full halvings: -1.1 points, their trials mostly rolled back,
+  each costing an epoch; capped at 25% per step over four steps: -0.7
+  points, 1 seed). The same 5.2x in one step after epoch 1, which leaves
+  five epochs at the final size, did no better: 89.55 and 90.02% in two
+  seeds, the third rolled back to 3.3x (`tradeoff_20k_1step.log`);
 - the full cut of the paper's rule (a group at AD 0.5 halved per step)
   fails the guard more often than not in the first epochs; two thirds of
   it (`removal_scale=0.66`: 33% of a group at AD 0.5) passed every trial
-  in every seed.
+  in every seed;
+- how much of the cut to take depends on how much training is left to
+  win it back, which no trial sees: a trial epoch compares networks still
+  far from converged, and the gap opens as the learning rate decays (the
+  twin trial below judged a seed's two steps 0.15 and 0.30 points short of
+  the model without them, and that seed ended 1.06 points below dense).
+  With `recovery_updates=1600` the two steps here, with 705 and 564 updates
+  left, take 44% and 35% of the cut: 90.96% (91.03, 91.00, 90.84) with
+  166.0k parameters (1.7x fewer), 0.26 points below dense (-0.25, -0.33,
+  -0.21 per seed), within the budget, and +0.27 points over uniform width
+  at the same size (+0.34, +0.31, +0.16; x0.75, 163.2k, 90.67%); training
+  compute 0.69x dense. On ResNet-18 x0.25 with the same data (batch 128):
+  89.86% at 1.7x fewer parameters against 89.84% dense (one dense seed),
+  +0.66 over uniform width at that size; the full cut had ended 0.52
+  below at 4.0x (`tradeoff_20k_r18_defaults_table.txt`).
 
 On all 60,000 training images (the same setup otherwise, 6,000 held out,
-3 seeds; `benchmarks/results/tradeoff_60k_tf/`), the defaults ended at
-92.34% with 55.6k parameters (5.2x fewer), 0.90 points below dense
-(93.25%), and uniform width x0.44 at 91.99%: +0.37 points at the same
-size, training compute 0.39x dense, wall time 0.56x and 0.65x dense in
-the two seeds timed back to back. On 20,000 images the same defaults end
-1.21 points below dense, more than the 1-point budget: each step passes
-its trial, and the gap opens in the epochs after it, which no trial sees.
-Where a dense run is trained anyway (`keras-adp train`), the final
-budget check says so.
+422 updates per epoch, 3 seeds; `benchmarks/results/tradeoff_60k_tf/`),
+the two steps have 2,110 and 1,688 updates left, so `recovery_updates`
+leaves their cut whole: the defaults ended at 92.34% with 55.6k
+parameters (5.2x fewer), 0.90 points below dense (93.25%), and uniform
+width x0.44 at 91.99%: +0.37 points at the same size, training compute
+0.39x dense, wall time 0.56x and 0.65x dense in the two seeds timed back
+to back. Why 1,600: the most a step may ask for while the 60k run's
+second step (1,688 updates left) keeps its full cut; less (say 1,200)
+would cut more on 20k images and was not measured. Where a dense run is
+trained anyway (`keras-adp train`), the final budget check compares the
+two.
 
 Why `selection="l1"`: the width rule says how many channels a group keeps,
 not which. `benchmarks/bench_selection.py` (vgg_small after 2 dense
@@ -178,22 +200,21 @@ your own).
 The trade-off of the defaults: `max_prune_steps=2` bounds the compression
 (about 5x fewer parameters on BN->ReLU networks, where AD stays near 0.5);
 more steps compress further and cost more accuracy (`max_prune_steps=3`
-with `max_accuracy_drop=0.02`: see README). And the guard's reference is
-the best validation value seen so far, not what the dense model would
-reach by the end, so the pruned model can end more than the budget below
-a dense model trained as long: on the 20,000 images above the defaults
-ended 1.21 points below dense (91.22%: 91.28, 91.33, 91.05), more than
-their 1-point budget, while each step passed its trial (uniform width of
-the same size: 1.73 below). Holding the steps to the mean dense
-validation curve instead (`dense_reference`) did not help there: in the
-first epochs that curve rises faster than a just-pruned network recovers,
-so seed 0 had both trials rolled back and kept the dense architecture,
-seed 1 kept one halved step (1.4x), seed 2 both steps (5.2x), and they
-ended at 90.04, 89.82 and 89.99%: each rolled-back trial costs an epoch
-that the kept model does not train. A trial that costs less than an epoch
-(judged sooner, or with the pre-step model trained beside it so that a
-rollback loses nothing) is the way to a reference that holds; it is not
-built yet.
+with `max_accuracy_drop=0.02`: see README). `recovery_updates` measures
+the training left, not whether the network needs its width: a short run
+compresses less even where the full cut would have cost nothing (the
+bundled 5,400 images of `keras-adp train`, 85 updates per epoch: 1.35x
+fewer parameters and 81.10% test accuracy, where the full cut had given
+4.15x and 80.70%; dense 77.30%). Set it to None, or lower it, for more
+compression on short runs, and check the result against a dense run. And
+the guard's reference is the best validation value seen so far, not what
+the dense model would reach by the end. Holding the steps to the mean
+dense validation curve instead (`dense_reference`) did not help on 20k
+images: in the first epochs that curve rises faster than a just-pruned
+network recovers, so seed 0 had both trials rolled back and kept the
+dense architecture, seed 1 kept one halved step (1.4x), seed 2 both steps
+(5.2x), and they ended at 90.04, 89.82 and 89.99%: each rolled-back trial
+costs an epoch that the kept model does not train.
 
 `trial="twin"`: the model kept from before the step trains the trial
 epoch too, on the same batches with the same seed, beside the pruned one
@@ -208,9 +229,9 @@ trained the trial epoch: nothing is lost (a run whose every step is rolled
 back ends exactly where a run that never pruned ends), at the price of
 training the larger model once more per trial (counted in the run's
 compute). Needs `recovery_epochs=1`. Not the default: on the 20,000-image
-benchmark above (3 seeds) it kept less (3.0x fewer parameters on average)
-and still ended 1.07 points below dense (90.15%), at 0.85x dense's
-training compute instead of 0.39x: each step's cost at its trial epoch
+benchmark above (3 seeds, the full cut) it kept less (3.0x fewer
+parameters on average) and still ended 1.07 points below dense (90.15%),
+at 0.85x dense's training compute instead of 0.39x: each step's cost at its trial epoch
 was within budget, and the rest of the gap comes from training the
 smaller network for the remaining epochs, which no trial epoch sees.
 
