@@ -176,7 +176,10 @@ def run_adp(args, data, policy, seed):
         },
         "steps": [
             {"epoch": step["epoch"] + 1, "attempt": step["attempt"],
-             "outcome": step["outcome"], "after": step["after"]}
+             "outcome": step["outcome"], "after": step["after"],
+             # The share of its cut the updates left allowed (first tries).
+             **{key: step[key] for key in ("updates_left", "cut_fraction")
+                if key in step}}
             for step in result.steps
         ],
         # What the guard saw: each epoch's validation accuracy, and each
