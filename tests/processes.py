@@ -116,7 +116,8 @@ model.compile(
     metrics=["accuracy"],
 )
 result = keras_adp.ADPTrainer(
-    keras_adp.ADPPolicy(recovery_updates=None, warmup_epochs=1, max_accuracy_drop=None,
+    keras_adp.ADPPolicy(
+        recovery_updates=None, warmup_epochs=1, max_accuracy_drop=None,
                         width_rule="density"),
     seed=0, verbose=0,
 ).fit(model, x, y, epochs=3, batch_size=32)

@@ -61,7 +61,8 @@ _DECISIONS = textwrap.dedent(
     groups = keras_adp.channel_groups(model)
     keep = {}
     for rule in ("density", "live"):
-        policy = keras_adp.ADPPolicy(recovery_updates=None, width_rule=rule, min_reduction=0.0)
+        policy = keras_adp.ADPPolicy(
+            recovery_updates=None, width_rule=rule, min_reduction=0.0)
         scores = scoring.channel_scores(model, groups, policy.selection)
         gammas = {
             g.name: scoring.first_gamma(model, g)
@@ -137,7 +138,7 @@ def test_jax_without_tensorflow_measures_and_trains():
         assert set(densities) == {"conv1", "conv2"}, densities
         result = keras_adp.ADPTrainer(
             keras_adp.ADPPolicy(
-        recovery_updates=None,
+                recovery_updates=None,
                 warmup_epochs=1, width_rule="density", max_accuracy_drop=None
             ),
             verbose=0, seed=1,
@@ -297,7 +298,8 @@ _DATA_PARALLEL = textwrap.dedent(
         # out (cut to 12 for validation); the last batch of 17 (113 =
         # 3 * 32 + 17) cannot be split in two and is left out.
         guarded = keras_adp.ADPTrainer(
-            keras_adp.ADPPolicy(recovery_updates=None, warmup_epochs=1, min_channels=2),
+            keras_adp.ADPPolicy(
+                recovery_updates=None, warmup_epochs=1, min_channels=2),
             seed=0, verbose=0,
         ).fit(build(), x[:126], y[:126], epochs=2, batch_size=32)
         two["guarded_iterations"] = int(

@@ -20,12 +20,12 @@ SAMPLES = 64
 # The paper's width rule: the model has one group, which the default
 # relative rule (AD relative to the densest group's) never shrinks.
 NO_GUARD = keras_adp.ADPPolicy(
-        recovery_updates=None,
+    recovery_updates=None,
     warmup_epochs=1, min_channels=2, calibration_samples=32,
     max_accuracy_drop=None, width_rule="density",
 )
 GUARD = keras_adp.ADPPolicy(
-        recovery_updates=None,
+    recovery_updates=None,
     warmup_epochs=1, min_channels=2, calibration_samples=32,
     width_rule="density",
 )

@@ -322,7 +322,8 @@ def test_guard_without_validation_data_on_a_dataset_raises():
 def test_guard_off_holds_nothing_out():
     x, y = _data()
     trainer = keras_adp.ADPTrainer(
-        keras_adp.ADPPolicy(recovery_updates=None, max_accuracy_drop=None), verbose=0
+        keras_adp.ADPPolicy(
+            recovery_updates=None, max_accuracy_drop=None), verbose=0
     )
     x_train, y_train, validation = trainer._guard_validation(x, y, None)
     assert x_train is x and validation is None
@@ -360,7 +361,8 @@ with strategy.scope():
 rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
 y = np.arange(64) % 3
-policy = keras_adp.ADPPolicy(recovery_updates=None, warmup_epochs=1, min_channels=2,
+policy = keras_adp.ADPPolicy(
+    recovery_updates=None, warmup_epochs=1, min_channels=2,
                              calibration_samples=32, max_prune_steps=1,
                              width_rule="density")
 result = keras_adp.ADPTrainer(policy, verbose=0).fit(
@@ -424,7 +426,8 @@ def test_lagging_batch_norm_momentum_warns_before_training(nested):
     # validation, what the guard judges, lags ~1,000 steps behind training.
     x, y = _data()
     model = _bn_classifier(0.999, nested)
-    policy = keras_adp.ADPPolicy(recovery_updates=None, warmup_epochs=1, calibration_samples=16)
+    policy = keras_adp.ADPPolicy(
+        recovery_updates=None, warmup_epochs=1, calibration_samples=16)
     with pytest.warns(UserWarning, match=r"'bn1'\) have momentum >= 0.999.*1,000"):
         keras_adp.ADPTrainer(policy, verbose=0).fit(
             model, x, y, epochs=2, batch_size=16

@@ -53,7 +53,7 @@ def test_calibration_set_smaller_than_one_batch_is_used_whole():
     x, y = _data((8, 8, 1))
     result = keras_adp.ADPTrainer(
         keras_adp.ADPPolicy(
-        recovery_updates=None,
+            recovery_updates=None,
             warmup_epochs=1, min_channels=2, max_accuracy_drop=None,
             width_rule="density",
         ),
@@ -68,7 +68,7 @@ def test_uint8_inputs_train_and_prune():
     x, y = _data((8, 8, 1), dtype="uint8")
     result = keras_adp.ADPTrainer(
         keras_adp.ADPPolicy(
-        recovery_updates=None,
+            recovery_updates=None,
             warmup_epochs=1, min_channels=2, max_accuracy_drop=None,
             width_rule="density",
         ),
@@ -87,7 +87,7 @@ def test_dead_layer_is_kept_at_min_channels_not_zero():
     assert density["c1"].overall == 0.0
     result = keras_adp.ADPTrainer(
         keras_adp.ADPPolicy(
-        recovery_updates=None,
+            recovery_updates=None,
             warmup_epochs=1, min_channels=3, max_accuracy_drop=None,
             width_rule="density", removal_scale=1.0,
         ),
@@ -100,7 +100,8 @@ def test_min_channels_larger_than_a_layer_keeps_that_layer():
     keras.utils.set_random_seed(0)
     x, y = _data((8, 8, 1))
     result = keras_adp.ADPTrainer(
-        keras_adp.ADPPolicy(recovery_updates=None, warmup_epochs=1, min_channels=11), verbose=0
+        keras_adp.ADPPolicy(
+            recovery_updates=None, warmup_epochs=1, min_channels=11), verbose=0
     ).fit(_small_cnn(), x, y, epochs=2, batch_size=16)
     assert result.model.get_layer("c2").filters == 10  # 10 < min_channels
     assert result.model.get_layer("c1").filters >= 11
@@ -193,7 +194,7 @@ def test_multi_input_multi_output_model_trains_and_prunes():
     y2 = rng.normal(size=(48, 1)).astype("float32")
     result = keras_adp.ADPTrainer(
         keras_adp.ADPPolicy(
-        recovery_updates=None,
+            recovery_updates=None,
             warmup_epochs=1, min_channels=2, max_accuracy_drop=None,
             width_rule="density",
         ),

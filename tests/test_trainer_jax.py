@@ -296,7 +296,7 @@ class Snapshot(keras.callbacks.Callback):
             self.after = self.take()
 
 policy = keras_adp.ADPPolicy(
-        recovery_updates=None,
+    recovery_updates=None,
     warmup_epochs=1, min_channels=2, calibration_samples=32, max_retries=0,
     width_rule="density",
 )

@@ -28,7 +28,7 @@ BATCH_SIZE = 32
 # The accuracy guard is off here: these tests are about the loop's
 # mechanics (test_guard.py tests the guard).
 POLICY = keras_adp.ADPPolicy(
-        recovery_updates=None,
+    recovery_updates=None,
     warmup_epochs=1, min_channels=2, calibration_samples=64,
     max_accuracy_drop=None,
 )
@@ -525,6 +525,8 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, mode):
     resumed, reference = processes.resumed_and_reference(tmp_path)
     assert resumed["epochs"] == list(range(6)), killed_at
     assert resumed == reference
+    if mode == "default":
+        assert resumed["widths"][-1] != resumed["widths"][0]  # It pruned.
     if mode == "rollback":
         decisions = [entry for entry in resumed["guard"] if entry]
         assert [entry["action"] for entry in decisions] == [

@@ -1,4 +1,4 @@
-"""`ADPPolicy(recovery_updates=None, trial="twin")`: the model kept from before a step trains the
+"""`ADPPolicy(trial="twin")`: the model kept from before a step trains the
 trial epoch beside the pruned one; it is the guard's reference, the budget
 is shared by the run's steps, and a rollback goes on from it.
 
@@ -67,8 +67,9 @@ def _policy(**fields):
     base = dict(
         warmup_epochs=1, min_channels=2, calibration_samples=32,
         removal_scale=1.0, max_prune_steps=None, trial="twin",
+        recovery_updates=None,
     )
-    return keras_adp.ADPPolicy(recovery_updates=None, **{**base, **fields})
+    return keras_adp.ADPPolicy(**{**base, **fields})
 
 
 # A dense validation accuracy no model reaches: every step fails.
