@@ -128,6 +128,7 @@ def run_adp(args, name, width, data, reinitialize):
         reinitialize=reinitialize,
         max_accuracy_drop=args.max_accuracy_drop,
         width_rule=args.width_rule,
+        recovery_updates=args.recovery_updates,
     )
     trainer = keras_adp.ADPTrainer(policy, seed=args.seed, verbose=0)
     start, cpu_start = time.perf_counter(), time.process_time()
@@ -221,6 +222,13 @@ def main(argv=None):
         "which README's figures of this benchmark were measured)",
     )
     parser.add_argument("--max-prune-steps", type=int, default=None)
+    parser.add_argument(
+        "--recovery-updates",
+        type=lambda text: None if text.lower() == "none" else int(text),
+        default=keras_adp.ADPPolicy.recovery_updates,
+        help="ADPPolicy.recovery_updates: optimizer updates a step needs "
+        "left after it for its full cut ('none': always the full cut)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--max-accuracy-drop", type=_drop, default=0.01,

@@ -414,7 +414,7 @@ x = (rng.normal(size=(96, 8, 8, 1)) + y[:, None, None, None]).astype(
     "float32")
 policy = keras_adp.ADPPolicy(
     warmup_epochs=1, min_channels=2, calibration_samples=64,
-    max_accuracy_drop=None, width_rule="density",
+    max_accuracy_drop=None, width_rule="density", recovery_updates=None,
 )
 
 
@@ -507,7 +507,7 @@ targets = model.predict(x, verbose=0)
 policy = keras_adp.ADPPolicy(
     warmup_epochs=1, min_channels=1, calibration_samples=32,
     monitor="val_loss", max_accuracy_drop=0.0, width_rule="density",
-    removal_scale=1.0, max_prune_steps=None,
+    removal_scale=1.0, max_prune_steps=None, recovery_updates=None,
 )
 result = keras_adp.ADPTrainer(policy, verbose=0).fit(
     model, x, targets, epochs=5, batch_size=16,

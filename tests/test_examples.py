@@ -136,7 +136,7 @@ def test_bench_training_smoke_prints_every_run_and_writes_json(tmp_path):
             sys.executable, str(REPO / "benchmarks" / "bench_training.py"),
             "--data", "embedded", "--models", "vgg_small", "--width", "0.25",
             "--train-samples", "256", "--test-samples", "128", "--epochs", "3",
-            "--max-prune-steps", "1",
+            "--max-prune-steps", "1", "--recovery-updates", "none",
             # Unguarded, so that the one step is certain on 256 random-ish
             # samples (the guard's own decisions are tested in test_guard.py).
             "--max-accuracy-drop", "none",
