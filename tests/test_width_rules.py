@@ -94,10 +94,10 @@ def test_bad_width_rule_fields_raise(field, value):
         keras_adp.ADPPolicy(**{field: value})
 
 
-def _bn_model():
-    keras.utils.set_random_seed(3)
+def _bn_model(channels=6, seed=3):
+    keras.utils.set_random_seed(seed)
     inputs = keras.Input((8, 8, 1))
-    x = L.Conv2D(6, 3, padding="same", name="c1")(inputs)
+    x = L.Conv2D(channels, 3, padding="same", name="c1")(inputs)
     x = L.BatchNormalization(name="bn1")(x)
     x = L.ReLU()(x)
     x = L.GlobalAveragePooling2D()(x)
@@ -339,19 +339,6 @@ def test_recovery_updates_rejects_what_is_not_a_positive_integer(bad):
         keras_adp.ADPPolicy(recovery_updates=bad)
 
 
-def _wide_bn_model():
-    keras.utils.set_random_seed(5)
-    inputs = keras.Input((8, 8, 1))
-    x = L.Conv2D(16, 3, padding="same", name="c1")(inputs)
-    x = L.BatchNormalization(name="bn1")(x)
-    x = L.ReLU()(x)
-    x = L.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, L.Dense(3)(x))
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True), metrics=["accuracy"])
-    return model
-
-
 def _recovery_run(recovery_updates, verbose=0):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 8, 8, 1)).astype("float32")
@@ -362,7 +349,7 @@ def _recovery_run(recovery_updates, verbose=0):
         recovery_updates=recovery_updates,
     )
     return keras_adp.ADPTrainer(policy, verbose=verbose).fit(
-        _wide_bn_model(), x, y, epochs=3, batch_size=16
+        _bn_model(channels=16, seed=5), x, y, epochs=3, batch_size=16
     )
 
 
